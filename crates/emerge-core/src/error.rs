@@ -1,0 +1,23 @@
+//! The one error type of the core library: every failure a user can cause is one of these,
+//! with a message that names the problem (a panic in wasm would kill the page's module).
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum EmergeError {
+    /// A configuration that cannot describe a working model or schedule.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// An argument outside what the call accepts (a timestep past T, a class the model lacks, …).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A weight file that cannot be read: truncated, corrupted, or not made for this model.
+    #[error("bad weight file: {0}")]
+    BadWeights(String),
+    /// A sampling run that has already produced its final image.
+    #[error("sampling is finished: all {0} steps have run")]
+    Finished(usize),
+    /// Reading or writing a file failed.
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+}

@@ -1,0 +1,30 @@
+//! emerge-core: the whole DDPM (Ho, Jain & Abbeel 2020) on burn, backend-neutral.
+//!
+//! - [`schedule`]: β schedules and every per-timestep table, in f64.
+//! - [`forward`]: q(x_t | x_0), [`NoiseSchedule::add_noise`].
+//! - [`sampler`]: DDPM and DDIM as step-by-step state machines, reproducible from a seed.
+//! - [`guidance`]: classifier-free guidance around the UNet.
+//! - [`unet`]: the diffusers-layout UNet and its presets.
+//! - [`weights`]: self-describing f16 model files.
+//!
+//! Nothing here knows about the browser: the same code trains natively and samples in wasm.
+
+pub mod error;
+pub mod forward;
+pub mod guidance;
+pub mod image;
+pub mod model;
+pub mod noise;
+pub mod sampler;
+pub mod schedule;
+mod tensor_util;
+pub mod unet;
+pub mod weights;
+
+pub use error::EmergeError;
+pub use guidance::{Conditioning, Denoiser, guided_noise};
+pub use model::ModelConfig;
+pub use noise::GaussianNoise;
+pub use sampler::{NoisePredictor, Sampler, SamplerKind, Sampling, StepOutput};
+pub use schedule::{BetaSchedule, NoiseSchedule, ScheduleConfig, VarianceType};
+pub use unet::{UNet, UNetConfig};

@@ -1,0 +1,17 @@
+//! Small helpers for moving host values into tensors.
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::noise::GaussianNoise;
+
+/// One value per sample as a `[B, 1, 1, 1]` tensor that broadcasts over images.
+pub fn per_sample(values: Vec<f32>, device: &Device) -> Tensor<4> {
+    let batch = values.len();
+    Tensor::from_data(TensorData::new(values, [batch, 1, 1, 1]), device)
+}
+
+/// A tensor of standard normal draws from a portable host generator.
+pub fn gaussian(noise: &mut GaussianNoise, shape: [usize; 4], device: &Device) -> Tensor<4> {
+    let len = shape.iter().product();
+    Tensor::from_data(TensorData::new(noise.normals(len), shape), device)
+}

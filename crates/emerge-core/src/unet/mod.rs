@@ -1,0 +1,106 @@
+//! The DDPM UNet (Ho et al. 2020, Appendix B), laid out and named as diffusers' `UNet2DModel` so
+//! that published checkpoints map onto it key by key.
+
+mod attention;
+mod blocks;
+mod config;
+mod embeddings;
+mod resnet;
+
+pub use attention::AttentionBlock;
+pub use blocks::{DownBlock, Downsample2D, MidBlock, UpBlock, Upsample2D};
+pub use config::UNetConfig;
+pub use embeddings::{TimestepEmbedding, timestep_embedding};
+pub use resnet::ResnetBlock2D;
+
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::nn::{Embedding, EmbeddingConfig, GroupNorm};
+use burn::tensor::activation::silu;
+use burn::tensor::{Device, Int, Tensor};
+
+use crate::error::EmergeError;
+use resnet::{conv3x3, group_norm};
+
+#[derive(Module, Debug)]
+pub struct UNet {
+    pub time_embedding: TimestepEmbedding,
+    pub class_embedding: Option<Embedding>,
+    pub conv_in: Conv2d,
+    pub down_blocks: Vec<DownBlock>,
+    pub mid_block: MidBlock,
+    pub up_blocks: Vec<UpBlock>,
+    pub conv_norm_out: GroupNorm,
+    pub conv_out: Conv2d,
+    /// Sinusoidal embedding conventions (not parameters).
+    pub flip_sin_to_cos: bool,
+    pub freq_shift: f64,
+}
+
+impl UNet {
+    /// Builds the network with fresh random weights; an invalid config is an error, not a panic.
+    pub fn new(config: &UNetConfig, device: &Device) -> Result<Self, EmergeError> {
+        config.validate()?;
+        let channels = &config.block_out_channels;
+        let time_embed_dim = config.time_embed_dim();
+        // time
+        let time_embedding = TimestepEmbedding::new(channels[0], time_embed_dim, device);
+        let class_embedding = config.num_class_embeds.map(|n| EmbeddingConfig::new(n, time_embed_dim).init(device));
+        // input
+        let conv_in = conv3x3(config.in_channels, channels[0], device);
+        // down
+        let down_blocks = (0..channels.len())
+            .map(|level| DownBlock::new(level, if level == 0 { channels[0] } else { channels[level - 1] }, config, device))
+            .collect();
+        // mid
+        let mid_block = MidBlock::new(*channels.last().expect("validated: at least one level"), config, device);
+        // up
+        let up_blocks = (0..channels.len()).map(|index| UpBlock::new(index, config, device)).collect();
+        // out
+        Ok(Self {
+            time_embedding,
+            class_embedding,
+            conv_in,
+            down_blocks,
+            mid_block,
+            up_blocks,
+            conv_norm_out: group_norm(channels[0], config, device),
+            conv_out: conv3x3(channels[0], config.out_channels, device),
+            flip_sin_to_cos: config.flip_sin_to_cos,
+            freq_shift: config.freq_shift,
+        })
+    }
+
+    /// Predicts ε_θ(x_t, t, y).
+    ///
+    /// Shapes: `sample` `[B, C_in, H, W]`, `timesteps` `[B]` (float, so fractional times work),
+    /// `class_labels` `[B]` → `[B, C_out, H, W]`. Labels are required exactly when the model
+    /// has a class embedding (checked by the callers that take user input: [`crate::guidance`]).
+    pub fn forward(&self, sample: Tensor<4>, timesteps: Tensor<1>, class_labels: Option<Tensor<1, Int>>) -> Tensor<4> {
+        // 1. time (and class) embedding
+        let [sinusoid_dim, _] = self.time_embedding.linear_1.weight.dims();
+        let t_emb = timestep_embedding(timesteps, sinusoid_dim, self.flip_sin_to_cos, self.freq_shift); // [B, C0]
+        let mut emb = self.time_embedding.forward(t_emb); // [B, 4·C0]
+        if let (Some(embedding), Some(labels)) = (&self.class_embedding, class_labels) {
+            emb = emb + embedding.forward(labels.unsqueeze_dim::<2>(1)).squeeze_dim::<2>(1);
+        }
+        // 2. pre-process
+        let mut x = self.conv_in.forward(sample); // [B, C0, H, W]
+        // 3. down, keeping every intermediate as a skip
+        let mut skips = vec![x.clone()];
+        for block in &self.down_blocks {
+            x = block.forward(x, &emb, &mut skips);
+        }
+        // 4. mid
+        x = self.mid_block.forward(x, &emb);
+        // 5. up, consuming the skips in reverse order
+        for block in &self.up_blocks {
+            x = block.forward(x, &emb, &mut skips);
+        }
+        // 6. post-process
+        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+    }
+}
+
+#[cfg(test)]
+mod tests;
