@@ -1,0 +1,300 @@
+//! The command-line interface: one subcommand per job, each a function.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use emerge_core::{ModelConfig, SamplerKind, UNet, weights};
+
+use crate::sample::{self, Images, SampleRequest};
+use crate::train::{self, TrainOptions, TrainingConfig};
+
+/// emerge: a DDPM you can watch think. Train it, sample from it, measure it, export it for the page.
+#[derive(Debug, Parser)]
+#[command(name = "emerge", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a model on MNIST (L_simple, AdamW, EMA), with checkpoints and exact resume.
+    Train(TrainArgs),
+    /// Sample images: a PNG grid (.png), the denoising trajectory (.gif) or MNIST IDX (.idx).
+    Sample(SampleArgs),
+    /// Write the files the page loads (f16 weights + manifest) from a run's EMA weights.
+    Export(ExportArgs),
+    /// Time one denoising step (one UNet forward pass) per batch size, median of several runs.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Directory holding the MNIST IDX files (train-images-idx3-ubyte.gz, …).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Network preset.
+    #[arg(long, default_value = "mnist")]
+    pub preset: String,
+    /// Run directory: config.json, log.csv, checkpoints/, samples/.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue the run in --out from its newest checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Optimisation steps in all (the learning rate schedule spans them).
+    #[arg(long, default_value_t = 6000)]
+    pub steps: usize,
+    /// Stop this invocation after this many steps in total (resume later with --resume).
+    #[arg(long)]
+    pub stop_at: Option<usize>,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 200)]
+    pub warmup_steps: usize,
+    #[arg(long, default_value_t = 0.999)]
+    pub ema_decay: f64,
+    /// Probability of dropping a label to the null class (classifier-free guidance); 0 for an
+    /// unconditional preset.
+    #[arg(long, default_value_t = 0.1)]
+    pub label_dropout: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 250)]
+    pub checkpoint_every: usize,
+    /// Write a sample grid every this many steps (0: never).
+    #[arg(long, default_value_t = 1000)]
+    pub sample_every: usize,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SamplerChoice {
+    /// Ancestral sampling (DDPM Algorithm 2), all T steps unless --steps respaces it.
+    Ddpm,
+    /// DDIM (Song et al. 2021), deterministic with --eta 0.
+    Ddim,
+}
+
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    /// Model file (.bpk) written by `export`.
+    #[arg(long, default_value = "www/models/mnist.bpk")]
+    pub model: PathBuf,
+    #[arg(long, default_value_t = 16)]
+    pub count: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value_t = SamplerChoice::Ddim)]
+    pub sampler: SamplerChoice,
+    /// Denoising steps (default: 1000 for DDPM, 50 for DDIM).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// DDIM's η (0 = deterministic).
+    #[arg(long, default_value_t = 0.0)]
+    pub eta: f64,
+    /// Digit to draw (conditional models); all samples unconditional when absent.
+    #[arg(long)]
+    pub class: Option<usize>,
+    /// Classifier-free guidance scale w (0 = unconditional, 1 = conditional, >1 sharper).
+    #[arg(long, default_value_t = 2.0)]
+    pub guidance: f64,
+    /// Images per row in grids and GIFs.
+    #[arg(long, default_value_t = 8)]
+    pub columns: usize,
+    /// Output: .png (grid), .gif (trajectory of x_t) or .idx (MNIST IDX3, u8).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Training run directory (its newest checkpoint's EMA weights are exported).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Directory the page serves models from.
+    #[arg(long, default_value = "www/models")]
+    pub out: PathBuf,
+    /// Model name: the file is <name>.bpk and the manifest entry is keyed by it.
+    #[arg(long, default_value = "mnist")]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Presets to time.
+    #[arg(long, value_delimiter = ',', default_value = "mnist")]
+    pub presets: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    pub batches: Vec<usize>,
+    /// Timed runs per case (after one warm-up run); the median is reported.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(args) => run_train(args),
+        Command::Sample(args) => run_sample(args),
+        Command::Export(args) => run_export(args),
+        Command::Bench(args) => run_bench(args),
+    }
+}
+
+fn run_train(args: TrainArgs) -> Result<()> {
+    let model = ModelConfig::preset(&args.preset)?;
+    let label_dropout = if model.unet.is_conditional() { args.label_dropout } else { 0.0 };
+    let config = TrainingConfig {
+        model,
+        batch_size: args.batch_size,
+        steps: args.steps,
+        learning_rate: args.lr,
+        min_learning_rate: args.lr / 100.0,
+        warmup_steps: args.warmup_steps,
+        weight_decay: 0.0,
+        grad_clip_norm: 1.0,
+        ema_decay: args.ema_decay,
+        label_dropout,
+        seed: args.seed,
+        checkpoint_every: args.checkpoint_every,
+        sample_every: args.sample_every,
+    };
+    let options = TrainOptions {
+        data_dir: args.data,
+        run_dir: args.out.clone(),
+        resume: args.resume,
+        stop_at: args.stop_at,
+        progress: !args.quiet,
+    };
+    let summary = train::train(&config, &options)?;
+    println!(
+        "step {}/{}  loss {:.4}  {:.1} min of training in all  → {}",
+        summary.step,
+        config.steps,
+        summary.last_loss,
+        summary.elapsed_seconds / 60.0,
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// Loads a model file with a hint when the default one is missing.
+pub fn load_model(path: &Path, device: &Device) -> Result<(ModelConfig, UNet)> {
+    weights::load(path, device).with_context(|| format!("cannot load the model '{}'", path.display()))
+}
+
+fn run_sample(args: SampleArgs) -> Result<()> {
+    let extension = args.out.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
+    if !matches!(extension.as_str(), "png" | "gif" | "idx") {
+        bail!("--out must end in .png, .gif or .idx, got '{}'", args.out.display());
+    }
+    let (config, unet) = load_model(&args.model, &Device::flex())?;
+    let (sampler, default_steps) = match args.sampler {
+        SamplerChoice::Ddpm => (SamplerKind::Ddpm, config.schedule.num_train_timesteps),
+        SamplerChoice::Ddim => (SamplerKind::Ddim { eta: args.eta }, 50),
+    };
+    let request = SampleRequest {
+        count: args.count,
+        seed: args.seed,
+        sampler,
+        steps: args.steps.unwrap_or(default_steps),
+        labels: args.class.map(|c| vec![c; args.count]),
+        guidance: args.guidance,
+    };
+    if args.count == 0 {
+        bail!("--count must be at least 1");
+    }
+    let mut frames = Vec::new();
+    let total = request.steps;
+    let images = sample::generate(&unet, &config, &request, |output| {
+        // Keep about 60 frames of the trajectory, always including the last step.
+        let every = total.div_ceil(60).max(1);
+        let done = frames.len() * every;
+        if extension == "gif" && (done + every <= total || output.timestep == 0) {
+            if let Ok(frame) = Images::from_tensor(output.prev_sample.clone()) {
+                frames.push(frame);
+            }
+        }
+    })?;
+    match extension.as_str() {
+        "png" => crate::images::write_png_grid(&args.out, &images, args.columns)?,
+        "gif" => crate::images::write_gif(&args.out, &frames, args.columns, 60)?,
+        _ => crate::images::write_idx(&args.out, &images)?,
+    }
+    println!("wrote {} samples to {}", args.count, args.out.display());
+    Ok(())
+}
+
+fn run_export(args: ExportArgs) -> Result<()> {
+    let checkpoint = train::checkpoint::load_latest(&args.run, &Device::flex())?;
+    let config: TrainingConfig = serde_json::from_str(&std::fs::read_to_string(args.run.join("config.json"))?)?;
+    std::fs::create_dir_all(&args.out)?;
+    let file = format!("{}.{}", args.name, weights::EXTENSION);
+    let bytes = weights::to_bytes(&checkpoint.ema, &config.model, weights::Precision::Half)?;
+    weights::write_atomically(&args.out.join(&file), &bytes)?;
+    let entry = crate::manifest::ManifestEntry::new(&args.name, &file, bytes.len(), &config.model, checkpoint.state.step);
+    crate::manifest::upsert(&args.out.join("manifest.json"), entry)?;
+    println!("wrote {} ({} bytes, step {}) and manifest.json to {}", file, bytes.len(), checkpoint.state.step, args.out.display());
+    Ok(())
+}
+
+fn run_bench(args: BenchArgs) -> Result<()> {
+    let device = Device::flex();
+    println!("| preset | parameters | batch | device | ms per step (median of {}) | ms per image |", args.runs);
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for preset in &args.presets {
+        let config = ModelConfig::preset(preset)?;
+        let unet = UNet::new(&config.unet, &device)?;
+        for &batch in &args.batches {
+            let ms = time_forward(&unet, &config, batch, args.runs, &device)?;
+            println!(
+                "| {preset} | {} | {batch} | Flex (CPU) | {ms:.1} | {:.2} |",
+                burn::module::Module::num_params(&unet),
+                ms / batch as f64
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Median wall time of one forward pass (one denoising step without guidance), in ms.
+pub fn time_forward(unet: &UNet, config: &ModelConfig, batch: usize, runs: usize, device: &Device) -> Result<f64> {
+    let size = config.unet.sample_size;
+    let x = Tensor::<4>::zeros([batch, config.unet.in_channels, size, size], device);
+    let t = Tensor::<1>::full([batch], 500.0, device);
+    let labels = config
+        .unet
+        .null_class()
+        .map(|null| Tensor::<1, Int>::from_data(TensorData::new(vec![null as i64; batch], [batch]), device));
+    let mut times = Vec::new();
+    for run in 0..=runs.max(1) {
+        let started = Instant::now();
+        let out = unet.forward(x.clone(), t.clone(), labels.clone());
+        let _ = out.into_data(); // wait for the result
+        if run > 0 {
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,57 @@
+//! Writing images: PNG grids, animated GIF trajectories and MNIST IDX files.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use emerge_core::image::{rgba_grid, to_byte};
+
+use crate::sample::Images;
+
+/// Encodes RGBA pixels as PNG bytes.
+pub fn png_bytes(rgba: &[u8], width: usize, height: usize) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut out, width as u32, height as u32);
+        encoder.set_color(png::ColorType::Rgba);
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder.write_header()?.write_image_data(rgba)?;
+    }
+    Ok(out)
+}
+
+/// Writes a batch as a PNG grid with `columns` images per row.
+pub fn write_png_grid(path: &Path, images: &Images, columns: usize) -> Result<()> {
+    let (rgba, w, h) = rgba_grid(&images.values, images.shape, columns, 2);
+    emerge_core::weights::write_atomically(path, &png_bytes(&rgba, w, h)?)?;
+    Ok(())
+}
+
+/// Writes frames (each a batch of the same shape) as a looping animated GIF, the last frame
+/// held for two seconds.
+pub fn write_gif(path: &Path, frames: &[Images], columns: usize, frame_delay_ms: u16) -> Result<()> {
+    let mut out = Vec::new();
+    {
+        let first = frames.first().context("no frames to write")?;
+        let (_, w, h) = rgba_grid(&first.values, first.shape, columns, 2);
+        let mut encoder = gif::Encoder::new(&mut out, w as u16, h as u16, &[])?;
+        encoder.set_repeat(gif::Repeat::Infinite)?;
+        for (i, images) in frames.iter().enumerate() {
+            let (mut rgba, w, h) = rgba_grid(&images.values, images.shape, columns, 2);
+            let mut frame = gif::Frame::from_rgba_speed(w as u16, h as u16, &mut rgba, 10);
+            let hold = if i + 1 == frames.len() { 2000 } else { frame_delay_ms };
+            frame.delay = hold / 10; // GIF delays are in hundredths of a second
+            encoder.write_frame(&frame)?;
+        }
+    }
+    emerge_core::weights::write_atomically(path, &out)?;
+    Ok(())
+}
+
+/// Writes single-channel images as an MNIST-format IDX3 file (u8, 0 = black).
+pub fn write_idx(path: &Path, images: &Images) -> Result<()> {
+    let [count, channels, rows, cols] = images.shape;
+    anyhow::ensure!(channels == 1, "IDX output holds greyscale images; this model makes {channels} channels");
+    let bytes: Vec<u8> = images.values.iter().map(|&v| to_byte(v)).collect();
+    emerge_core::weights::write_atomically(path, &crate::mnist::encode_idx_images(&bytes, count, rows, cols))?;
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! The emerge command line: train, sample, evaluate, export and benchmark the DDPM of
+//! `emerge-core` natively on the CPU (burn's Flex backend).
+
+pub mod cli;
+pub mod images;
+pub mod manifest;
+pub mod mnist;
+pub mod sample;
+pub mod train;

@@ -1,0 +1,154 @@
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use emerge_core::ModelConfig;
+
+use super::*;
+use crate::mnist::encode_idx_images;
+
+/// A small MNIST-format data set of 8×8 "digits" (stripes whose position encodes the label).
+pub fn write_tiny_mnist(dir: &Path, count: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let labels: Vec<u8> = (0..count).map(|i| (i % 10) as u8).collect();
+    let images: Vec<u8> = labels
+        .iter()
+        .flat_map(|&l| (0..64).map(move |p| if (p / 8) % 8 == l as usize % 8 { 255 } else { 0 }))
+        .collect();
+    std::fs::write(dir.join("train-images-idx3-ubyte"), encode_idx_images(&images, count, 8, 8)).unwrap();
+    let mut label_file = 0x0000_0801u32.to_be_bytes().to_vec();
+    label_file.extend_from_slice(&(count as u32).to_be_bytes());
+    label_file.extend_from_slice(&labels);
+    std::fs::write(dir.join("train-labels-idx1-ubyte"), label_file).unwrap();
+}
+
+/// burn's device generator (weight init, dropout) is global to the process: tests that seed it
+/// and expect exact numbers must not interleave with others that draw from it.
+pub(crate) fn device_rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn tiny_config() -> TrainingConfig {
+    let mut model = ModelConfig::preset("tiny").unwrap();
+    model.unet.dropout = 0.1; // exercise the device generator's reseeding on resume
+    TrainingConfig {
+        model,
+        batch_size: 4,
+        steps: 6,
+        learning_rate: 1e-3,
+        min_learning_rate: 1e-5,
+        warmup_steps: 2,
+        weight_decay: 0.0,
+        grad_clip_norm: 1.0,
+        ema_decay: 0.9,
+        label_dropout: 0.2,
+        seed: 3,
+        checkpoint_every: 2,
+        sample_every: 0,
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("emerge-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn options(data: &Path, run: &Path, resume: bool, stop_at: Option<usize>) -> TrainOptions {
+    TrainOptions { data_dir: data.into(), run_dir: run.into(), resume, stop_at, progress: false }
+}
+
+fn losses(run: &Path) -> Vec<String> {
+    std::fs::read_to_string(run.join("log.csv")).unwrap().lines().skip(1).map(|l| l.split(',').take(2).collect::<Vec<_>>().join(",")).collect()
+}
+
+/// Every parameter's name and bytes (ignoring parameter ids, which differ between runs).
+fn parameters_of(run: &Path) -> (Vec<(String, Vec<u8>)>, Vec<(String, Vec<u8>)>) {
+    use burn::store::ModuleSnapshot;
+    let ckpt = checkpoint::load_latest(run, &Device::flex()).unwrap();
+    let values = |unet: &emerge_core::UNet| {
+        unet.collect(None, None, false).into_iter().map(|t| (t.name.clone(), t.to_bytes().unwrap().to_vec())).collect()
+    };
+    (values(&ckpt.model), values(&ckpt.ema))
+}
+
+#[test]
+fn resumed_run_equals_an_uninterrupted_run() {
+    let _rng = device_rng_lock();
+    let root = scratch("resume");
+    let data = root.join("data");
+    write_tiny_mnist(&data, 10);
+    let config = tiny_config();
+
+    let straight = root.join("straight");
+    let summary = train(&config, &options(&data, &straight, false, None)).unwrap();
+    assert_eq!(summary.step, 6);
+
+    let interrupted = root.join("interrupted");
+    assert_eq!(train(&config, &options(&data, &interrupted, false, Some(3))).unwrap().step, 3);
+    // A run directory is never silently overwritten.
+    let err = train(&config, &options(&data, &interrupted, false, None)).unwrap_err().to_string();
+    assert!(err.contains("--resume"), "{err}");
+    // Nor resumed with different settings.
+    let mut other = config.clone();
+    other.learning_rate = 5e-4;
+    let err = train(&other, &options(&data, &interrupted, true, None)).unwrap_err().to_string();
+    assert!(err.contains("different settings"), "{err}");
+    assert_eq!(train(&config, &options(&data, &interrupted, true, None)).unwrap().step, 6);
+
+    assert_eq!(losses(&straight), losses(&interrupted), "loss per step");
+    assert_eq!(losses(&straight).len(), 6);
+    let (model_a, ema_a) = parameters_of(&straight);
+    let (model_b, ema_b) = parameters_of(&interrupted);
+    assert!(model_a == model_b, "parameters after resume differ from the uninterrupted run");
+    assert!(ema_a == ema_b, "EMA after resume differs from the uninterrupted run");
+    std::fs::remove_dir_all(root).unwrap();
+}
+
+#[test]
+fn an_interrupted_checkpoint_save_leaves_the_previous_one_loadable() {
+    let _rng = device_rng_lock();
+    let root = scratch("atomic");
+    let data = root.join("data");
+    write_tiny_mnist(&data, 10);
+    let run = root.join("run");
+    train(&tiny_config(), &options(&data, &run, false, Some(2))).unwrap();
+    // Simulate a kill in the middle of writing the next checkpoint: a half-written .tmp
+    // directory with a truncated model file.
+    let tmp = run.join("checkpoints/step-0000004.tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::write(tmp.join("model.bpk"), b"half a file").unwrap();
+    let ckpt = checkpoint::load_latest(&run, &Device::flex()).unwrap();
+    assert_eq!(ckpt.state.step, 2);
+    // Resuming finishes the run and cleans the leftover up.
+    assert_eq!(train(&tiny_config(), &options(&data, &run, true, None)).unwrap().step, 6);
+    assert!(!tmp.exists());
+    std::fs::remove_dir_all(root).unwrap();
+}
+
+#[test]
+fn training_reduces_the_loss_on_learnable_data() {
+    let _rng = device_rng_lock();
+    let root = scratch("learn");
+    let data = root.join("data");
+    write_tiny_mnist(&data, 40);
+    let mut config = tiny_config();
+    config.steps = 60;
+    config.batch_size = 16;
+    config.checkpoint_every = 60;
+    config.learning_rate = 3e-3;
+    let run = root.join("run");
+    train(&config, &options(&data, &run, false, None)).unwrap();
+    let values: Vec<f64> = losses(&run).iter().map(|l| l.split(',').nth(1).unwrap().parse().unwrap()).collect();
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+    let (first, last) = (mean(&values[..10]), mean(&values[50..]));
+    assert!(last < 0.6 * first, "loss went from {first:.3} to {last:.3}");
+    std::fs::remove_dir_all(root).unwrap();
+}
+
+#[test]
+fn missing_data_is_a_clear_error() {
+    let root = scratch("nodata");
+    let err = format!("{:#}", train(&tiny_config(), &options(&root.join("nowhere"), &root.join("run"), false, None)).unwrap_err());
+    assert!(err.contains("does not exist"), "{err}");
+}

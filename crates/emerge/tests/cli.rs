@@ -1,0 +1,107 @@
+//! The command line as a user meets it: real processes, real files.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use burn::tensor::Device;
+use emerge_core::weights::{self, Precision};
+use emerge_core::{ModelConfig, UNet};
+
+fn emerge(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_emerge")).args(args).output().expect("the binary runs")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("emerge-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn tiny_model(dir: &Path) -> PathBuf {
+    let config = ModelConfig::preset("tiny").unwrap();
+    let unet = UNet::new(&config.unet, &Device::flex()).unwrap();
+    let path = dir.join("tiny.bpk");
+    weights::save(&path, &unet, &config, Precision::Half).unwrap();
+    path
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn sample_writes_png_gif_and_idx() {
+    let dir = scratch("sample");
+    let model = tiny_model(&dir);
+    let model = model.to_str().unwrap();
+    for (file, extra) in [("grid.png", vec!["--class", "3"]), ("trajectory.gif", vec![]), ("digits.idx", vec!["--sampler", "ddpm"])] {
+        let out = dir.join(file);
+        let mut args = vec!["sample", "--model", model, "--count", "4", "--steps", "5", "--out", out.to_str().unwrap()];
+        args.extend(extra);
+        let output = emerge(&args);
+        assert!(output.status.success(), "{file}: {}", stderr(&output));
+        assert!(out.is_file(), "{file} was not written");
+    }
+    let png = std::fs::read(dir.join("grid.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    // 4 images of 8×8 in one row of 8 columns (clamped to 4) with 2-pixel gaps: 42×12.
+    let decoder = png::Decoder::new(std::io::Cursor::new(png));
+    let info = decoder.read_info().unwrap();
+    assert_eq!((info.info().width, info.info().height), (42, 12));
+    assert_eq!(&std::fs::read(dir.join("trajectory.gif")).unwrap()[..6], b"GIF89a");
+    let idx = std::fs::read(dir.join("digits.idx")).unwrap();
+    let (pixels, dims) = emerge::mnist::parse_idx(&idx, 0x0803).unwrap();
+    assert_eq!(dims, vec![4, 8, 8]);
+    assert_eq!(pixels.len(), 4 * 64);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn same_seed_gives_the_same_file() {
+    let dir = scratch("seed");
+    let model = tiny_model(&dir);
+    let run = |name: &str, seed: &str| {
+        let out = dir.join(name);
+        let output = emerge(&["sample", "--model", model.to_str().unwrap(), "--count", "2", "--steps", "4", "--seed", seed, "--out", out.to_str().unwrap()]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        std::fs::read(out).unwrap()
+    };
+    assert_eq!(run("a.idx", "7"), run("b.idx", "7"));
+    assert_ne!(run("a.idx", "7"), run("c.idx", "8"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn bad_inputs_get_clear_errors() {
+    let dir = scratch("errors");
+    let model = tiny_model(&dir);
+    let model = model.to_str().unwrap();
+    let out = dir.join("x.png");
+    let out = out.to_str().unwrap();
+    let run_dir = dir.join("run");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["sample", "--model", "/nonexistent/m.bpk", "--out", out], "/nonexistent/m.bpk"),
+        (vec!["sample", "--model", model, "--out", "x.jpg"], "must end in .png, .gif or .idx"),
+        (vec!["sample", "--model", model, "--class", "12", "--steps", "2", "--out", out], "class 12 is out of range"),
+        (vec!["sample", "--model", model, "--steps", "5000", "--out", out], "between 1 and 1000"),
+        (vec!["train", "--data", "/nonexistent", "--out", run_dir.to_str().unwrap()], "does not exist"),
+    ];
+    for (args, expected) in cases {
+        let output = emerge(&args);
+        assert!(!output.status.success(), "{args:?} should fail");
+        let message = stderr(&output);
+        assert!(message.contains(expected), "{args:?}: {message}");
+        assert!(!message.contains("panicked"), "{args:?} panicked: {message}");
+    }
+    // A corrupted model file.
+    let mut bytes = std::fs::read(model).unwrap();
+    let n = bytes.len();
+    bytes.truncate(n / 2);
+    let broken = dir.join("broken.bpk");
+    std::fs::write(&broken, bytes).unwrap();
+    let output = emerge(&["sample", "--model", broken.to_str().unwrap(), "--out", out]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("truncated"), "{}", stderr(&output));
+    std::fs::remove_dir_all(dir).unwrap();
+}
