@@ -29,6 +29,50 @@ pub enum Command {
     Export(ExportArgs),
     /// Time one denoising step (one UNet forward pass) per batch size, median of several runs.
     Bench(BenchArgs),
+    /// Train the small MNIST classifier whose features the evaluation uses.
+    TrainClassifier(TrainClassifierArgs),
+    /// Measure a model: Fréchet distance to the test set (with the train-vs-test floor),
+    /// accuracy of conditional samples, class histogram of unconditional ones.
+    Eval(EvalArgs),
+}
+
+/// Where the committed evaluation classifier lives (relative to the repository root).
+pub const CLASSIFIER_PATH: &str = "crates/emerge/assets/mnist-classifier.bpk";
+
+#[derive(Debug, Args)]
+pub struct TrainClassifierArgs {
+    /// Directory holding the MNIST IDX files.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = CLASSIFIER_PATH)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[arg(long, default_value = "www/models/mnist.bpk")]
+    pub model: PathBuf,
+    /// Directory holding the MNIST IDX files.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = CLASSIFIER_PATH)]
+    pub classifier: PathBuf,
+    /// Samples per measurement (and training images for the floor).
+    #[arg(long, default_value_t = 1000)]
+    pub count: usize,
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 2.0)]
+    pub guidance: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +170,10 @@ pub struct ExportArgs {
     /// Model name: the file is <name>.bpk and the manifest entry is keyed by it.
     #[arg(long, default_value = "mnist")]
     pub name: String,
+    /// Also write the page's bundled real digits (two of each class from the MNIST test set
+    /// in this directory) to <out>/../data.
+    #[arg(long)]
+    pub digits: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -146,6 +194,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sample(args) => run_sample(args),
         Command::Export(args) => run_export(args),
         Command::Bench(args) => run_bench(args),
+        Command::TrainClassifier(args) => run_train_classifier(args),
+        Command::Eval(args) => run_eval(args),
     }
 }
 
@@ -243,6 +293,47 @@ fn run_export(args: ExportArgs) -> Result<()> {
     let entry = crate::manifest::ManifestEntry::new(&args.name, &file, bytes.len(), &config.model, checkpoint.state.step);
     crate::manifest::upsert(&args.out.join("manifest.json"), entry)?;
     println!("wrote {} ({} bytes, step {}) and manifest.json to {}", file, bytes.len(), checkpoint.state.step, args.out.display());
+    if let Some(mnist_dir) = args.digits {
+        let data_dir = args.out.parent().unwrap_or(Path::new(".")).join("data");
+        write_bundled_digits(&mnist_dir, &data_dir, 2)?;
+        println!("wrote the bundled digits to {}", data_dir.display());
+    }
+    Ok(())
+}
+
+/// `per_class` test images of each digit, in IDX format, for the forward-process view.
+pub fn write_bundled_digits(mnist_dir: &Path, out: &Path, per_class: usize) -> Result<()> {
+    let test = crate::mnist::load(mnist_dir, crate::mnist::Split::Test)?;
+    let mut chosen = Vec::new();
+    for digit in 0..10u8 {
+        chosen.extend((0..test.len()).filter(|&i| test.labels[i] == digit).take(per_class));
+    }
+    let images: Vec<u8> = chosen.iter().flat_map(|&i| test.image(i).iter().copied()).collect();
+    let labels: Vec<u8> = chosen.iter().map(|&i| test.labels[i]).collect();
+    std::fs::create_dir_all(out)?;
+    weights::write_atomically(&out.join("digits-images.idx"), &crate::mnist::encode_idx_images(&images, chosen.len(), test.rows, test.cols))?;
+    weights::write_atomically(&out.join("digits-labels.idx"), &crate::mnist::encode_idx_labels(&labels))?;
+    Ok(())
+}
+
+fn run_train_classifier(args: TrainClassifierArgs) -> Result<()> {
+    let (model, accuracy) = crate::classifier::train(&args.data, args.epochs, args.seed)?;
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    model.save(&args.out)?;
+    println!("classifier test accuracy {:.2} % → {}", 100.0 * accuracy, args.out.display());
+    Ok(())
+}
+
+fn run_eval(args: EvalArgs) -> Result<()> {
+    anyhow::ensure!(args.count >= 2 && args.count <= 60_000, "--count must be 2 to 60000");
+    let settings = crate::eval::EvalSettings { count: args.count, steps: args.steps, guidance: args.guidance, seed: args.seed };
+    let report = crate::eval::evaluate(&args.model, &args.data, &args.classifier, settings)?;
+    print!("{}", crate::eval::table(&report));
+    if let Some(path) = args.json {
+        weights::write_atomically(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    }
     Ok(())
 }
 

@@ -1,7 +1,10 @@
 //! The emerge command line: train, sample, evaluate, export and benchmark the DDPM of
 //! `emerge-core` natively on the CPU (burn's Flex backend).
 
+pub mod classifier;
 pub mod cli;
+pub mod eval;
+pub mod frechet;
 pub mod images;
 pub mod manifest;
 pub mod mnist;

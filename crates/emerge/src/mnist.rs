@@ -133,6 +133,14 @@ pub fn encode_idx_images(images: &[u8], count: usize, rows: usize, cols: usize) 
     out
 }
 
+/// Encodes labels as an IDX1 file.
+pub fn encode_idx_labels(labels: &[u8]) -> Vec<u8> {
+    let mut out = LABELS_MAGIC.to_be_bytes().to_vec();
+    out.extend_from_slice(&(labels.len() as u32).to_be_bytes());
+    out.extend_from_slice(labels);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -140,10 +148,7 @@ mod tests {
     use super::*;
 
     fn labels_idx(labels: &[u8]) -> Vec<u8> {
-        let mut out = LABELS_MAGIC.to_be_bytes().to_vec();
-        out.extend_from_slice(&(labels.len() as u32).to_be_bytes());
-        out.extend_from_slice(labels);
-        out
+        encode_idx_labels(labels)
     }
 
     fn gzip(bytes: &[u8]) -> Vec<u8> {

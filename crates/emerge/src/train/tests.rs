@@ -15,10 +15,7 @@ pub fn write_tiny_mnist(dir: &Path, count: usize) {
         .flat_map(|&l| (0..64).map(move |p| if (p / 8) % 8 == l as usize % 8 { 255 } else { 0 }))
         .collect();
     std::fs::write(dir.join("train-images-idx3-ubyte"), encode_idx_images(&images, count, 8, 8)).unwrap();
-    let mut label_file = 0x0000_0801u32.to_be_bytes().to_vec();
-    label_file.extend_from_slice(&(count as u32).to_be_bytes());
-    label_file.extend_from_slice(&labels);
-    std::fs::write(dir.join("train-labels-idx1-ubyte"), label_file).unwrap();
+    std::fs::write(dir.join("train-labels-idx1-ubyte"), crate::mnist::encode_idx_labels(&labels)).unwrap();
 }
 
 /// burn's device generator (weight init, dropout) is global to the process: tests that seed it

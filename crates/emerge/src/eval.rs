@@ -1,0 +1,140 @@
+//! The model's quality in numbers, against the MNIST test set: Fréchet distance of classifier
+//! features (with the train-vs-test floor beside it), the classifier's accuracy on conditional
+//! samples per digit, and the class histogram of unconditional samples.
+
+use std::path::Path;
+
+use anyhow::Result;
+use burn::tensor::Device;
+use emerge_core::image::to_byte;
+use emerge_core::{ModelConfig, SamplerKind, UNet};
+use serde::Serialize;
+
+use crate::classifier::{self, Classifier, FEATURES};
+use crate::frechet::frechet_distance;
+use crate::mnist::{self, Split};
+use crate::sample::{self, SampleRequest};
+
+/// How samples are drawn for the evaluation.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalSettings {
+    pub count: usize,
+    pub steps: usize,
+    pub guidance: f64,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    pub settings: EvalSettings,
+    pub classifier_test_accuracy: f64,
+    /// Fréchet distance between `count` training images and the test set: the floor.
+    pub frechet_floor_train_vs_test: f64,
+    /// Conditional samples (digit i mod 10, guided) vs the test set.
+    pub frechet_conditional: Option<f64>,
+    /// Unconditional samples vs the test set.
+    pub frechet_unconditional: f64,
+    /// Share of conditional samples the classifier reads as the requested digit, overall and per digit.
+    pub conditional_accuracy: Option<f64>,
+    pub conditional_accuracy_per_digit: Option<Vec<f64>>,
+    /// Unconditional samples per predicted class.
+    pub unconditional_histogram: Vec<usize>,
+}
+
+/// Draws `request.count` samples in batches of 100 and returns them as u8 images.
+fn draw(unet: &UNet, config: &ModelConfig, request: &SampleRequest) -> Result<Vec<u8>> {
+    let mut pixels = Vec::new();
+    for (k, start) in (0..request.count).step_by(100).enumerate() {
+        let n = (request.count - start).min(100);
+        let part = SampleRequest {
+            count: n,
+            seed: request.seed.wrapping_add(k as u64),
+            labels: request.labels.as_ref().map(|l| l[start..start + n].to_vec()),
+            ..request.clone()
+        };
+        let images = sample::generate(unet, config, &part, |_| {})?;
+        pixels.extend(images.values.iter().map(|&v| to_byte(v)));
+        eprintln!("  sampled {}/{}", start + n, request.count);
+    }
+    Ok(pixels)
+}
+
+pub fn evaluate(model_path: &Path, data_dir: &Path, classifier_path: &Path, settings: EvalSettings) -> Result<EvalReport> {
+    let device = Device::flex();
+    let (config, unet) = crate::cli::load_model(model_path, &device)?;
+    anyhow::ensure!(
+        config.unet.sample_size == 28 && config.unet.in_channels == 1,
+        "eval measures MNIST models (1×28×28); this one makes {}×{}×{}",
+        config.unet.in_channels,
+        config.unet.sample_size,
+        config.unet.sample_size
+    );
+    let classifier = Classifier::load(classifier_path, &device)?;
+    let test = mnist::load(data_dir, Split::Test)?;
+    let train = mnist::load(data_dir, Split::Train)?;
+    let features = |pixels: &[u8], n: usize| classifier::map_batches(pixels, n, &device, |x| classifier.features(x));
+    let test_features = features(&test.images, test.len())?;
+    let n = settings.count;
+    let train_features = features(&train.images[..n * 784], n)?;
+    let floor = frechet_distance(&train_features, &test_features, FEATURES);
+
+    let base = SampleRequest { count: n, seed: settings.seed, sampler: SamplerKind::Ddim { eta: 0.0 }, steps: settings.steps, labels: None, guidance: settings.guidance };
+    let (frechet_conditional, conditional_accuracy, per_digit) = if let Some(classes) = config.unet.null_class() {
+        eprintln!("conditional samples (guidance {}):", settings.guidance);
+        let labels: Vec<usize> = (0..n).map(|i| i % classes).collect();
+        let pixels = draw(&unet, &config, &SampleRequest { labels: Some(labels.clone()), ..base.clone() })?;
+        let predicted = classifier::predict(&classifier, &pixels, n, &device)?;
+        let mut hits = vec![(0usize, 0usize); classes];
+        for (p, l) in predicted.iter().zip(&labels) {
+            hits[*l].1 += 1;
+            hits[*l].0 += usize::from(p == l);
+        }
+        let per_digit: Vec<f64> = hits.iter().map(|(h, t)| *h as f64 / (*t).max(1) as f64).collect();
+        let overall = hits.iter().map(|h| h.0).sum::<usize>() as f64 / n as f64;
+        (Some(frechet_distance(&features(&pixels, n)?, &test_features, FEATURES)), Some(overall), Some(per_digit))
+    } else {
+        (None, None, None)
+    };
+    eprintln!("unconditional samples:");
+    let pixels = draw(&unet, &config, &SampleRequest { seed: settings.seed ^ 0xABCD, ..base })?;
+    let mut histogram = vec![0; 10];
+    for p in classifier::predict(&classifier, &pixels, n, &device)? {
+        histogram[p] += 1;
+    }
+    Ok(EvalReport {
+        classifier_test_accuracy: classifier::accuracy(&classifier, &test, &device)?,
+        frechet_floor_train_vs_test: floor,
+        frechet_conditional,
+        frechet_unconditional: frechet_distance(&features(&pixels, n)?, &test_features, FEATURES),
+        conditional_accuracy,
+        conditional_accuracy_per_digit: per_digit,
+        unconditional_histogram: histogram,
+        settings,
+    })
+}
+
+/// The report as a Markdown table.
+pub fn table(report: &EvalReport) -> String {
+    let s = &report.settings;
+    let mut out = format!(
+        "| metric | value |\n| --- | --- |\n| samples per measurement | {} (DDIM {} steps, η = 0, seed {}) |\n| classifier accuracy on the MNIST test set | {:.2} % |\n| Fréchet distance, train vs test (floor) | {:.3} |\n",
+        s.count, s.steps, s.seed, 100.0 * report.classifier_test_accuracy, report.frechet_floor_train_vs_test
+    );
+    if let (Some(fd), Some(acc), Some(per)) = (report.frechet_conditional, report.conditional_accuracy, &report.conditional_accuracy_per_digit) {
+        out += &format!(
+            "| Fréchet distance, conditional samples (w = {}) vs test | {fd:.3} ({:.2}× the floor) |\n| classifier accuracy on conditional samples (w = {}) | {:.2} % |\n| per digit 0–9 | {} |\n",
+            s.guidance,
+            fd / report.frechet_floor_train_vs_test,
+            s.guidance,
+            100.0 * acc,
+            per.iter().map(|a| format!("{:.0}", 100.0 * a)).collect::<Vec<_>>().join(" / ")
+        );
+    }
+    out += &format!(
+        "| Fréchet distance, unconditional samples vs test | {:.3} ({:.2}× the floor) |\n| unconditional samples per class 0–9 | {} |\n",
+        report.frechet_unconditional,
+        report.frechet_unconditional / report.frechet_floor_train_vs_test,
+        report.unconditional_histogram.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" / ")
+    );
+    out
+}

@@ -1,0 +1,73 @@
+// Shared set-up of the browser tests: the built site on a local server, Debian's Chromium with
+// WebGPU on SwiftShader, and a page wrapper that records every request and console error.
+import { chromium } from 'playwright-core';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { serve } from '../serve.mjs';
+
+export const SITE = process.env.EMERGE_SITE ?? new URL('../../site', import.meta.url).pathname;
+export const CLI = process.env.EMERGE_CLI;
+export const RESULTS = new URL('../../test-results/', import.meta.url).pathname;
+mkdirSync(RESULTS, { recursive: true });
+
+export async function startBrowser({ webgpu = true } = {}) {
+  const server = await serve(SITE);
+  const args = [
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+    '--no-first-run',
+    '--disable-quic',
+  ];
+  if (webgpu) args.push('--enable-unsafe-webgpu');
+  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', headless: true, args });
+  return { server, browser, close: async () => (await browser.close(), server.close()) };
+}
+
+/** Opens `path`; returns the page plus the requests it made and the errors it logged. */
+export async function open(env, path) {
+  const page = await env.browser.newPage({ viewport: { width: 1100, height: 900 } });
+  const requests = [];
+  const errors = [];
+  page.on('request', (request) => requests.push(request.url()));
+  page.on('console', (message) => message.type() === 'error' && errors.push(message.text()));
+  page.on('pageerror', (error) => errors.push(error.message));
+  await page.goto(new URL(path, env.server.url).href);
+  return { page, requests, errors };
+}
+
+/** Waits until the page's `data-state` is one of `states`; returns it. */
+export async function waitForState(page, states, timeout = 240_000) {
+  await page.waitForFunction((wanted) => wanted.includes(document.body.dataset.state), states, { timeout, polling: 250 });
+  return page.evaluate(() => document.body.dataset.state);
+}
+
+/** Every request went to the page's own origin (data: and blob: URLs are local too). */
+export function foreignRequests(requests, origin) {
+  return requests.filter((url) => !url.startsWith(origin) && !url.startsWith('data:') && !url.startsWith('blob:'));
+}
+
+/** The native CLI's samples for the same settings, as 28×28 u8 images. */
+export function nativeSamples({ seed, steps, count, digit, guidance }) {
+  const out = join(RESULTS, `native-${seed}-${steps}-${count}-${digit}.idx`);
+  execFileSync(CLI, [
+    'sample', '--model', join(SITE, 'models/mnist.bpk'), '--sampler', 'ddim', '--steps', String(steps),
+    '--count', String(count), '--seed', String(seed), '--class', String(digit), '--guidance', String(guidance), '--out', out,
+  ]);
+  const bytes = readFileSync(out);
+  return Array.from({ length: count }, (_, i) => bytes.subarray(16 + i * 784, 16 + (i + 1) * 784));
+}
+
+/** Image `index` of an RGBA grid (28×28 tiles, 1-pixel gaps) as grey u8 values. */
+export function tile(frame, index, size = 28) {
+  const columns = Math.ceil(Math.sqrt(frame.batch ?? 1));
+  const [row, col] = [Math.floor(index / columns), index % columns];
+  const out = new Uint8Array(size * size);
+  for (let y = 0; y < size; y++) {
+    for (let x = 0; x < size; x++) {
+      out[y * size + x] = frame.sample[((1 + row * (size + 1) + y) * frame.width + 1 + col * (size + 1) + x) * 4];
+    }
+  }
+  return out;
+}

@@ -1,0 +1,118 @@
+// The demo as a visitor meets it, in headless Chromium with WebGPU on SwiftShader (a CPU
+// emulation: slow, so runs are short and batches small).
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { join } from 'node:path';
+import { CLI, RESULTS, foreignRequests, nativeSamples, open, startBrowser, tile, waitForState } from './browser.mjs';
+
+const RUN = { seed: 7, steps: 10, count: 2, digit: 3, guidance: 2 };
+const RUN_QUERY = `seed=${RUN.seed}&steps=${RUN.steps}&batch=${RUN.count}&class=${RUN.digit}&guidance=${RUN.guidance}`;
+const TIMEOUT = { timeout: 420_000 };
+
+let env;
+before(async () => (env = await startBrowser()));
+after(async () => env?.close());
+
+/** Runs the short DDIM run on `backend`, checks frames and the native match; returns the page. */
+async function shortRun(backend) {
+  const visit = await open(env, `index.html?${RUN_QUERY}&backend=${backend}`);
+  const { page } = visit;
+  assert.equal(await waitForState(page, ['complete', 'error']), 'complete', await page.textContent('#status-message'));
+  const backendShown = await page.getAttribute('#device', 'data-backend');
+  assert.equal(backendShown, backend === 'cpu' ? 'cpu' : 'webgpu');
+
+  // Frames were drawn, and they changed from step to step.
+  const frame = await page.evaluate(() => window.emergeDebug.lastFrame);
+  assert.equal(frame.total, RUN.steps);
+  assert.equal(frame.step, RUN.steps);
+  const history = await page.evaluate(() => window.emergeDebug.history);
+  assert.ok(history.length >= RUN.steps - 1, `only ${history.length} frames drawn`);
+  assert.ok(new Set(history).size >= history.length - 1, 'consecutive frames must differ');
+
+  // The final images are digits, not noise: mostly dark background with some bright strokes,
+  // and they equal the native CLI's samples for the same seed and settings.
+  const native = nativeSamples(RUN);
+  for (let i = 0; i < RUN.count; i++) {
+    const mine = tile({ ...frame, batch: RUN.count }, i);
+    const dark = mine.filter((v) => v < 40).length / mine.length;
+    const bright = mine.filter((v) => v > 200).length / mine.length;
+    assert.ok(dark > 0.6 && bright > 0.03, `image ${i} looks like noise (dark ${dark}, bright ${bright})`);
+    let maxDiff = 0;
+    for (let p = 0; p < mine.length; p++) maxDiff = Math.max(maxDiff, Math.abs(mine[p] - native[i][p]));
+    assert.ok(maxDiff <= 6, `image ${i} differs from the native CLI by up to ${maxDiff}/255`);
+  }
+  assert.deepEqual(foreignRequests(visit.requests, env.server.url), []);
+  return visit;
+}
+
+describe('the demo page', () => {
+  test('loads and reports a WebGPU device, with no console errors', TIMEOUT, async () => {
+    const { page, errors, requests } = await open(env, 'index.html?autoplay=0');
+    assert.equal(await waitForState(page, ['ready', 'error']), 'ready', await page.textContent('#status-message'));
+    assert.equal(await page.getAttribute('#device', 'data-backend'), 'webgpu');
+    assert.match(await page.textContent('#device'), /WebGPU/);
+    assert.match(await page.textContent('#download-text'), /loaded/);
+    assert.deepEqual(errors, []);
+    assert.deepEqual(foreignRequests(requests, env.server.url), []);
+    await page.close();
+  });
+
+  test('a short DDIM run on WebGPU draws changing frames and matches the native CLI', TIMEOUT, async () => {
+    assert.ok(CLI, 'EMERGE_CLI must point at the native emerge binary');
+    const { page, errors } = await shortRun('auto');
+    await page.screenshot({ path: join(RESULTS, 'page-after-run.png'), fullPage: true });
+    assert.deepEqual(errors, []);
+    await page.close();
+  });
+
+  test('the CPU fallback generates the same images', TIMEOUT, async () => {
+    const { page, errors } = await shortRun('cpu');
+    assert.match(await page.textContent('#device'), /CPU fallback/);
+    assert.deepEqual(errors, []);
+    await page.close();
+  });
+
+  test('the forward process view noises a real digit and shows ᾱ_t', TIMEOUT, async () => {
+    const { page } = await open(env, 'index.html?autoplay=0&backend=cpu');
+    await waitForState(page, ['ready']);
+    await page.waitForSelector('#digit-picker .digit');
+    await page.fill('#forward-slider', '999');
+    await page.dispatchEvent('#forward-slider', 'input');
+    await page.waitForFunction(() => document.getElementById('forward-t').textContent === '999');
+    const alphaBar = Number(await page.textContent('#alpha-bar'));
+    assert.ok(Math.abs(alphaBar - 4.04e-5) < 1e-5, `ᾱ_999 shown as ${alphaBar}`);
+    await page.close();
+  });
+
+  test('corrupt weights show an error message, not a blank page', TIMEOUT, async () => {
+    const context = await env.browser.newContext();
+    await context.route('**/models/mnist.bpk', async (route) => {
+      const response = await route.fetch();
+      const body = await response.body();
+      await route.fulfill({ response, body: body.subarray(0, body.length >> 1) });
+    });
+    const page = await context.newPage();
+    await page.goto(new URL('index.html', env.server.url).href);
+    assert.equal(await waitForState(page, ['ready', 'error', 'complete']), 'error');
+    assert.match(await page.textContent('#status-message'), /bad weight file.*truncated/i);
+    await context.close();
+  });
+});
+
+describe('the embed page', () => {
+  test('honours its parameters and notes invalid ones', TIMEOUT, async () => {
+    const { page, errors } = await open(env, 'embed.html?steps=10&batch=1&seed=3&class=5&autoplay=0&sampler=euler');
+    assert.equal(await waitForState(page, ['ready', 'error']), 'ready');
+    assert.match(await page.textContent('#notes'), /sampler="euler"/);
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(await page.evaluate(() => window.emergeDebug.frames), 0, 'autoplay=0 must not start a run');
+    await page.click('#play');
+    assert.equal(await waitForState(page, ['complete', 'error']), 'complete');
+    const frame = await page.evaluate(() => window.emergeDebug.lastFrame);
+    assert.equal(frame.total, 10);
+    // One 28×28 image in a 1-pixel frame.
+    assert.equal(frame.width, 30);
+    assert.deepEqual(errors, []);
+    await page.close();
+  });
+});

@@ -1,0 +1,38 @@
+// The page's side of the worker: start it, send commands, route its messages to handlers.
+
+import { engineOptions } from './settings.js';
+
+export class Client {
+  /** `handlers` maps worker statuses ('frame', 'error', …) to functions. */
+  constructor(handlers) {
+    this.handlers = handlers;
+    this.worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+    this.worker.onmessage = ({ data }) => this.handlers[data.status]?.(data);
+    this.worker.onerror = (event) =>
+      this.handlers.error?.({ message: `the worker failed to start: ${event.message || 'unknown error'}` });
+  }
+
+  send(command, fields = {}, transfer = []) {
+    this.worker.postMessage({ command, ...fields }, transfer);
+  }
+
+  init(backend, model) {
+    this.send('init', { backend, modelUrl: new URL(model.file, model.baseUrl).href, modelBytes: model.bytes });
+  }
+
+  start(settings, { image = null, autoplay = true } = {}) {
+    this.send('start', { options: engineOptions(settings), image, perDraw: settings.perDraw, autoplay });
+  }
+}
+
+/** The manifest's model list, with file URLs resolved against it. */
+export async function loadManifest(url = 'models/manifest.json') {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`the model list ${url} is missing (HTTP ${response.status})`);
+  const manifest = await response.json();
+  for (const model of manifest.models) model.baseUrl = new URL(url, location.href).href;
+  return manifest;
+}
+
+/** Human-readable bytes. */
+export const formatBytes = (n) => (n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${Math.round(n / 1e3)} kB`);

@@ -1,0 +1,25 @@
+// The bundled real digits for the forward-process view: a few MNIST test images in IDX format.
+
+async function idx(url, magic) {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`${url} is missing (HTTP ${response.status})`);
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  const view = new DataView(bytes.buffer);
+  if (bytes.length < 8 || view.getUint32(0) !== magic) throw new Error(`${url} is not an IDX file`);
+  const dims = Array.from({ length: magic & 0xff }, (_, i) => view.getUint32(4 + 4 * i));
+  return { dims, data: bytes.subarray(4 + 4 * dims.length) };
+}
+
+/** Loads { count, rows, cols, image(i), label(i) }. */
+export async function loadDigits(base = 'data/') {
+  const images = await idx(`${base}digits-images.idx`, 0x803);
+  const labels = await idx(`${base}digits-labels.idx`, 0x801);
+  const [count, rows, cols] = images.dims;
+  return {
+    count,
+    rows,
+    cols,
+    image: (i) => images.data.subarray(i * rows * cols, (i + 1) * rows * cols),
+    label: (i) => labels.data[i],
+  };
+}

@@ -1,0 +1,93 @@
+// The embeddable demo: two canvases, play/pause and a new seed, configured by URL parameters
+// (model, sampler, steps, seed, class, guidance, batch, autoplay, backend).
+
+import { Client, loadManifest } from './client.js';
+import { drawRgba } from './draw.js';
+import { parseSettings, settingsUrl } from './settings.js';
+
+const $ = (id) => document.getElementById(id);
+const { settings, notes } = parseSettings(location.search);
+const debug = (window.emergeDebug = { frames: 0, lastFrame: null, errors: [] });
+const setState = (state) => (document.body.dataset.state = state);
+const status = (text, kind = 'info') => Object.assign($('status-message'), { textContent: text }).setAttribute('data-kind', kind);
+const setPlaying = (playing) => {
+  $('play').textContent = playing ? 'Pause' : 'Play';
+  $('play').setAttribute('aria-pressed', String(playing));
+  if (playing) setState('running');
+};
+
+let started = false;
+const client = new Client({
+  device({ device }) {
+    $('full').title = device.backend === 'webgpu' ? `WebGPU · ${device.adapter}` : 'CPU fallback';
+    document.body.dataset.backend = device.backend;
+  },
+  loading({ loaded, total }) {
+    status(`loading weights ${Math.round((100 * loaded) / Math.max(total, 1))} %`);
+  },
+  ready() {
+    setState('ready');
+    status(settings.autoplay ? '' : 'Press Play to watch digits emerge.');
+    client.start(settings, { autoplay: settings.autoplay });
+    started = settings.autoplay;
+  },
+  started({ total }) {
+    $('progress').max = total;
+    setPlaying(settings.autoplay);
+  },
+  frame(frame) {
+    drawRgba($('samples'), frame.width, frame.height, frame.sample);
+    drawRgba($('prediction'), frame.width, frame.height, frame.prediction);
+    $('progress').value = frame.step;
+    $('t').textContent = frame.timestep;
+    debug.frames += 1;
+    debug.lastFrame = { ...frame, sample: Array.from(frame.sample) };
+  },
+  complete() {
+    setPlaying(false);
+    setState('complete');
+  },
+  paused() {
+    setPlaying(false);
+  },
+  fallback({ reason }) {
+    status(`${reason}; using the CPU`, 'warning');
+  },
+  error({ message }) {
+    debug.errors.push(message);
+    setState('error');
+    status(message, 'error');
+  },
+});
+
+$('play').onclick = () => {
+  if ($('play').getAttribute('aria-pressed') === 'true') return client.send('pause');
+  if (document.body.dataset.state === 'complete' || !started) {
+    started = true;
+    settings.autoplay = true;
+    client.start(settings, { autoplay: true });
+  } else client.send('play');
+  setPlaying(true);
+};
+$('restart').onclick = () => {
+  settings.seed = Math.floor(Math.random() * 2 ** 32);
+  settings.autoplay = true;
+  started = true;
+  client.start(settings, { autoplay: true });
+};
+
+(async () => {
+  if (notes.length) Object.assign($('notes'), { hidden: false, textContent: notes.join(' ') });
+  $('full').href = settingsUrl(settings, new URL('index.html', location.href));
+  try {
+    const manifest = await loadManifest();
+    let model = manifest.models.find((m) => m.name === (settings.model || manifest.default));
+    if (!model) {
+      model = manifest.models.find((m) => m.name === manifest.default);
+      Object.assign($('notes'), { hidden: false, textContent: `${$('notes').textContent} There is no model "${settings.model}"; showing ${model.name}.`.trim() });
+    }
+    client.init(settings.backend, model);
+  } catch (error) {
+    client.handlers.error({ message: error.message });
+  }
+})();

@@ -1,0 +1,152 @@
+// The worker owns the WebAssembly module and the GPU: the page never runs the model, so it
+// never freezes (the CPU fallback blocks whatever thread it runs on). Protocol:
+//   page → worker  {command: 'init' | 'start' | 'play' | 'pause' | 'step' | 'noised', ...}
+//   worker → page  {status: 'device' | 'loading' | 'ready' | 'started' | 'frame' | 'complete'
+//                           | 'paused' | 'noised' | 'fallback' | 'error', ...}
+import init, { Engine } from '../pkg/emerge_web.js';
+
+let engine = null;
+let device = null;
+let modelBytes = null;
+// The current run: its settings, whether it plays, and a token that outdated loops check.
+const run = { request: null, perDraw: 1, playing: false, token: 0 };
+// Every call into the engine goes through this queue: one at a time, in order.
+let queue = Promise.resolve();
+const enqueue = (job) => (queue = queue.then(job, job));
+
+const post = (message, transfer = []) => self.postMessage(message, transfer);
+const messageOf = (error) => (error && error.message) || String(error);
+
+async function createEngine(backend) {
+  engine = await Engine.create(backend);
+  device = JSON.parse(engine.deviceInfo);
+  post({ status: 'device', device });
+}
+
+/** Downloads the model file, reporting progress; the size is known from the manifest. */
+async function download(url, expectedBytes) {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`the model file ${url} could not be downloaded (HTTP ${response.status})`);
+  const total = Number(response.headers.get('Content-Length')) || expectedBytes || 0;
+  const reader = response.body.getReader();
+  const chunks = [];
+  let loaded = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    loaded += value.length;
+    post({ status: 'loading', loaded, total });
+  }
+  const bytes = new Uint8Array(loaded);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return bytes;
+}
+
+function postFrame(frame, kind) {
+  const sample = frame.sample;
+  const prediction = frame.prediction;
+  post(
+    {
+      status: kind,
+      timestep: frame.timestep,
+      step: frame.step,
+      total: frame.total,
+      width: frame.width,
+      height: frame.height,
+      alphaBar: frame.alphaBar,
+      snr: frame.snr,
+      millis: frame.millis,
+      sample,
+      prediction,
+    },
+    [sample.buffer, prediction.buffer],
+  );
+  frame.free();
+}
+
+/** Starts (or restarts) the current request on the engine. */
+function begin() {
+  const { options, image } = run.request;
+  const json = JSON.stringify(options);
+  const total = image ? engine.startFromImage(image.pixels, image.t, json) : engine.start(json);
+  post({ status: 'started', total });
+}
+
+/** One draw: `count` denoising steps, then the frame. Falls back to the CPU if WebGPU fails. */
+async function advance(count) {
+  try {
+    postFrame(await engine.step(count), 'frame');
+  } catch (error) {
+    if (device.backend !== 'webgpu') throw error;
+    const reason = `WebGPU failed (${messageOf(error)})`;
+    post({ status: 'fallback', reason });
+    await createEngine('cpu');
+    engine.loadModel(modelBytes);
+    begin();
+  }
+  if (engine.finished) {
+    run.playing = false;
+    post({ status: 'complete' });
+  }
+}
+
+async function play(token) {
+  while (run.playing && token === run.token && !engine.finished) {
+    await enqueue(() => (run.playing && token === run.token && !engine.finished ? advance(run.perDraw) : null));
+    // Let 'pause', 'step' and 'noised' messages in between draws.
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+}
+
+const commands = {
+  async init({ backend, modelUrl, modelBytes: expected }) {
+    await init();
+    await createEngine(backend);
+    modelBytes = await download(modelUrl, expected);
+    const config = JSON.parse(engine.loadModel(modelBytes));
+    post({ status: 'ready', config, bytes: modelBytes.length });
+  },
+  async start({ options, image, perDraw, autoplay }) {
+    run.token += 1;
+    run.request = { options, image };
+    run.perDraw = perDraw;
+    await enqueue(begin);
+    run.playing = autoplay;
+    if (autoplay) play(run.token);
+  },
+  async play() {
+    if (!run.request || engine.finished) return;
+    run.playing = true;
+    play(run.token);
+  },
+  async pause() {
+    run.playing = false;
+    post({ status: 'paused' });
+  },
+  async step() {
+    run.playing = false;
+    if (run.request && !engine.finished) await enqueue(() => advance(1));
+  },
+  async perDraw({ perDraw }) {
+    run.perDraw = perDraw;
+  },
+  async noised({ pixels, t, seed }) {
+    await enqueue(async () => postFrame(await engine.noised(pixels, t, BigInt(seed)), 'noised'));
+  },
+};
+
+self.onmessage = async ({ data }) => {
+  try {
+    const command = commands[data.command];
+    if (!command) throw new Error(`unknown command '${data.command}'`);
+    await command(data);
+  } catch (error) {
+    run.playing = false;
+    post({ status: 'error', message: messageOf(error), command: data.command });
+  }
+};
