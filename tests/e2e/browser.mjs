@@ -52,7 +52,7 @@ export function foreignRequests(requests, origin) {
 export function nativeSamples({ seed, steps, count, digit, guidance }) {
   const out = join(RESULTS, `native-${seed}-${steps}-${count}-${digit}.idx`);
   execFileSync(CLI, [
-    'sample', '--model', join(SITE, 'models/mnist.bpk'), '--sampler', 'ddim', '--steps', String(steps),
+    'sample', '--model', join(SITE, 'models/mnist.bpk'), '--sampler', 'ddim', '--eta', '1', '--steps', String(steps),
     '--count', String(count), '--seed', String(seed), '--class', String(digit), '--guidance', String(guidance), '--out', out,
   ]);
   const bytes = readFileSync(out);

@@ -16,7 +16,7 @@ let lastFrameAt = 0;
 let lastStep = 0;
 
 // Exposed for the end-to-end tests: the frames seen, and the state.
-const debug = (window.emergeDebug = { frames: 0, history: [], lastFrame: null, firstFrameMs: null, errors: [] });
+const debug = (window.emergeDebug = { frames: 0, history: [], millis: [], lastFrame: null, firstFrameMs: null, errors: [] });
 const setState = (state) => (document.body.dataset.state = state);
 
 function status(text, kind = 'info') {
@@ -118,6 +118,7 @@ const client = new Client({
     $('elapsed').textContent = `${((now - runStarted) / 1000).toFixed(1)} s`;
     debug.frames += 1;
     debug.history.push(frame.sample.reduce((sum, v) => sum + v, 0));
+    debug.millis.push(frame.millis / Math.max(frame.step - (debug.lastFrame?.step ?? 0), 1));
     debug.lastFrame = { ...frame, sample: Array.from(frame.sample) };
     debug.firstFrameMs ??= now;
   },
@@ -131,7 +132,7 @@ const client = new Client({
   },
   noised(frame) {
     drawRgba($('forward'), frame.width, frame.height, frame.sample);
-    $('alpha-bar').textContent = frame.alphaBar.toFixed(4);
+    $('alpha-bar').textContent = frame.alphaBar.toPrecision(4);
     $('snr').textContent = frame.snr >= 100 ? frame.snr.toExponential(2) : frame.snr.toFixed(3);
     $('forward-t').textContent = frame.timestep;
   },

@@ -8,7 +8,7 @@ export const DEFAULTS = Object.freeze({
   model: '',
   sampler: 'ddim',
   steps: 50,
-  eta: 0,
+  eta: 1,
   seed: 1,
   batch: 16,
   class: 'any',

@@ -66,6 +66,9 @@ pub struct EvalArgs {
     pub count: usize,
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
+    /// DDIM's η.
+    #[arg(long, default_value_t = 1.0)]
+    pub eta: f64,
     #[arg(long, default_value_t = 2.0)]
     pub guidance: f64,
     #[arg(long, default_value_t = 0)]
@@ -142,8 +145,8 @@ pub struct SampleArgs {
     /// Denoising steps (default: 1000 for DDPM, 50 for DDIM).
     #[arg(long)]
     pub steps: Option<usize>,
-    /// DDIM's η (0 = deterministic).
-    #[arg(long, default_value_t = 0.0)]
+    /// DDIM's η: 1 adds DDPM-like fresh noise each step, 0 is deterministic.
+    #[arg(long, default_value_t = 1.0)]
     pub eta: f64,
     /// Digit to draw (conditional models); all samples unconditional when absent.
     #[arg(long)]
@@ -328,7 +331,7 @@ fn run_train_classifier(args: TrainClassifierArgs) -> Result<()> {
 
 fn run_eval(args: EvalArgs) -> Result<()> {
     anyhow::ensure!(args.count >= 2 && args.count <= 60_000, "--count must be 2 to 60000");
-    let settings = crate::eval::EvalSettings { count: args.count, steps: args.steps, guidance: args.guidance, seed: args.seed };
+    let settings = crate::eval::EvalSettings { count: args.count, steps: args.steps, eta: args.eta, guidance: args.guidance, seed: args.seed };
     let report = crate::eval::evaluate(&args.model, &args.data, &args.classifier, settings)?;
     print!("{}", crate::eval::table(&report));
     if let Some(path) = args.json {

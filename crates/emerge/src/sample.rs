@@ -33,13 +33,13 @@ pub struct SampleRequest {
 }
 
 impl SampleRequest {
-    /// One row of `columns` samples per class (DDIM, 50 steps, guidance 2), or `columns` rows of
+    /// One row of `columns` samples per class (DDIM η = 1, 50 steps, guidance 2), or `columns` rows of
     /// unconditional samples for an unconditional model.
     pub fn class_rows(config: &UNetConfig, columns: usize, seed: u64) -> Self {
         let classes = config.null_class().unwrap_or(0);
         let labels = (classes > 0).then(|| (0..classes).flat_map(|c| std::iter::repeat_n(c, columns)).collect::<Vec<_>>());
         let count = labels.as_ref().map_or(columns * columns, Vec::len);
-        Self { count, seed, sampler: SamplerKind::Ddim { eta: 0.0 }, steps: 50, labels, guidance: 2.0 }
+        Self { count, seed, sampler: SamplerKind::Ddim { eta: 1.0 }, steps: 50, labels, guidance: 2.0 }
     }
 
     fn conditioning(&self) -> Conditioning {

@@ -1,0 +1,45 @@
+// Benchmark of the page (not a test: it prints numbers). In one run, in the same headless
+// Chromium: time from navigation to the first frame, and milliseconds per denoising step for
+// batch 1 and 16 on WebGPU and on the CPU fallback; then the native CLI's Flex timing of the
+// same network, and the sizes of what a visitor downloads.
+//   node tests/bench.mjs            (after ./build.sh site; EMERGE_CLI = the native binary)
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
+import { join } from 'node:path';
+import { CLI, SITE, open, startBrowser, waitForState } from './e2e/browser.mjs';
+
+const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+const size = (file) => {
+  const bytes = readFileSync(join(SITE, file));
+  return `${(bytes.length / 1e6).toFixed(2)} MB raw, ${(gzipSync(bytes, { level: 9 }).length / 1e6).toFixed(2)} MB gzip`;
+};
+
+const env = await startBrowser();
+const rows = [];
+try {
+  for (const backend of ['webgpu', 'cpu']) {
+    for (const batch of [1, 16]) {
+      // guidance 1: one forward pass of `batch` images per step, comparable with the native bench
+      const steps = backend === 'webgpu' && batch === 16 ? 10 : 12;
+      const { page } = await open(env, `index.html?backend=${backend}&batch=${batch}&steps=${steps}&class=3&guidance=1&seed=1`);
+      await waitForState(page, ['complete', 'error'], 900_000);
+      const debug = await page.evaluate(() => window.emergeDebug);
+      if (debug.errors.length) throw new Error(debug.errors.join('; '));
+      rows.push({ backend, batch, firstFrame: debug.firstFrameMs, first: debug.millis[0], later: median(debug.millis.slice(1)) });
+      await page.close();
+    }
+  }
+} finally {
+  await env.close();
+}
+
+console.log('| device | batch | navigation → first frame (ms) | first step (ms) | later steps, median (ms) |');
+console.log('| --- | --- | --- | --- | --- |');
+for (const r of rows) {
+  const name = r.backend === 'webgpu' ? 'WebGPU (SwiftShader, headless Chromium)' : 'CPU fallback (Flex in wasm, headless Chromium)';
+  console.log(`| ${name} | ${r.batch} | ${r.firstFrame.toFixed(0)} | ${r.first.toFixed(0)} | ${r.later.toFixed(1)} |`);
+}
+if (CLI) console.log(execFileSync(CLI, ['bench', '--presets', 'mnist', '--batches', '1,16', '--runs', '9']).toString());
+console.log(`wasm module: ${size('pkg/emerge_web_bg.wasm')}`);
+console.log(`weights (mnist.bpk, f16): ${size('models/mnist.bpk')}`);
