@@ -149,8 +149,11 @@ pub struct SampleArgs {
     #[arg(long, default_value_t = 1.0)]
     pub eta: f64,
     /// Digit to draw (conditional models); all samples unconditional when absent.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "digit_rows")]
     pub class: Option<usize>,
+    /// One row per class, `--columns` samples each (overrides --count).
+    #[arg(long)]
+    pub digit_rows: bool,
     /// Classifier-free guidance scale w (0 = unconditional, 1 = conditional, >1 sharper).
     #[arg(long, default_value_t = 2.0)]
     pub guidance: f64,
@@ -254,17 +257,17 @@ fn run_sample(args: SampleArgs) -> Result<()> {
         SamplerChoice::Ddpm => (SamplerKind::Ddpm, config.schedule.num_train_timesteps),
         SamplerChoice::Ddim => (SamplerKind::Ddim { eta: args.eta }, 50),
     };
-    let request = SampleRequest {
-        count: args.count,
-        seed: args.seed,
-        sampler,
-        steps: args.steps.unwrap_or(default_steps),
-        labels: args.class.map(|c| vec![c; args.count]),
-        guidance: args.guidance,
+    let labels = if args.digit_rows {
+        let classes = config.unet.null_class().context("--digit-rows needs a class-conditional model")?;
+        Some((0..classes * args.columns).map(|i| i / args.columns).collect::<Vec<_>>())
+    } else {
+        args.class.map(|c| vec![c; args.count])
     };
-    if args.count == 0 {
+    let count = labels.as_ref().map_or(args.count, Vec::len);
+    if count == 0 {
         bail!("--count must be at least 1");
     }
+    let request = SampleRequest { count, seed: args.seed, sampler, steps: args.steps.unwrap_or(default_steps), labels, guidance: args.guidance };
     let mut frames = Vec::new();
     let total = request.steps;
     let images = sample::generate(&unet, &config, &request, |output| {
@@ -282,7 +285,7 @@ fn run_sample(args: SampleArgs) -> Result<()> {
         "gif" => crate::images::write_gif(&args.out, &frames, args.columns, 60)?,
         _ => crate::images::write_idx(&args.out, &images)?,
     }
-    println!("wrote {} samples to {}", args.count, args.out.display());
+    println!("wrote {count} samples to {}", args.out.display());
     Ok(())
 }
 
