@@ -3,6 +3,8 @@
 // batch 1 and 16 on WebGPU and on the CPU fallback; then the native CLI's Flex timing of the
 // same network, and the sizes of what a visitor downloads.
 //   node tests/bench.mjs            (after ./build.sh site; EMERGE_CLI = the native binary)
+// Another model of the site's manifest: BENCH_MODEL=name BENCH_PRESET=ddpm-cifar10 BENCH_STEPS=3
+// BENCH_BACKENDS=cpu node tests/bench.mjs (the preset names the same network for the native run).
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
@@ -15,16 +17,25 @@ const size = (file) => {
   return `${(bytes.length / 1e6).toFixed(2)} MB raw, ${(gzipSync(bytes, { level: 9 }).length / 1e6).toFixed(2)} MB gzip`;
 };
 
+const MODEL = process.env.BENCH_MODEL ?? 'mnist';
+const PRESET = process.env.BENCH_PRESET ?? 'mnist';
+const BACKENDS = (process.env.BENCH_BACKENDS ?? 'webgpu,cpu').split(',');
+const STEPS = process.env.BENCH_STEPS ? Number(process.env.BENCH_STEPS) : null;
+
 const env = await startBrowser();
 const rows = [];
 try {
-  for (const backend of ['webgpu', 'cpu']) {
+  for (const backend of BACKENDS) {
     for (const batch of [1, 16]) {
       // guidance 1: one forward pass of `batch` images per step, comparable with the native bench
-      const steps = backend === 'webgpu' && batch === 16 ? 10 : 12;
-      const { page } = await open(env, `index.html?backend=${backend}&batch=${batch}&steps=${steps}&class=3&guidance=1&seed=1`);
+      const steps = STEPS ?? (backend === 'webgpu' && batch === 16 ? 10 : 12);
+      const query = `model=${MODEL}&backend=${backend}&batch=${batch}&steps=${steps}&class=3&guidance=1&seed=1`;
+      const { page } = await open(env, `index.html?${query}`);
       await waitForState(page, ['complete', 'error'], 900_000);
-      const debug = await page.evaluate(() => window.emergeDebug);
+      const debug = await page.evaluate(() => {
+        const { errors, firstFrameMs, millis } = window.emergeDebug;
+        return { errors, firstFrameMs, millis };
+      });
       if (debug.errors.length) throw new Error(debug.errors.join('; '));
       rows.push({ backend, batch, firstFrame: debug.firstFrameMs, first: debug.millis[0], later: median(debug.millis.slice(1)) });
       await page.close();
@@ -40,6 +51,6 @@ for (const r of rows) {
   const name = r.backend === 'webgpu' ? 'WebGPU (SwiftShader, headless Chromium)' : 'CPU fallback (Flex in wasm, headless Chromium)';
   console.log(`| ${name} | ${r.batch} | ${r.firstFrame.toFixed(0)} | ${r.first.toFixed(0)} | ${r.later.toFixed(1)} |`);
 }
-if (CLI) console.log(execFileSync(CLI, ['bench', '--presets', 'mnist', '--batches', '1,16', '--runs', '9']).toString());
+if (CLI) console.log(execFileSync(CLI, ['bench', '--presets', PRESET, '--batches', '1,16', '--runs', STEPS ? '3' : '9']).toString());
 console.log(`wasm module: ${size('pkg/emerge_web_bg.wasm')}`);
-console.log(`weights (mnist.bpk, f16): ${size('models/mnist.bpk')}`);
+console.log(`weights (${MODEL}.bpk, f16): ${size(`models/${MODEL}.bpk`)}`);

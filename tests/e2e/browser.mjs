@@ -71,3 +71,11 @@ export function tile(frame, index, size = 28) {
   }
   return out;
 }
+
+/** The last frame the page drew, its pixels copied out of the page. */
+export function lastFrame(page) {
+  return page.evaluate(() => {
+    const frame = window.emergeDebug.lastFrame;
+    return frame && { ...frame, sample: Array.from(frame.sample), prediction: Array.from(frame.prediction) };
+  });
+}

@@ -2,8 +2,9 @@
 // emulation: slow, so runs are short and batches small).
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { CLI, RESULTS, foreignRequests, nativeSamples, open, startBrowser, tile, waitForState } from './browser.mjs';
+import { CLI, RESULTS, SITE, foreignRequests, lastFrame, nativeSamples, open, startBrowser, tile, waitForState } from './browser.mjs';
 
 const RUN = { seed: 7, steps: 10, count: 2, digit: 3, guidance: 2 };
 const RUN_QUERY = `seed=${RUN.seed}&steps=${RUN.steps}&batch=${RUN.count}&class=${RUN.digit}&guidance=${RUN.guidance}`;
@@ -22,7 +23,7 @@ async function shortRun(backend) {
   assert.equal(backendShown, backend === 'cpu' ? 'cpu' : 'webgpu');
 
   // Frames were drawn, and they changed from step to step.
-  const frame = await page.evaluate(() => window.emergeDebug.lastFrame);
+  const frame = await lastFrame(page);
   assert.equal(frame.total, RUN.steps);
   assert.equal(frame.step, RUN.steps);
   const history = await page.evaluate(() => window.emergeDebug.history);
@@ -108,11 +109,57 @@ describe('the embed page', () => {
     assert.equal(await page.evaluate(() => window.emergeDebug.frames), 0, 'autoplay=0 must not start a run');
     await page.click('#play');
     assert.equal(await waitForState(page, ['complete', 'error']), 'complete');
-    const frame = await page.evaluate(() => window.emergeDebug.lastFrame);
+    const frame = await lastFrame(page);
     assert.equal(frame.total, 10);
     // One 28×28 image in a 1-pixel frame.
     assert.equal(frame.width, 30);
     assert.deepEqual(errors, []);
     await page.close();
+  });
+});
+
+describe('a colour model converted from a diffusers checkpoint', () => {
+  // The DDPM CIFAR-10 layout (3×32×32) with random weights, written by diffusers itself
+  // (tools/parity), imported by the CLI into the served site as a second model.
+  const NAME = 'cifar10-layout-random';
+  const COLOUR_RUN = `model=${NAME}&steps=10&batch=2&seed=5`;
+  before(() => {
+    const checkpoint = new URL('../../crates/emerge/tests/fixtures/diffusers/cifar10-layout', import.meta.url).pathname;
+    execFileSync(CLI, ['import', checkpoint, '--out', join(SITE, 'models'), '--name', NAME, '--source', 'random weights (diffusers test fixture)']);
+  });
+
+  test('the model list shows each model and its size before downloading it', TIMEOUT, async () => {
+    const { page, requests } = await open(env, 'index.html?autoplay=0');
+    assert.equal(await waitForState(page, ['ready', 'error']), 'ready');
+    const options = await page.$$eval('#model option', (list) => list.map((o) => o.textContent));
+    assert.ok(options.some((o) => /^mnist · 28×28 grey · [\d.]+ MB$/.test(o)), options.join(' | '));
+    assert.ok(options.some((o) => new RegExp(`^${NAME} · 32×32 colour · [\\d.]+ MB$`).test(o)), options.join(' | '));
+    assert.ok(!requests.some((url) => url.endsWith(`${NAME}.bpk`)), 'the colour model must not be downloaded unless chosen');
+    await page.close();
+  });
+
+  test('draws colour images on the CPU fallback and on WebGPU alike', TIMEOUT, async () => {
+    const frames = [];
+    for (const backend of ['cpu', 'auto']) {
+      const { page, errors } = await open(env, `index.html?${COLOUR_RUN}&backend=${backend}`);
+      assert.equal(await waitForState(page, ['complete', 'error']), 'complete', await page.textContent('#status-message'));
+      const frame = await lastFrame(page);
+      // two 32×32 images side by side in 1-pixel frames
+      assert.deepEqual([frame.width, frame.height], [2 * 32 + 3, 32 + 2]);
+      const colourful = frame.sample.filter((_, i) => i % 4 === 0 && (frame.sample[i] !== frame.sample[i + 1] || frame.sample[i + 1] !== frame.sample[i + 2]));
+      assert.ok(colourful.length > 0.5 * 2 * 32 * 32, `only ${colourful.length} coloured pixels`);
+      assert.deepEqual(errors, []);
+      if (backend === 'cpu') {
+        // the forward-process view fits the real digit into the model's 3×32×32 input
+        await page.waitForSelector('#digit-picker .digit');
+        await page.waitForFunction(() => document.getElementById('forward').width === 34);
+        await page.screenshot({ path: join(RESULTS, 'page-colour-model.png'), fullPage: true });
+      }
+      frames.push(frame);
+      await page.close();
+    }
+    let maxDiff = 0;
+    for (let i = 0; i < frames[0].sample.length; i++) maxDiff = Math.max(maxDiff, Math.abs(frames[0].sample[i] - frames[1].sample[i]));
+    assert.ok(maxDiff <= 6, `WebGPU and the CPU fallback differ by up to ${maxDiff}/255`);
   });
 });

@@ -23,3 +23,18 @@ export async function loadDigits(base = 'data/') {
     label: (i) => labels.data[i],
   };
 }
+
+/** A rows×cols grey image as the model's channels×size×size input: centred (padded with black or
+ * cropped) and repeated over the channels. */
+export function fitImage(pixels, rows, cols, channels, size) {
+  const out = new Uint8Array(channels * size * size);
+  const [dy, dx] = [Math.floor((size - rows) / 2), Math.floor((size - cols) / 2)];
+  for (let y = 0; y < size; y++) {
+    for (let x = 0; x < size; x++) {
+      const [sy, sx] = [y - dy, x - dx];
+      const value = sy >= 0 && sy < rows && sx >= 0 && sx < cols ? pixels[sy * cols + sx] : 0;
+      for (let c = 0; c < channels; c++) out[(c * size + y) * size + x] = value;
+    }
+  }
+  return out;
+}

@@ -2,12 +2,12 @@
 // (model, sampler, steps, seed, class, guidance, batch, autoplay, backend).
 
 import { Client, loadManifest } from './client.js';
-import { drawRgba } from './draw.js';
 import { parseSettings, settingsUrl } from './settings.js';
+import { chooseModel, createDebug, fitClassToModel, showFrame } from './stage.js';
 
 const $ = (id) => document.getElementById(id);
 const { settings, notes } = parseSettings(location.search);
-const debug = (window.emergeDebug = { frames: 0, lastFrame: null, errors: [] });
+const debug = createDebug();
 const setState = (state) => (document.body.dataset.state = state);
 const status = (text, kind = 'info') => Object.assign($('status-message'), { textContent: text }).setAttribute('data-kind', kind);
 const setPlaying = (playing) => {
@@ -25,9 +25,11 @@ const client = new Client({
   loading({ loaded, total }) {
     status(`loading weights ${Math.round((100 * loaded) / Math.max(total, 1))} %`);
   },
-  ready() {
+  ready({ config }) {
+    fitClassToModel(settings, config, notes);
+    if (notes.length) Object.assign($('notes'), { hidden: false, textContent: notes.join(' ') });
     setState('ready');
-    status(settings.autoplay ? '' : 'Press Play to watch digits emerge.');
+    status(settings.autoplay ? '' : 'Press Play to watch images emerge.');
     client.start(settings, { autoplay: settings.autoplay });
     started = settings.autoplay;
   },
@@ -36,12 +38,7 @@ const client = new Client({
     setPlaying(settings.autoplay);
   },
   frame(frame) {
-    drawRgba($('samples'), frame.width, frame.height, frame.sample);
-    drawRgba($('prediction'), frame.width, frame.height, frame.prediction);
-    $('progress').value = frame.step;
-    $('t').textContent = frame.timestep;
-    debug.frames += 1;
-    debug.lastFrame = { ...frame, sample: Array.from(frame.sample) };
+    showFrame(frame, debug);
   },
   complete() {
     setPlaying(false);
@@ -77,15 +74,10 @@ $('restart').onclick = () => {
 };
 
 (async () => {
-  if (notes.length) Object.assign($('notes'), { hidden: false, textContent: notes.join(' ') });
   $('full').href = settingsUrl(settings, new URL('index.html', location.href));
   try {
-    const manifest = await loadManifest();
-    let model = manifest.models.find((m) => m.name === (settings.model || manifest.default));
-    if (!model) {
-      model = manifest.models.find((m) => m.name === manifest.default);
-      Object.assign($('notes'), { hidden: false, textContent: `${$('notes').textContent} There is no model "${settings.model}"; showing ${model.name}.`.trim() });
-    }
+    const model = chooseModel(await loadManifest(), settings.model, notes);
+    if (notes.length) Object.assign($('notes'), { hidden: false, textContent: notes.join(' ') });
     client.init(settings.backend, model);
   } catch (error) {
     client.handlers.error({ message: error.message });

@@ -2,9 +2,10 @@
 // Only DOM work happens here; the model runs in the worker.
 
 import { Client, formatBytes, loadManifest } from './client.js';
-import { loadDigits } from './digits.js';
+import { fitImage, loadDigits } from './digits.js';
 import { drawGrey, drawRgba, savePng } from './draw.js';
 import { DDIM_STEPS, parseSettings, settingsUrl } from './settings.js';
+import { chooseModel, createDebug, describeModel, fitClassToModel, showFrame } from './stage.js';
 
 const $ = (id) => document.getElementById(id);
 const { settings, notes } = parseSettings(location.search);
@@ -15,8 +16,7 @@ let runStarted = 0;
 let lastFrameAt = 0;
 let lastStep = 0;
 
-// Exposed for the end-to-end tests: the frames seen, and the state.
-const debug = (window.emergeDebug = { frames: 0, history: [], millis: [], lastFrame: null, firstFrameMs: null, errors: [] });
+const debug = createDebug();
 const setState = (state) => (document.body.dataset.state = state);
 
 function status(text, kind = 'info') {
@@ -83,7 +83,9 @@ const client = new Client({
   },
   ready({ config }) {
     $('download-text').textContent = `weights ${formatBytes(model.bytes)} loaded · ${model.parameters.toLocaleString('en')} parameters`;
-    const classes = config.unet.num_class_embeds ? config.unet.num_class_embeds - 1 : 0;
+    const classes = fitClassToModel(settings, config, notes);
+    showNotes(notes);
+    $('digit').value = String(settings.class);
     $('digit').disabled = classes === 0;
     $('guidance').disabled = classes === 0;
     setState('ready');
@@ -105,22 +107,14 @@ const client = new Client({
     setPlaying(settings.autoplay || document.body.dataset.state === 'running');
   },
   frame(frame) {
-    drawRgba($('samples'), frame.width, frame.height, frame.sample);
-    drawRgba($('prediction'), frame.width, frame.height, frame.prediction);
+    showFrame(frame, debug);
     const now = performance.now();
     const rate = ((frame.step - lastStep) * 1000) / Math.max(now - lastFrameAt, 1);
     lastFrameAt = now;
     lastStep = frame.step;
-    $('progress').value = frame.step;
-    $('t').textContent = frame.timestep;
     $('step').textContent = `${frame.step} / ${frame.total}`;
     $('rate').textContent = `${rate.toFixed(1)} steps/s`;
     $('elapsed').textContent = `${((now - runStarted) / 1000).toFixed(1)} s`;
-    debug.frames += 1;
-    debug.history.push(frame.sample.reduce((sum, v) => sum + v, 0));
-    debug.millis.push(frame.millis / Math.max(frame.step - (debug.lastFrame?.step ?? 0), 1));
-    debug.lastFrame = { ...frame, sample: Array.from(frame.sample) };
-    debug.firstFrameMs ??= now;
   },
   complete() {
     setPlaying(false);
@@ -185,9 +179,28 @@ function buildDigitPicker() {
   showNoised();
 }
 
+/** The chosen real digit in the model's image shape (padded, grey repeated over colour channels). */
+const chosenImage = () => fitImage(digits.image(chosenDigit), digits.rows, digits.cols, model.channels, model.image_size);
+
 function showNoised() {
   if (!digits) return;
-  client.send('noised', { pixels: digits.image(chosenDigit).slice(), t: Number($('forward-slider').value), seed: settings.seed });
+  client.send('noised', { pixels: chosenImage(), t: Number($('forward-slider').value), seed: settings.seed });
+}
+
+// ---- models ---------------------------------------------------------------------------------
+
+/** Lists every model with its size; choosing one reloads the page with it (its weights are
+ * downloaded only then). */
+function buildModelPicker(manifest) {
+  const picker = $('model');
+  picker.replaceChildren(
+    ...manifest.models.map((m) => Object.assign(document.createElement('option'), { value: m.name, textContent: describeModel(m) })),
+  );
+  picker.value = model.name;
+  picker.onchange = () => {
+    readControls();
+    location.href = settingsUrl({ ...settings, model: picker.value === manifest.default ? '' : picker.value }, location.href);
+  };
 }
 
 // ---- wiring ---------------------------------------------------------------------------------
@@ -231,7 +244,7 @@ $('save').onclick = () => savePng($('samples'), `emerge-seed-${settings.seed}.pn
 $('forward-slider').addEventListener('input', showNoised);
 $('denoise-here').onclick = () => {
   if (!digits) return;
-  start({ pixels: digits.image(chosenDigit).slice(), t: Number($('forward-slider').value) });
+  start({ pixels: chosenImage(), t: Number($('forward-slider').value) });
 };
 
 // ---- start ----------------------------------------------------------------------------------
@@ -241,13 +254,9 @@ async function main() {
   writeControls();
   try {
     const manifest = await loadManifest();
-    const name = settings.model || manifest.default;
-    model = manifest.models.find((m) => m.name === name);
-    if (!model) {
-      notes.push(`There is no model "${name}"; showing ${manifest.default}.`);
-      model = manifest.models.find((m) => m.name === manifest.default);
-    }
-    $('model-name').textContent = `${model.name} · ${model.image_size}×${model.image_size} · ${formatBytes(model.bytes)}`;
+    model = chooseModel(manifest, settings.model, notes);
+    buildModelPicker(manifest);
+    $('model-name').textContent = `${describeModel(model)} · ${model.source}`;
     $('download-text').textContent = `downloading ${formatBytes(model.bytes)} of weights…`;
     showNotes(notes);
     if (!settings.autoplay) setPlaying(false);

@@ -19,5 +19,8 @@ pub enum EmergeError {
     Finished(usize),
     /// Reading or writing a file failed.
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
 }

@@ -19,7 +19,10 @@ pub enum Conditioning {
     Unconditional,
     /// One class per sample (the model's null class index means "any" for that sample), and the
     /// guidance scale w.
-    Classes { labels: Vec<usize>, guidance_scale: f64 },
+    Classes {
+        labels: Vec<usize>,
+        guidance_scale: f64,
+    },
 }
 
 /// The UNet plus its conditioning, as a [`NoisePredictor`] for the samplers.
@@ -32,8 +35,16 @@ pub struct Denoiser<'a> {
 impl<'a> Denoiser<'a> {
     /// Checks the conditioning against the model: classes need a class-conditional model, and
     /// each label must be a class the model knows (or its null class).
-    pub fn new(unet: &'a UNet, config: &'a UNetConfig, conditioning: Conditioning) -> Result<Self, EmergeError> {
-        if let Conditioning::Classes { labels, guidance_scale } = &conditioning {
+    pub fn new(
+        unet: &'a UNet,
+        config: &'a UNetConfig,
+        conditioning: Conditioning,
+    ) -> Result<Self, EmergeError> {
+        if let Conditioning::Classes {
+            labels,
+            guidance_scale,
+        } = &conditioning
+        {
             let Some(classes) = config.num_class_embeds else {
                 return Err(EmergeError::InvalidArgument(
                     "this model is unconditional: it takes no class labels".into(),
@@ -47,10 +58,16 @@ impl<'a> Denoiser<'a> {
                 )));
             }
             if !guidance_scale.is_finite() || *guidance_scale < 0.0 {
-                return Err(EmergeError::InvalidArgument(format!("guidance scale must be ≥ 0, got {guidance_scale}")));
+                return Err(EmergeError::InvalidArgument(format!(
+                    "guidance scale must be ≥ 0, got {guidance_scale}"
+                )));
             }
         }
-        Ok(Self { unet, config, conditioning })
+        Ok(Self {
+            unet,
+            config,
+            conditioning,
+        })
     }
 
     fn labels(&self, labels: &[usize], device: &burn::tensor::Device) -> Tensor<1, Int> {
@@ -62,7 +79,8 @@ impl<'a> Denoiser<'a> {
         let [batch, ..] = sample.dims();
         let device = sample.device();
         let timesteps = Tensor::<1>::full([batch], timestep as f64, &device);
-        self.unet.forward(sample, timesteps, labels.map(|l| self.labels(l, &device)))
+        self.unet
+            .forward(sample, timesteps, labels.map(|l| self.labels(l, &device)))
     }
 }
 
@@ -79,9 +97,17 @@ impl NoisePredictor for Denoiser<'_> {
         let null = self.config.null_class();
         Ok(match (&self.conditioning, null) {
             (Conditioning::Unconditional, None) => self.run(sample, timestep, None),
-            (Conditioning::Unconditional, Some(null)) => self.run(sample, timestep, Some(&vec![null; batch])),
+            (Conditioning::Unconditional, Some(null)) => {
+                self.run(sample, timestep, Some(&vec![null; batch]))
+            }
             (Conditioning::Classes { .. }, None) => unreachable!("checked in Denoiser::new"),
-            (Conditioning::Classes { labels, guidance_scale }, Some(null)) => {
+            (
+                Conditioning::Classes {
+                    labels,
+                    guidance_scale,
+                },
+                Some(null),
+            ) => {
                 if labels.len() != batch {
                     return Err(EmergeError::InvalidArgument(format!(
                         "{} class labels for a batch of {batch}",
@@ -94,8 +120,16 @@ impl NoisePredictor for Denoiser<'_> {
                     self.run(sample, timestep, Some(&vec![null; batch]))
                 } else {
                     // One forward pass over [conditional; unconditional] halves.
-                    let both_labels: Vec<usize> = labels.iter().copied().chain(std::iter::repeat_n(null, batch)).collect();
-                    let both = self.run(Tensor::cat(vec![sample.clone(), sample], 0), timestep, Some(&both_labels));
+                    let both_labels: Vec<usize> = labels
+                        .iter()
+                        .copied()
+                        .chain(std::iter::repeat_n(null, batch))
+                        .collect();
+                    let both = self.run(
+                        Tensor::cat(vec![sample.clone(), sample], 0),
+                        timestep,
+                        Some(&both_labels),
+                    );
                     let mut halves = both.chunk(2, 0);
                     let eps_uncond = halves.pop().expect("two halves");
                     let eps_cond = halves.pop().expect("two halves");
@@ -122,7 +156,10 @@ mod tests {
     fn guided_noise_interpolates_and_extrapolates() {
         let device = Device::flex();
         let mut rng = GaussianNoise::new(2);
-        let (u, c) = (gaussian(&mut rng, [2, 1, 3, 3], &device), gaussian(&mut rng, [2, 1, 3, 3], &device));
+        let (u, c) = (
+            gaussian(&mut rng, [2, 1, 3, 3], &device),
+            gaussian(&mut rng, [2, 1, 3, 3], &device),
+        );
         assert!(max_abs_diff(guided_noise(u.clone(), c.clone(), 0.0), u.clone()) < 1e-7);
         assert!(max_abs_diff(guided_noise(u.clone(), c.clone(), 1.0), c.clone()) < 1e-6);
         let w3 = guided_noise(u.clone(), c.clone(), 3.0);
@@ -137,15 +174,30 @@ mod tests {
         let x = gaussian(&mut GaussianNoise::new(4), [2, 1, 8, 8], &device);
         let labels = vec![3, 7];
         let predict = |conditioning: Conditioning| {
-            Denoiser::new(&unet, &config, conditioning).unwrap().predict_noise(x.clone(), 500).unwrap()
+            Denoiser::new(&unet, &config, conditioning)
+                .unwrap()
+                .predict_noise(x.clone(), 500)
+                .unwrap()
         };
         let uncond = predict(Conditioning::Unconditional);
-        let cond = predict(Conditioning::Classes { labels: labels.clone(), guidance_scale: 1.0 });
-        let w0 = predict(Conditioning::Classes { labels: labels.clone(), guidance_scale: 0.0 });
+        let cond = predict(Conditioning::Classes {
+            labels: labels.clone(),
+            guidance_scale: 1.0,
+        });
+        let w0 = predict(Conditioning::Classes {
+            labels: labels.clone(),
+            guidance_scale: 0.0,
+        });
         // The batched cond+uncond pass must agree with the separate passes.
-        let w2 = predict(Conditioning::Classes { labels: labels.clone(), guidance_scale: 2.0 });
+        let w2 = predict(Conditioning::Classes {
+            labels: labels.clone(),
+            guidance_scale: 2.0,
+        });
         assert!(max_abs_diff(w0, uncond.clone()) < 1e-6);
-        assert!(max_abs_diff(cond.clone(), uncond.clone()) > 1e-4, "the class must change the prediction");
+        assert!(
+            max_abs_diff(cond.clone(), uncond.clone()) > 1e-4,
+            "the class must change the prediction"
+        );
         assert!(max_abs_diff(w2, guided_noise(uncond, cond, 2.0)) < 1e-4);
     }
 
@@ -154,17 +206,55 @@ mod tests {
         let device = Device::flex();
         let config = UNetConfig::tiny();
         let unet = UNet::new(&config, &device).unwrap();
-        let err = Denoiser::new(&unet, &config, Conditioning::Classes { labels: vec![11], guidance_scale: 1.0 }).err().unwrap();
+        let err = Denoiser::new(
+            &unet,
+            &config,
+            Conditioning::Classes {
+                labels: vec![11],
+                guidance_scale: 1.0,
+            },
+        )
+        .err()
+        .unwrap();
         assert!(err.to_string().contains("class 11 is out of range"));
-        let denoiser = Denoiser::new(&unet, &config, Conditioning::Classes { labels: vec![1], guidance_scale: 2.0 }).unwrap();
+        let denoiser = Denoiser::new(
+            &unet,
+            &config,
+            Conditioning::Classes {
+                labels: vec![1],
+                guidance_scale: 2.0,
+            },
+        )
+        .unwrap();
         let x = Tensor::<4>::zeros([2, 1, 8, 8], &device);
-        assert!(denoiser.predict_noise(x, 3).unwrap_err().to_string().contains("1 class labels for a batch of 2"));
+        assert!(
+            denoiser
+                .predict_noise(x, 3)
+                .unwrap_err()
+                .to_string()
+                .contains("1 class labels for a batch of 2")
+        );
         let wrong_size = Tensor::<4>::zeros([1, 1, 9, 9], &device);
-        assert!(denoiser.predict_noise(wrong_size, 3).unwrap_err().to_string().contains("[B, 1, 8, 8]"));
+        assert!(
+            denoiser
+                .predict_noise(wrong_size, 3)
+                .unwrap_err()
+                .to_string()
+                .contains("[B, 1, 8, 8]")
+        );
         let mut uncond_config = UNetConfig::tiny();
         uncond_config.num_class_embeds = None;
         let uncond = UNet::new(&uncond_config, &device).unwrap();
-        let err = Denoiser::new(&uncond, &uncond_config, Conditioning::Classes { labels: vec![1], guidance_scale: 1.0 }).err().unwrap();
+        let err = Denoiser::new(
+            &uncond,
+            &uncond_config,
+            Conditioning::Classes {
+                labels: vec![1],
+                guidance_scale: 1.0,
+            },
+        )
+        .err()
+        .unwrap();
         assert!(err.to_string().contains("unconditional"));
     }
 }

@@ -13,7 +13,12 @@ pub fn from_byte(b: u8) -> f32 {
 /// Lays a `[B, C, H, W]` batch (C = 1 or 3) out as an RGBA grid with `columns` images per row
 /// and a `gap`-pixel dark border, ready for a canvas `ImageData` or a PNG. Returns the pixels,
 /// the width and the height.
-pub fn rgba_grid(values: &[f32], shape: [usize; 4], columns: usize, gap: usize) -> (Vec<u8>, usize, usize) {
+pub fn rgba_grid(
+    values: &[f32],
+    shape: [usize; 4],
+    columns: usize,
+    gap: usize,
+) -> (Vec<u8>, usize, usize) {
     let [batch, channels, height, width] = shape;
     let columns = columns.clamp(1, batch.max(1));
     let rows = batch.div_ceil(columns);
@@ -30,7 +35,11 @@ pub fn rgba_grid(values: &[f32], shape: [usize; 4], columns: usize, gap: usize) 
         for y in 0..height {
             for x in 0..width {
                 let at = |c: usize| values[(b * channels + c) * plane + y * width + x];
-                let (r, g, bl) = if channels >= 3 { (at(0), at(1), at(2)) } else { (at(0), at(0), at(0)) };
+                let (r, g, bl) = if channels >= 3 {
+                    (at(0), at(1), at(2))
+                } else {
+                    (at(0), at(0), at(0))
+                };
                 let o = ((y0 + y) * grid_w + x0 + x) * 4;
                 rgba[o..o + 4].copy_from_slice(&[to_byte(r), to_byte(g), to_byte(bl), 255]);
             }

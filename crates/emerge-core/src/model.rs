@@ -16,7 +16,10 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// A preset network with the DDPM paper's schedule.
     pub fn preset(name: &str) -> Result<Self, EmergeError> {
-        Ok(Self { unet: UNetConfig::preset(name)?, schedule: ScheduleConfig::default() })
+        Ok(Self {
+            unet: UNetConfig::preset(name)?,
+            schedule: ScheduleConfig::default(),
+        })
     }
 
     pub fn noise_schedule(&self) -> Result<NoiseSchedule, EmergeError> {

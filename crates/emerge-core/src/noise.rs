@@ -23,7 +23,10 @@ impl GaussianNoise {
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             z ^ (z >> 31)
         };
-        Self { state: [splitmix(), splitmix(), splitmix(), splitmix()], spare: None }
+        Self {
+            state: [splitmix(), splitmix(), splitmix(), splitmix()],
+            spare: None,
+        }
     }
 
     /// The next 64 random bits (xoshiro256++).
@@ -82,8 +85,14 @@ mod tests {
 
     #[test]
     fn same_seed_same_stream_different_seed_different_stream() {
-        assert_eq!(GaussianNoise::new(7).normals(100), GaussianNoise::new(7).normals(100));
-        assert_ne!(GaussianNoise::new(7).normals(100), GaussianNoise::new(8).normals(100));
+        assert_eq!(
+            GaussianNoise::new(7).normals(100),
+            GaussianNoise::new(7).normals(100)
+        );
+        assert_ne!(
+            GaussianNoise::new(7).normals(100),
+            GaussianNoise::new(8).normals(100)
+        );
     }
 
     #[test]
@@ -98,8 +107,17 @@ mod tests {
         let draws = GaussianNoise::new(42).normals(200_000);
         let n = draws.len() as f64;
         let mean = draws.iter().map(|&x| x as f64).sum::<f64>() / n;
-        let var = draws.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
-        let kurt = draws.iter().map(|&x| (x as f64 - mean).powi(4)).sum::<f64>() / n / var.powi(2);
+        let var = draws
+            .iter()
+            .map(|&x| (x as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        let kurt = draws
+            .iter()
+            .map(|&x| (x as f64 - mean).powi(4))
+            .sum::<f64>()
+            / n
+            / var.powi(2);
         assert!(mean.abs() < 0.01, "mean {mean}");
         assert!((var - 1.0).abs() < 0.01, "var {var}");
         assert!((kurt - 3.0).abs() < 0.05, "kurtosis {kurt}");

@@ -49,7 +49,11 @@ impl Sampler {
     /// A sampler that starts from pure noise at the top of the schedule. With `steps < T` the
     /// timesteps are respaced with diffusers' "leading" spacing: t_i = i·⌊T/steps⌋, descending
     /// (for T = 1000 and 50 steps: 980, 960, …, 0).
-    pub fn new(schedule: NoiseSchedule, kind: SamplerKind, steps: usize) -> Result<Self, EmergeError> {
+    pub fn new(
+        schedule: NoiseSchedule,
+        kind: SamplerKind,
+        steps: usize,
+    ) -> Result<Self, EmergeError> {
         let total = schedule.num_train_timesteps();
         Self::with_timesteps(schedule, kind, leading_timesteps(total, steps, 0)?)
     }
@@ -68,13 +72,23 @@ impl Sampler {
         Self::with_timesteps(schedule, kind, leading_timesteps(start + 1, steps, offset)?)
     }
 
-    fn with_timesteps(schedule: NoiseSchedule, kind: SamplerKind, timesteps: Vec<usize>) -> Result<Self, EmergeError> {
+    fn with_timesteps(
+        schedule: NoiseSchedule,
+        kind: SamplerKind,
+        timesteps: Vec<usize>,
+    ) -> Result<Self, EmergeError> {
         if let SamplerKind::Ddim { eta } = kind {
             if !(0.0..=1.0).contains(&eta) {
-                return Err(EmergeError::InvalidArgument(format!("DDIM eta must lie in [0, 1], got {eta}")));
+                return Err(EmergeError::InvalidArgument(format!(
+                    "DDIM eta must lie in [0, 1], got {eta}"
+                )));
             }
         }
-        Ok(Self { schedule, kind, timesteps })
+        Ok(Self {
+            schedule,
+            kind,
+            timesteps,
+        })
     }
 
     pub fn timesteps(&self) -> &[usize] {
@@ -92,7 +106,9 @@ impl Sampler {
     /// ᾱ of the timestep that follows step `index`; 1 after the last step, so that the final
     /// output is x_0 itself (diffusers' `set_alpha_to_one = True`).
     fn alpha_prod_prev(&self, index: usize) -> f64 {
-        self.timesteps.get(index + 1).map_or(1.0, |&t| self.schedule.alphas_cumprod[t])
+        self.timesteps
+            .get(index + 1)
+            .map_or(1.0, |&t| self.schedule.alphas_cumprod[t])
     }
 
     /// One reverse step from `sample` = x_t at `timesteps[index]`, given the model's
@@ -103,6 +119,21 @@ impl Sampler {
         model_output: Tensor<4>,
         sample: Tensor<4>,
         noise: &mut GaussianNoise,
+    ) -> Result<StepOutput, EmergeError> {
+        let (shape, device) = (sample.dims(), sample.device());
+        self.step_with_variance_noise(index, model_output, sample, || {
+            gaussian(noise, shape, &device)
+        })
+    }
+
+    /// [`Self::step`] with z supplied by the caller (diffusers' `variance_noise`); it is asked
+    /// for only when the step adds noise.
+    pub fn step_with_variance_noise(
+        &self,
+        index: usize,
+        model_output: Tensor<4>,
+        sample: Tensor<4>,
+        variance_noise: impl FnOnce() -> Tensor<4>,
     ) -> Result<StepOutput, EmergeError> {
         let &timestep = self
             .timesteps
@@ -123,8 +154,9 @@ impl Sampler {
         let is_last = index + 1 == self.timesteps.len();
 
         // 2. predicted original sample: x̂_0 = (x_t − √(1 − ᾱ_t) ε)/√ᾱ_t  (DDPM eq. 15, DDIM eq. 12)
-        let pred_original_sample = (sample.clone() - model_output.clone().mul_scalar(beta_prod_t.sqrt()))
-            .div_scalar(alpha_prod_t.sqrt());
+        let pred_original_sample = (sample.clone()
+            - model_output.clone().mul_scalar(beta_prod_t.sqrt()))
+        .div_scalar(alpha_prod_t.sqrt());
         // 3. clip x̂_0 to the data range, as the paper's sampler does
         let pred_original_sample = if self.schedule.config.clip_sample {
             pred_original_sample.clamp(-1.0, 1.0)
@@ -137,38 +169,68 @@ impl Sampler {
                 let current_alpha_t = alpha_prod_t / alpha_prod_t_prev;
                 let current_beta_t = 1.0 - current_alpha_t;
                 // 4. posterior mean coefficients of q(x_{t−1} | x_t, x_0)  (DDPM eq. 7)
-                let pred_original_sample_coeff = alpha_prod_t_prev.sqrt() * current_beta_t / beta_prod_t;
+                let pred_original_sample_coeff =
+                    alpha_prod_t_prev.sqrt() * current_beta_t / beta_prod_t;
                 let current_sample_coeff = current_alpha_t.sqrt() * beta_prod_t_prev / beta_prod_t;
                 // 5. μ̃_t = c₀ x̂_0 + c_t x_t
-                let mean = pred_original_sample.clone().mul_scalar(pred_original_sample_coeff)
+                let mean = pred_original_sample
+                    .clone()
+                    .mul_scalar(pred_original_sample_coeff)
                     + sample.mul_scalar(current_sample_coeff);
                 // 6. σ_t² = β̃_t (fixed small) or β_t (fixed large); no noise at the last step
                 let variance = match self.schedule.config.variance_type {
-                    crate::schedule::VarianceType::FixedSmall => beta_prod_t_prev / beta_prod_t * current_beta_t,
+                    crate::schedule::VarianceType::FixedSmall => {
+                        beta_prod_t_prev / beta_prod_t * current_beta_t
+                    }
                     crate::schedule::VarianceType::FixedLarge => current_beta_t,
                 };
-                (mean, if is_last { 0.0 } else { variance.max(1e-20).sqrt() })
+                (
+                    mean,
+                    if is_last {
+                        0.0
+                    } else {
+                        variance.max(1e-20).sqrt()
+                    },
+                )
             }
             SamplerKind::Ddim { eta } => {
                 // 4. σ_t(η) = η √((1 − ᾱ_{t−1})/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ_{t−1})  (DDIM eq. 16)
-                let variance = beta_prod_t_prev / beta_prod_t * (1.0 - alpha_prod_t / alpha_prod_t_prev);
+                let variance =
+                    beta_prod_t_prev / beta_prod_t * (1.0 - alpha_prod_t / alpha_prod_t_prev);
                 let std_dev_t = eta * variance.max(0.0).sqrt();
                 // 5. direction pointing to x_t: √(1 − ᾱ_{t−1} − σ_t²) ε_θ  (DDIM eq. 12)
-                let pred_sample_direction =
-                    model_output.mul_scalar((1.0 - alpha_prod_t_prev - std_dev_t * std_dev_t).max(0.0).sqrt());
+                let pred_sample_direction = model_output.mul_scalar(
+                    (1.0 - alpha_prod_t_prev - std_dev_t * std_dev_t)
+                        .max(0.0)
+                        .sqrt(),
+                );
                 // 6. x_{t−1} = √ᾱ_{t−1} x̂_0 + direction (+ σ_t z below)
-                let mean = pred_original_sample.clone().mul_scalar(alpha_prod_t_prev.sqrt()) + pred_sample_direction;
+                let mean = pred_original_sample
+                    .clone()
+                    .mul_scalar(alpha_prod_t_prev.sqrt())
+                    + pred_sample_direction;
                 (mean, std_dev_t)
             }
         };
         // 7. add noise: x_{t−1} = mean + σ_t z, z ~ N(0, I)
         let prev_sample = if std_dev_t > 0.0 {
-            let device = mean.device();
-            mean.clone() + gaussian(noise, mean.dims(), &device).mul_scalar(std_dev_t)
+            let z = variance_noise();
+            if z.dims() != mean.dims() {
+                return Err(EmergeError::InvalidArgument(format!(
+                    "noise shape {:?} differs from sample shape {:?}",
+                    z.dims(),
+                    mean.dims()
+                )));
+            }
+            mean + z.mul_scalar(std_dev_t)
         } else {
             mean
         };
-        Ok(StepOutput { timestep, prev_sample, pred_original_sample })
+        Ok(StepOutput {
+            timestep,
+            prev_sample,
+            pred_original_sample,
+        })
     }
 }
 
@@ -183,7 +245,11 @@ fn leading_ratio(available: usize, steps: usize) -> Result<usize, EmergeError> {
 }
 
 /// `steps` timesteps i·⌊available/steps⌋ + offset, descending (diffusers' "leading" spacing).
-fn leading_timesteps(available: usize, steps: usize, offset: usize) -> Result<Vec<usize>, EmergeError> {
+fn leading_timesteps(
+    available: usize,
+    steps: usize,
+    offset: usize,
+) -> Result<Vec<usize>, EmergeError> {
     let ratio = leading_ratio(available, steps)?;
     Ok((0..steps).rev().map(|i| i * ratio + offset).collect())
 }
@@ -208,12 +274,22 @@ impl Sampling {
     pub fn from_noise(sampler: Sampler, shape: [usize; 4], seed: u64, device: &Device) -> Self {
         let mut noise = GaussianNoise::new(seed);
         let sample = gaussian(&mut noise, shape, device);
-        Self { sampler, sample, next_index: 0, noise }
+        Self {
+            sampler,
+            sample,
+            next_index: 0,
+            noise,
+        }
     }
 
     /// Starts from a given x_t (for example a noised real image); `seed` drives later noise.
     pub fn from_sample(sampler: Sampler, sample: Tensor<4>, seed: u64) -> Self {
-        Self { sampler, sample, next_index: 0, noise: GaussianNoise::new(seed) }
+        Self {
+            sampler,
+            sample,
+            next_index: 0,
+            noise: GaussianNoise::new(seed),
+        }
     }
 
     /// The timestep the next step starts from, or `None` when the run is finished.
@@ -241,7 +317,12 @@ impl Sampling {
 
     /// Advances one step given the model's ε_θ for the current x_t and timestep.
     pub fn step(&mut self, model_output: Tensor<4>) -> Result<StepOutput, EmergeError> {
-        let output = self.sampler.step(self.next_index, model_output, self.sample.clone(), &mut self.noise)?;
+        let output = self.sampler.step(
+            self.next_index,
+            model_output,
+            self.sample.clone(),
+            &mut self.noise,
+        )?;
         self.sample = output.prev_sample.clone();
         self.next_index += 1;
         Ok(output)
@@ -249,7 +330,9 @@ impl Sampling {
 
     /// Asks `model` for ε_θ(x_t, t) and advances one step.
     pub fn step_with(&mut self, model: &impl NoisePredictor) -> Result<StepOutput, EmergeError> {
-        let timestep = self.timestep().ok_or(EmergeError::Finished(self.sampler.timesteps.len()))?;
+        let timestep = self
+            .timestep()
+            .ok_or(EmergeError::Finished(self.sampler.timesteps.len()))?;
         let model_output = model.predict_noise(self.sample.clone(), timestep)?;
         self.step(model_output)
     }
@@ -282,7 +365,10 @@ mod tests {
         let v = x.into_data().try_into_vec::<f32>().unwrap();
         let n = v.len() as f64;
         let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
-        (mean, v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n)
+        (
+            mean,
+            v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n,
+        )
     }
 
     fn run_to_end(sampler: Sampler, seed: u64, oracle: &GaussianOracle) -> Tensor<4> {
@@ -310,7 +396,8 @@ mod tests {
                 SamplerKind::Ddpm => {
                     let alpha = a / a_prev;
                     let beta = 1.0 - alpha;
-                    let k = a_prev.sqrt() * beta / (1.0 - a) * x0_gain + alpha.sqrt() * (1.0 - a_prev) / (1.0 - a);
+                    let k = a_prev.sqrt() * beta / (1.0 - a) * x0_gain
+                        + alpha.sqrt() * (1.0 - a_prev) / (1.0 - a);
                     let noise = match sampler.schedule().config.variance_type {
                         VarianceType::FixedSmall => (1.0 - a_prev) / (1.0 - a) * beta,
                         VarianceType::FixedLarge => beta,
@@ -319,7 +406,10 @@ mod tests {
                 }
                 SamplerKind::Ddim { eta } => {
                     let sigma2 = eta * eta * (1.0 - a_prev) / (1.0 - a) * (1.0 - a / a_prev);
-                    (a_prev.sqrt() * x0_gain + (1.0 - a_prev - sigma2).sqrt() * eps_gain, sigma2)
+                    (
+                        a_prev.sqrt() * x0_gain + (1.0 - a_prev - sigma2).sqrt() * eps_gain,
+                        sigma2,
+                    )
                 }
             };
             var = k * k * var + noise_var;
@@ -330,15 +420,28 @@ mod tests {
     fn check_sampler_recovers_gaussian(config: ScheduleConfig, kind: SamplerKind, steps: usize) {
         let schedule = NoiseSchedule::new(config).unwrap();
         let (mu, std) = (0.3, 0.2);
-        let oracle = GaussianOracle { schedule: schedule.clone(), mean: mu, std };
+        let oracle = GaussianOracle {
+            schedule: schedule.clone(),
+            mean: mu,
+            std,
+        };
         let sampler = Sampler::new(schedule, kind, steps).unwrap();
         let expected_var = predicted_variance(&sampler, std);
         // The discretisation may only shrink the variance, and never by more than 40 % here.
-        assert!(expected_var <= std * std * 1.01 && expected_var > 0.6 * std * std, "{expected_var}");
+        assert!(
+            expected_var <= std * std * 1.01 && expected_var > 0.6 * std * std,
+            "{expected_var}"
+        );
         let (mean, var) = moments(run_to_end(sampler, 11, &oracle));
         // 8192 samples: standard error of the mean 0.0022, of the variance about 1.6 %.
-        assert!((mean - mu).abs() < 0.01, "{kind:?} {steps} steps: mean {mean}");
-        assert!((var / expected_var - 1.0).abs() < 0.06, "{kind:?} {steps} steps: variance {var}, expected {expected_var}");
+        assert!(
+            (mean - mu).abs() < 0.01,
+            "{kind:?} {steps} steps: mean {mean}"
+        );
+        assert!(
+            (var / expected_var - 1.0).abs() < 0.06,
+            "{kind:?} {steps} steps: variance {var}, expected {expected_var}"
+        );
     }
 
     #[test]
@@ -348,7 +451,10 @@ mod tests {
 
     #[test]
     fn ddpm_1000_steps_recovers_a_gaussian_fixed_large() {
-        let config = ScheduleConfig { variance_type: VarianceType::FixedLarge, ..Default::default() };
+        let config = ScheduleConfig {
+            variance_type: VarianceType::FixedLarge,
+            ..Default::default()
+        };
         check_sampler_recovers_gaussian(config, SamplerKind::Ddpm, 1000);
     }
 
@@ -359,20 +465,35 @@ mod tests {
 
     #[test]
     fn ddim_50_steps_recovers_a_gaussian_deterministic_and_stochastic() {
-        check_sampler_recovers_gaussian(ScheduleConfig::default(), SamplerKind::Ddim { eta: 0.0 }, 50);
-        check_sampler_recovers_gaussian(ScheduleConfig::default(), SamplerKind::Ddim { eta: 1.0 }, 50);
+        check_sampler_recovers_gaussian(
+            ScheduleConfig::default(),
+            SamplerKind::Ddim { eta: 0.0 },
+            50,
+        );
+        check_sampler_recovers_gaussian(
+            ScheduleConfig::default(),
+            SamplerKind::Ddim { eta: 1.0 },
+            50,
+        );
     }
 
     #[test]
     fn ddim_recovers_a_gaussian_on_the_cosine_schedule() {
-        let config = ScheduleConfig { beta_schedule: crate::schedule::BetaSchedule::COSINE, ..Default::default() };
+        let config = ScheduleConfig {
+            beta_schedule: crate::schedule::BetaSchedule::COSINE,
+            ..Default::default()
+        };
         check_sampler_recovers_gaussian(config, SamplerKind::Ddim { eta: 0.0 }, 50);
     }
 
     #[test]
     fn same_seed_same_images_different_seed_different_images() {
         let schedule = NoiseSchedule::new(ScheduleConfig::default()).unwrap();
-        let oracle = GaussianOracle { schedule: schedule.clone(), mean: 0.0, std: 0.5 };
+        let oracle = GaussianOracle {
+            schedule: schedule.clone(),
+            mean: 0.0,
+            std: 0.5,
+        };
         for kind in [SamplerKind::Ddpm, SamplerKind::Ddim { eta: 0.5 }] {
             let sampler = Sampler::new(schedule.clone(), kind, 20).unwrap();
             let a = run_to_end(sampler.clone(), 5, &oracle).into_data();
@@ -392,7 +513,8 @@ mod tests {
         let full = Sampler::new(schedule.clone(), SamplerKind::Ddpm, 1000).unwrap();
         assert_eq!(full.timesteps().len(), 1000);
         assert_eq!((full.timesteps()[0], full.timesteps()[999]), (999, 0));
-        let from_here = Sampler::from_timestep(schedule, SamplerKind::Ddim { eta: 0.0 }, 10, 437).unwrap();
+        let from_here =
+            Sampler::from_timestep(schedule, SamplerKind::Ddim { eta: 0.0 }, 10, 437).unwrap();
         assert_eq!(from_here.timesteps()[0], 437);
         assert_eq!(from_here.timesteps().len(), 10);
         assert!(from_here.timesteps().windows(2).all(|w| w[0] > w[1]));
@@ -403,18 +525,36 @@ mod tests {
         // With ε_θ = the true noise, x̂_0 recovers x_0 exactly (DDPM eq. 15).
         let device = Device::flex();
         let schedule = NoiseSchedule::new(ScheduleConfig::default()).unwrap();
-        let x0 = Tensor::<4>::from_data(TensorData::new(vec![0.5f32, -0.25, 0.9, -0.9], [1, 1, 2, 2]), &device);
+        let x0 = Tensor::<4>::from_data(
+            TensorData::new(vec![0.5f32, -0.25, 0.9, -0.9], [1, 1, 2, 2]),
+            &device,
+        );
         let eps = gaussian(&mut GaussianNoise::new(1), [1, 1, 2, 2], &device);
         let sampler = Sampler::new(schedule.clone(), SamplerKind::Ddim { eta: 0.0 }, 50).unwrap();
         let t = sampler.timesteps()[10];
         let x_t = schedule.add_noise(x0.clone(), eps.clone(), &[t]).unwrap();
-        let out = sampler.step(10, eps, x_t, &mut GaussianNoise::new(0)).unwrap();
-        let diff = (out.pred_original_sample - x0).abs().max().into_scalar::<f32>();
+        let out = sampler
+            .step(10, eps, x_t, &mut GaussianNoise::new(0))
+            .unwrap();
+        let diff = (out.pred_original_sample - x0)
+            .abs()
+            .max()
+            .into_scalar::<f32>();
         assert!(diff < 1e-4, "{diff}");
         // A wildly wrong ε gives an x̂_0 far outside [−1, 1]: it must come back clipped.
         let wild = Tensor::<4>::full([1, 1, 2, 2], 50.0, &device);
-        let out = sampler.step(0, wild, Tensor::zeros([1, 1, 2, 2], &device), &mut GaussianNoise::new(0)).unwrap();
-        let (lo, hi) = (out.pred_original_sample.clone().min().into_scalar::<f32>(), out.pred_original_sample.max().into_scalar::<f32>());
+        let out = sampler
+            .step(
+                0,
+                wild,
+                Tensor::zeros([1, 1, 2, 2], &device),
+                &mut GaussianNoise::new(0),
+            )
+            .unwrap();
+        let (lo, hi) = (
+            out.pred_original_sample.clone().min().into_scalar::<f32>(),
+            out.pred_original_sample.max().into_scalar::<f32>(),
+        );
         assert!(lo >= -1.0 && hi <= 1.0);
     }
 
@@ -422,14 +562,32 @@ mod tests {
     fn bad_arguments_are_errors_not_panics() {
         let schedule = NoiseSchedule::new(ScheduleConfig::default()).unwrap();
         assert!(Sampler::new(schedule.clone(), SamplerKind::Ddpm, 0).is_err());
-        assert!(Sampler::new(schedule.clone(), SamplerKind::Ddpm, 1001).unwrap_err().to_string().contains("1001"));
-        assert!(Sampler::new(schedule.clone(), SamplerKind::Ddim { eta: 2.0 }, 10).unwrap_err().to_string().contains("eta"));
+        assert!(
+            Sampler::new(schedule.clone(), SamplerKind::Ddpm, 1001)
+                .unwrap_err()
+                .to_string()
+                .contains("1001")
+        );
+        assert!(
+            Sampler::new(schedule.clone(), SamplerKind::Ddim { eta: 2.0 }, 10)
+                .unwrap_err()
+                .to_string()
+                .contains("eta")
+        );
         assert!(Sampler::from_timestep(schedule.clone(), SamplerKind::Ddpm, 10, 1000).is_err());
         let sampler = Sampler::new(schedule, SamplerKind::Ddim { eta: 0.0 }, 1).unwrap();
         let device = Device::flex();
         let mut run = Sampling::from_noise(sampler, [1, 1, 2, 2], 0, &device);
-        assert!(run.step(Tensor::zeros([1, 1, 3, 3], &device)).unwrap_err().to_string().contains("shape"));
+        assert!(
+            run.step(Tensor::zeros([1, 1, 3, 3], &device))
+                .unwrap_err()
+                .to_string()
+                .contains("shape")
+        );
         run.step(Tensor::zeros([1, 1, 2, 2], &device)).unwrap();
-        assert!(matches!(run.step(Tensor::zeros([1, 1, 2, 2], &device)), Err(EmergeError::Finished(1))));
+        assert!(matches!(
+            run.step(Tensor::zeros([1, 1, 2, 2], &device)),
+            Err(EmergeError::Finished(1))
+        ));
     }
 }

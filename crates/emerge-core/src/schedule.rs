@@ -22,23 +22,39 @@ pub enum BetaSchedule {
 
 impl BetaSchedule {
     /// The DDPM paper's schedule: linear, 1e-4 to 0.02.
-    pub const PAPER_LINEAR: Self = Self::Linear { beta_start: 1e-4, beta_end: 0.02 };
+    pub const PAPER_LINEAR: Self = Self::Linear {
+        beta_start: 1e-4,
+        beta_end: 0.02,
+    };
     /// Improved DDPM's cosine schedule with offset s = 0.008.
     pub const COSINE: Self = Self::Cosine { s: 0.008 };
 
     fn betas(self, steps: usize) -> Vec<f64> {
         match self {
-            Self::Linear { beta_start, beta_end } => (0..steps)
+            Self::Linear {
+                beta_start,
+                beta_end,
+            } => (0..steps)
                 .map(|i| {
-                    let frac = if steps == 1 { 0.0 } else { i as f64 / (steps - 1) as f64 };
+                    let frac = if steps == 1 {
+                        0.0
+                    } else {
+                        i as f64 / (steps - 1) as f64
+                    };
                     beta_start + frac * (beta_end - beta_start)
                 })
                 .collect(),
             Self::Cosine { s } => {
                 // f(t) = cos²(((t/T + s)/(1 + s))·π/2)  (Improved DDPM eq. 17)
-                let f = |t: f64| (((t / steps as f64 + s) / (1.0 + s)) * std::f64::consts::FRAC_PI_2).cos().powi(2);
+                let f = |t: f64| {
+                    (((t / steps as f64 + s) / (1.0 + s)) * std::f64::consts::FRAC_PI_2)
+                        .cos()
+                        .powi(2)
+                };
                 // β_t = 1 − ᾱ_t/ᾱ_{t−1}, clipped to 0.999 to avoid singularities near t = T
-                (0..steps).map(|i| (1.0 - f(i as f64 + 1.0) / f(i as f64)).min(0.999)).collect()
+                (0..steps)
+                    .map(|i| (1.0 - f(i as f64 + 1.0) / f(i as f64)).min(0.999))
+                    .collect()
             }
         }
     }
@@ -110,9 +126,15 @@ impl NoiseSchedule {
     pub fn new(config: ScheduleConfig) -> Result<Self, EmergeError> {
         let steps = config.num_train_timesteps;
         if steps == 0 {
-            return Err(EmergeError::InvalidConfig("num_train_timesteps must be at least 1".into()));
+            return Err(EmergeError::InvalidConfig(
+                "num_train_timesteps must be at least 1".into(),
+            ));
         }
-        if let BetaSchedule::Linear { beta_start, beta_end } = config.beta_schedule {
+        if let BetaSchedule::Linear {
+            beta_start,
+            beta_end,
+        } = config.beta_schedule
+        {
             let valid = |b: f64| b > 0.0 && b < 1.0;
             if !valid(beta_start) || !valid(beta_end) {
                 return Err(EmergeError::InvalidConfig(format!(
@@ -122,7 +144,9 @@ impl NoiseSchedule {
         }
         if let BetaSchedule::Cosine { s } = config.beta_schedule {
             if !(s >= 0.0 && s.is_finite()) {
-                return Err(EmergeError::InvalidConfig(format!("cosine schedule offset s must be ≥ 0, got {s}")));
+                return Err(EmergeError::InvalidConfig(format!(
+                    "cosine schedule offset s must be ≥ 0, got {s}"
+                )));
             }
         }
         let betas = config.beta_schedule.betas(steps);
@@ -135,8 +159,9 @@ impl NoiseSchedule {
             })
             .collect();
         let alphas_cumprod_prev = |t: usize| if t == 0 { 1.0 } else { alphas_cumprod[t - 1] };
-        let posterior_variance =
-            (0..steps).map(|t| (1.0 - alphas_cumprod_prev(t)) / (1.0 - alphas_cumprod[t]) * betas[t]).collect();
+        let posterior_variance = (0..steps)
+            .map(|t| (1.0 - alphas_cumprod_prev(t)) / (1.0 - alphas_cumprod[t]) * betas[t])
+            .collect();
         let posterior_mean_coef1 = (0..steps)
             .map(|t| alphas_cumprod_prev(t).sqrt() * betas[t] / (1.0 - alphas_cumprod[t]))
             .collect();
@@ -146,7 +171,10 @@ impl NoiseSchedule {
         Ok(Self {
             config,
             sqrt_alphas_cumprod: alphas_cumprod.iter().map(|a| a.sqrt()).collect(),
-            sqrt_one_minus_alphas_cumprod: alphas_cumprod.iter().map(|a| (1.0 - a).sqrt()).collect(),
+            sqrt_one_minus_alphas_cumprod: alphas_cumprod
+                .iter()
+                .map(|a| (1.0 - a).sqrt())
+                .collect(),
             betas,
             alphas,
             alphas_cumprod,
@@ -202,11 +230,22 @@ mod tests {
         assert!((s.betas[0] - 1e-4).abs() < 1e-15);
         assert!((s.betas[999] - 0.02).abs() < 1e-15);
         // ᾱ_T = ∏ (1 − β_t) with β linear: computed independently by summing logs.
-        let log_sum: f64 = (0..1000).map(|i| (1.0 - (1e-4 + (0.02 - 1e-4) * i as f64 / 999.0)).ln()).sum();
+        let log_sum: f64 = (0..1000)
+            .map(|i| (1.0 - (1e-4 + (0.02 - 1e-4) * i as f64 / 999.0)).ln())
+            .sum();
         assert!((s.alphas_cumprod[999] - log_sum.exp()).abs() < 1e-12);
         // The well-known value of ᾱ_1000 for the paper's schedule: about 4.04e-5.
-        assert!((s.alphas_cumprod[999] - 4.0358e-5).abs() < 1e-8, "{}", s.alphas_cumprod[999]);
-        assert!((s.sqrt_alphas_cumprod[500].powi(2) + s.sqrt_one_minus_alphas_cumprod[500].powi(2) - 1.0).abs() < 1e-12);
+        assert!(
+            (s.alphas_cumprod[999] - 4.0358e-5).abs() < 1e-8,
+            "{}",
+            s.alphas_cumprod[999]
+        );
+        assert!(
+            (s.sqrt_alphas_cumprod[500].powi(2) + s.sqrt_one_minus_alphas_cumprod[500].powi(2)
+                - 1.0)
+                .abs()
+                < 1e-12
+        );
     }
 
     #[test]
@@ -226,7 +265,11 @@ mod tests {
     #[test]
     fn reverse_variance_choices() {
         let small = linear();
-        let large = NoiseSchedule::new(ScheduleConfig { variance_type: VarianceType::FixedLarge, ..Default::default() }).unwrap();
+        let large = NoiseSchedule::new(ScheduleConfig {
+            variance_type: VarianceType::FixedLarge,
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!(small.reverse_variance(10), small.posterior_variance[10]);
         assert_eq!(large.reverse_variance(10), large.betas[10]);
     }
@@ -236,17 +279,29 @@ mod tests {
         // μ̃_t(x_t, x_0) with x_t = √ᾱ_t x_0 (no noise) must equal √ᾱ_{t−1} x_0 (DDPM eq. 7).
         let s = linear();
         for t in [1, 10, 500, 999] {
-            let mu = s.posterior_mean_coef1[t] + s.posterior_mean_coef2[t] * s.sqrt_alphas_cumprod[t];
+            let mu =
+                s.posterior_mean_coef1[t] + s.posterior_mean_coef2[t] * s.sqrt_alphas_cumprod[t];
             assert!((mu - s.alphas_cumprod[t - 1].sqrt()).abs() < 1e-12, "t={t}");
         }
     }
 
     #[test]
     fn cosine_schedule_follows_improved_ddpm() {
-        let s = NoiseSchedule::new(ScheduleConfig { beta_schedule: BetaSchedule::COSINE, ..Default::default() }).unwrap();
-        let f = |t: f64| (((t / 1000.0 + 0.008) / 1.008) * std::f64::consts::FRAC_PI_2).cos().powi(2);
+        let s = NoiseSchedule::new(ScheduleConfig {
+            beta_schedule: BetaSchedule::COSINE,
+            ..Default::default()
+        })
+        .unwrap();
+        let f = |t: f64| {
+            (((t / 1000.0 + 0.008) / 1.008) * std::f64::consts::FRAC_PI_2)
+                .cos()
+                .powi(2)
+        };
         for t in [0usize, 100, 500, 900] {
-            assert!((s.alphas_cumprod[t] - f(t as f64 + 1.0) / f(0.0)).abs() < 1e-9, "t={t}");
+            assert!(
+                (s.alphas_cumprod[t] - f(t as f64 + 1.0) / f(0.0)).abs() < 1e-9,
+                "t={t}"
+            );
         }
         assert!(s.betas.iter().all(|b| *b > 0.0 && *b <= 0.999));
         assert!((s.betas[999] - 0.999).abs() < 1e-12);
@@ -254,10 +309,30 @@ mod tests {
 
     #[test]
     fn invalid_configs_are_errors() {
-        let bad = ScheduleConfig { beta_schedule: BetaSchedule::Linear { beta_start: 0.0, beta_end: 1.5 }, ..Default::default() };
-        assert!(NoiseSchedule::new(bad).unwrap_err().to_string().contains("beta_start"));
-        let zero = ScheduleConfig { num_train_timesteps: 0, ..Default::default() };
+        let bad = ScheduleConfig {
+            beta_schedule: BetaSchedule::Linear {
+                beta_start: 0.0,
+                beta_end: 1.5,
+            },
+            ..Default::default()
+        };
+        assert!(
+            NoiseSchedule::new(bad)
+                .unwrap_err()
+                .to_string()
+                .contains("beta_start")
+        );
+        let zero = ScheduleConfig {
+            num_train_timesteps: 0,
+            ..Default::default()
+        };
         assert!(NoiseSchedule::new(zero).is_err());
-        assert!(linear().check_timestep(1000).unwrap_err().to_string().contains("1000"));
+        assert!(
+            linear()
+                .check_timestep(1000)
+                .unwrap_err()
+                .to_string()
+                .contains("1000")
+        );
     }
 }

@@ -28,7 +28,11 @@ fn checksum(tensors: &[burn::store::burn_pack::Tensor]) -> Result<u32, EmergeErr
     let mut hasher = crc32fast::Hasher::new();
     for tensor in tensors {
         hasher.update(tensor.name.as_bytes());
-        hasher.update(&tensor.to_bytes().map_err(|e| bad(format!("tensor '{}': {e}", tensor.name)))?);
+        hasher.update(
+            &tensor
+                .to_bytes()
+                .map_err(|e| bad(format!("tensor '{}': {e}", tensor.name)))?,
+        );
     }
     Ok(hasher.finalize())
 }
@@ -43,14 +47,20 @@ pub enum Precision {
 }
 
 /// Serialises the weights and the config into the bytes of a model file.
-pub fn to_bytes(unet: &UNet, config: &ModelConfig, precision: Precision) -> Result<Vec<u8>, EmergeError> {
-    let config_json = serde_json::to_string(config).map_err(|e| EmergeError::InvalidConfig(e.to_string()))?;
+pub fn to_bytes(
+    unet: &UNet,
+    config: &ModelConfig,
+    precision: Precision,
+) -> Result<Vec<u8>, EmergeError> {
+    let config_json =
+        serde_json::to_string(config).map_err(|e| EmergeError::InvalidConfig(e.to_string()))?;
     let dtype = match precision {
         Precision::Half => DType::F16,
         Precision::Full => DType::F32,
     };
     let mut store = BurnpackStore::from_bytes(None).with_to_adapter(FloatCastAdapter::to(dtype));
-    unet.save_into(&mut store).map_err(|e| bad(format!("cannot serialise the weights: {e}")))?;
+    unet.save_into(&mut store)
+        .map_err(|e| bad(format!("cannot serialise the weights: {e}")))?;
     let packed = store.get_bytes().map_err(bad)?;
     // Re-pack with the checksum of exactly the bytes that were written.
     let reader = Reader::from_bytes(packed).map_err(bad)?;
@@ -68,22 +78,36 @@ pub fn to_bytes(unet: &UNet, config: &ModelConfig, precision: Precision) -> Resu
 
 /// Writes a model file atomically: to a temporary file beside `path`, then renamed over it, so
 /// an interrupted save never leaves a file that fails to load.
-pub fn save(path: &Path, unet: &UNet, config: &ModelConfig, precision: Precision) -> Result<(), EmergeError> {
+pub fn save(
+    path: &Path,
+    unet: &UNet,
+    config: &ModelConfig,
+    precision: Precision,
+) -> Result<(), EmergeError> {
     write_atomically(path, &to_bytes(unet, config, precision)?)
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), EmergeError> {
     let io = |context: String| move |source| EmergeError::Io { context, source };
-    let file_name = path.file_name().ok_or_else(|| EmergeError::InvalidArgument(format!("'{}' is not a file path", path.display())))?;
+    let file_name = path.file_name().ok_or_else(|| {
+        EmergeError::InvalidArgument(format!("'{}' is not a file path", path.display()))
+    })?;
     let tmp = path.with_file_name(format!(".{}.tmp", file_name.to_string_lossy()));
     {
         use std::io::Write;
-        let mut file = std::fs::File::create(&tmp).map_err(io(format!("cannot create '{}'", tmp.display())))?;
-        file.write_all(bytes).map_err(io(format!("cannot write '{}'", tmp.display())))?;
-        file.sync_all().map_err(io(format!("cannot sync '{}'", tmp.display())))?;
+        let mut file = std::fs::File::create(&tmp)
+            .map_err(io(format!("cannot create '{}'", tmp.display())))?;
+        file.write_all(bytes)
+            .map_err(io(format!("cannot write '{}'", tmp.display())))?;
+        file.sync_all()
+            .map_err(io(format!("cannot sync '{}'", tmp.display())))?;
     }
-    std::fs::rename(&tmp, path).map_err(io(format!("cannot move '{}' to '{}'", tmp.display(), path.display())))
+    std::fs::rename(&tmp, path).map_err(io(format!(
+        "cannot move '{}' to '{}'",
+        tmp.display(),
+        path.display()
+    )))
 }
 
 /// Reads only the configuration of a model file (cheap: no tensor is touched).
@@ -94,12 +118,16 @@ pub fn read_config(bytes: &[u8]) -> Result<ModelConfig, EmergeError> {
 }
 
 fn config_of(reader: &Reader) -> Result<ModelConfig, EmergeError> {
-    let json = reader
-        .metadata()
-        .get(CONFIG_KEY)
-        .ok_or_else(|| bad(format!("the file has no '{CONFIG_KEY}' entry: it was not written by emerge")))?;
-    let config: ModelConfig =
-        serde_json::from_str(json).map_err(|e| bad(format!("the model configuration in the file is invalid: {e}")))?;
+    let json = reader.metadata().get(CONFIG_KEY).ok_or_else(|| {
+        bad(format!(
+            "the file has no '{CONFIG_KEY}' entry: it was not written by emerge"
+        ))
+    })?;
+    let config: ModelConfig = serde_json::from_str(json).map_err(|e| {
+        bad(format!(
+            "the model configuration in the file is invalid: {e}"
+        ))
+    })?;
     config.validate()?;
     Ok(config)
 }
@@ -108,15 +136,17 @@ fn config_of(reader: &Reader) -> Result<ModelConfig, EmergeError> {
 /// config describes on `device`, and fills it with the stored weights (cast to f32).
 pub fn from_bytes(bytes: Vec<u8>, device: &Device) -> Result<(ModelConfig, UNet), EmergeError> {
     let bytes = Bytes::from_bytes_vec(bytes);
-    let reader =
-        Reader::from_bytes(bytes.clone()).map_err(|e| bad(format!("not a readable model file ({e}); is it truncated?")))?;
+    let reader = Reader::from_bytes(bytes.clone())
+        .map_err(|e| bad(format!("not a readable model file ({e}); is it truncated?")))?;
     let config = config_of(&reader)?;
     let expected = reader
         .metadata()
         .get(CHECKSUM_KEY)
         .cloned()
         .ok_or_else(|| bad(format!("the file has no '{CHECKSUM_KEY}' entry")))?;
-    let tensors = reader.into_tensors().map_err(|e| bad(format!("{e}; is the file truncated?")))?;
+    let tensors = reader
+        .into_tensors()
+        .map_err(|e| bad(format!("{e}; is the file truncated?")))?;
     let actual = format!("{:08x}", checksum(&tensors)?);
     if actual != expected {
         return Err(bad(format!(
@@ -124,12 +154,18 @@ pub fn from_bytes(bytes: Vec<u8>, device: &Device) -> Result<(ModelConfig, UNet)
         )));
     }
     let mut unet = UNet::new(&config.unet, device)?;
-    let mut store = BurnpackStore::from_bytes(Some(bytes)).with_from_adapter(FloatCastAdapter::to(DType::F32));
-    let result = unet
-        .load_from(&mut store)
-        .map_err(|e| bad(format!("the weights do not fit the configured network: {e}")))?;
+    let mut store =
+        BurnpackStore::from_bytes(Some(bytes)).with_from_adapter(FloatCastAdapter::to(DType::F32));
+    let result = unet.load_from(&mut store).map_err(|e| {
+        bad(format!(
+            "the weights do not fit the configured network: {e}"
+        ))
+    })?;
     if !result.unused.is_empty() {
-        return Err(bad(format!("the file holds tensors the network does not have: {:?}", result.unused)));
+        return Err(bad(format!(
+            "the file holds tensors the network does not have: {:?}",
+            result.unused
+        )));
     }
     Ok((config, unet))
 }

@@ -1,6 +1,7 @@
 //! Choosing where the model runs: WebGPU through burn's wgpu backend when the browser offers an
 //! adapter, Flex on the CPU otherwise, with the reason kept for the page to show.
 
+#[cfg(target_arch = "wasm32")]
 use burn::tensor::Device;
 use serde::Serialize;
 
@@ -17,7 +18,11 @@ pub struct DeviceInfo {
 
 impl DeviceInfo {
     pub fn cpu(fallback_reason: Option<String>) -> Self {
-        Self { backend: "cpu".into(), adapter: "Flex (WebAssembly, CPU)".into(), fallback_reason }
+        Self {
+            backend: "cpu".into(),
+            adapter: "Flex (WebAssembly, CPU)".into(),
+            fallback_reason,
+        }
     }
 }
 
@@ -31,14 +36,32 @@ pub fn cpu(fallback_reason: Option<String>) -> (Device, DeviceInfo) {
 /// per page: callers keep the device.
 #[cfg(target_arch = "wasm32")]
 pub async fn webgpu() -> Result<(Device, DeviceInfo), String> {
-    let (device, setup) = Device::wgpu_options().init_with_setup_async().await.map_err(|e| e.to_string())?;
+    let (device, setup) = Device::wgpu_options()
+        .init_with_setup_async()
+        .await
+        .map_err(|e| e.to_string())?;
     let adapter = setup.adapter.get_info();
-    let description = [adapter.name.as_str(), adapter.driver.as_str(), adapter.driver_info.as_str()]
-        .iter()
-        .filter(|s| !s.is_empty())
-        .copied()
-        .collect::<Vec<_>>()
-        .join(" · ");
-    let description = if description.is_empty() { format!("{:?} adapter", adapter.backend) } else { description };
-    Ok((device, DeviceInfo { backend: "webgpu".into(), adapter: description, fallback_reason: None }))
+    let description = [
+        adapter.name.as_str(),
+        adapter.driver.as_str(),
+        adapter.driver_info.as_str(),
+    ]
+    .iter()
+    .filter(|s| !s.is_empty())
+    .copied()
+    .collect::<Vec<_>>()
+    .join(" · ");
+    let description = if description.is_empty() {
+        format!("{:?} adapter", adapter.backend)
+    } else {
+        description
+    };
+    Ok((
+        device,
+        DeviceInfo {
+            backend: "webgpu".into(),
+            adapter: description,
+            fallback_reason: None,
+        },
+    ))
 }

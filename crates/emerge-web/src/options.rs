@@ -29,33 +29,49 @@ pub struct SamplingOptions {
 
 impl SamplingOptions {
     pub fn from_json(json: &str) -> Result<Self, EmergeError> {
-        serde_json::from_str(json).map_err(|e| EmergeError::InvalidArgument(format!("sampling options: {e}")))
+        serde_json::from_str(json)
+            .map_err(|e| EmergeError::InvalidArgument(format!("sampling options: {e}")))
     }
 
     pub fn sampler_kind(&self) -> Result<SamplerKind, EmergeError> {
         match self.sampler.as_str() {
             "ddpm" => Ok(SamplerKind::Ddpm),
             "ddim" => Ok(SamplerKind::Ddim { eta: self.eta }),
-            other => Err(EmergeError::InvalidArgument(format!("unknown sampler '{other}' (ddpm or ddim)"))),
+            other => Err(EmergeError::InvalidArgument(format!(
+                "unknown sampler '{other}' (ddpm or ddim)"
+            ))),
         }
     }
 
     /// The conditioning these options ask of `config`'s model.
     pub fn conditioning(&self, config: &UNetConfig) -> Result<Conditioning, EmergeError> {
         if !(1..=MAX_BATCH).contains(&self.batch) {
-            return Err(EmergeError::InvalidArgument(format!("batch must be 1 to {MAX_BATCH}, got {}", self.batch)));
+            return Err(EmergeError::InvalidArgument(format!(
+                "batch must be 1 to {MAX_BATCH}, got {}",
+                self.batch
+            )));
         }
         let Some(classes) = config.null_class() else {
             return match self.class {
-                Some(_) => Err(EmergeError::InvalidArgument("this model is unconditional: it takes no class".into())),
+                Some(_) => Err(EmergeError::InvalidArgument(
+                    "this model is unconditional: it takes no class".into(),
+                )),
                 None => Ok(Conditioning::Unconditional),
             };
         };
         if let Some(c) = self.class.filter(|&c| c >= classes) {
-            return Err(EmergeError::InvalidArgument(format!("class {c} is out of range 0..{}", classes - 1)));
+            return Err(EmergeError::InvalidArgument(format!(
+                "class {c} is out of range 0..{}",
+                classes - 1
+            )));
         }
-        let labels = (0..self.batch).map(|i| self.class.unwrap_or(i % classes)).collect();
-        Ok(Conditioning::Classes { labels, guidance_scale: self.guidance })
+        let labels = (0..self.batch)
+            .map(|i| self.class.unwrap_or(i % classes))
+            .collect();
+        Ok(Conditioning::Classes {
+            labels,
+            guidance_scale: self.guidance,
+        })
     }
 }
 
@@ -65,20 +81,60 @@ mod tests {
 
     #[test]
     fn parses_and_checks_options() {
-        let o = SamplingOptions::from_json(r#"{"sampler":"ddim","steps":20,"eta":0.5,"seed":3,"batch":4,"guidance":2}"#).unwrap();
+        let o = SamplingOptions::from_json(
+            r#"{"sampler":"ddim","steps":20,"eta":0.5,"seed":3,"batch":4,"guidance":2}"#,
+        )
+        .unwrap();
         assert_eq!(o.sampler_kind().unwrap(), SamplerKind::Ddim { eta: 0.5 });
         let tiny = UNetConfig::tiny();
         assert_eq!(
             o.conditioning(&tiny).unwrap(),
-            Conditioning::Classes { labels: vec![0, 1, 2, 3], guidance_scale: 2.0 }
+            Conditioning::Classes {
+                labels: vec![0, 1, 2, 3],
+                guidance_scale: 2.0
+            }
         );
-        let bad = SamplingOptions { batch: 65, ..o.clone() };
-        assert!(bad.conditioning(&tiny).unwrap_err().to_string().contains("batch must be 1 to 64"));
-        let bad = SamplingOptions { class: Some(10), ..o.clone() };
-        assert!(bad.conditioning(&tiny).unwrap_err().to_string().contains("class 10"));
-        let bad = SamplingOptions { sampler: "euler".into(), ..o };
-        assert!(bad.sampler_kind().unwrap_err().to_string().contains("unknown sampler 'euler'"));
-        assert!(SamplingOptions::from_json("{}").unwrap_err().to_string().contains("sampling options"));
-        assert!(SamplingOptions::from_json(r#"{"sampler":"ddim","steps":2,"seed":1,"batch":1,"colour":1}"#).is_err());
+        let bad = SamplingOptions {
+            batch: 65,
+            ..o.clone()
+        };
+        assert!(
+            bad.conditioning(&tiny)
+                .unwrap_err()
+                .to_string()
+                .contains("batch must be 1 to 64")
+        );
+        let bad = SamplingOptions {
+            class: Some(10),
+            ..o.clone()
+        };
+        assert!(
+            bad.conditioning(&tiny)
+                .unwrap_err()
+                .to_string()
+                .contains("class 10")
+        );
+        let bad = SamplingOptions {
+            sampler: "euler".into(),
+            ..o
+        };
+        assert!(
+            bad.sampler_kind()
+                .unwrap_err()
+                .to_string()
+                .contains("unknown sampler 'euler'")
+        );
+        assert!(
+            SamplingOptions::from_json("{}")
+                .unwrap_err()
+                .to_string()
+                .contains("sampling options")
+        );
+        assert!(
+            SamplingOptions::from_json(
+                r#"{"sampler":"ddim","steps":2,"seed":1,"batch":1,"colour":1}"#
+            )
+            .is_err()
+        );
     }
 }

@@ -3,7 +3,10 @@
 
 use burn::tensor::{Device, Tensor, TensorData, Transaction};
 use emerge_core::image::{from_byte, rgba_grid};
-use emerge_core::{Conditioning, Denoiser, EmergeError, GaussianNoise, ModelConfig, NoiseSchedule, Sampler, Sampling, UNet};
+use emerge_core::{
+    Conditioning, Denoiser, EmergeError, GaussianNoise, ModelConfig, NoiseSchedule, Sampler,
+    Sampling, UNet,
+};
 
 use crate::options::SamplingOptions;
 
@@ -18,11 +21,21 @@ impl Model {
     pub fn from_bytes(bytes: Vec<u8>, device: &Device) -> Result<Self, EmergeError> {
         let (config, unet) = emerge_core::weights::from_bytes(bytes, device)?;
         let schedule = config.noise_schedule()?;
-        Ok(Self { config, unet, schedule })
+        Ok(Self {
+            config,
+            unet,
+            schedule,
+        })
     }
 
     /// x_t ~ q(x_t | x_0) for one u8 image (row-major, C×H×W), with noise from `seed`.
-    pub fn noise_image(&self, pixels: &[u8], t: usize, seed: u64, device: &Device) -> Result<Tensor<4>, EmergeError> {
+    pub fn noise_image(
+        &self,
+        pixels: &[u8],
+        t: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Tensor<4>, EmergeError> {
         let unet = &self.config.unet;
         let shape = [1, unet.in_channels, unet.sample_size, unet.sample_size];
         let expected: usize = shape.iter().product();
@@ -35,7 +48,13 @@ impl Model {
                 unet.sample_size
             )));
         }
-        let x0 = Tensor::<4>::from_data(TensorData::new(pixels.iter().map(|&b| from_byte(b)).collect::<Vec<_>>(), shape), device);
+        let x0 = Tensor::<4>::from_data(
+            TensorData::new(
+                pixels.iter().map(|&b| from_byte(b)).collect::<Vec<_>>(),
+                shape,
+            ),
+            device,
+        );
         let noise = GaussianNoise::new(seed).normals(expected);
         let noise = Tensor::<4>::from_data(TensorData::new(noise, shape), device);
         self.schedule.add_noise(x0, noise, &[t])
@@ -83,17 +102,31 @@ impl Frame {
         let mut data = transaction
             .execute_async()
             .await
-            .map_err(|e| EmergeError::InvalidArgument(format!("reading the result from the device failed: {e:?}")))?
+            .map_err(|e| {
+                EmergeError::InvalidArgument(format!(
+                    "reading the result from the device failed: {e:?}"
+                ))
+            })?
             .into_iter();
         let grid = |data: Option<TensorData>| -> Result<(Vec<u8>, usize, usize), EmergeError> {
             let values = data
-                .ok_or_else(|| EmergeError::InvalidArgument("the device returned fewer results than asked".into()))?
+                .ok_or_else(|| {
+                    EmergeError::InvalidArgument(
+                        "the device returned fewer results than asked".into(),
+                    )
+                })?
                 .try_into_vec::<f32>()
-                .map_err(|e| EmergeError::InvalidArgument(format!("unexpected data from the device: {e:?}")))?;
+                .map_err(|e| {
+                    EmergeError::InvalidArgument(format!("unexpected data from the device: {e:?}"))
+                })?;
             Ok(rgba_grid(&values, shape, columns(shape[0]), 1))
         };
         let (sample, width, height) = grid(data.next())?;
-        let prediction = if prediction.is_some() { grid(data.next())?.0 } else { Vec::new() };
+        let prediction = if prediction.is_some() {
+            grid(data.next())?.0
+        } else {
+            Vec::new()
+        };
         Ok(Self {
             timestep,
             step,
@@ -116,24 +149,50 @@ pub struct Session {
 
 impl Session {
     /// Starts from pure noise.
-    pub fn start(model: &Model, options: &SamplingOptions, device: &Device) -> Result<Self, EmergeError> {
+    pub fn start(
+        model: &Model,
+        options: &SamplingOptions,
+        device: &Device,
+    ) -> Result<Self, EmergeError> {
         let conditioning = options.conditioning(&model.config.unet)?;
-        let sampler = Sampler::new(model.schedule.clone(), options.sampler_kind()?, options.steps)?;
+        let sampler = Sampler::new(
+            model.schedule.clone(),
+            options.sampler_kind()?,
+            options.steps,
+        )?;
         let unet = &model.config.unet;
-        let shape = [options.batch, unet.in_channels, unet.sample_size, unet.sample_size];
-        Ok(Self { sampling: Sampling::from_noise(sampler, shape, options.seed, device), conditioning })
+        let shape = [
+            options.batch,
+            unet.in_channels,
+            unet.sample_size,
+            unet.sample_size,
+        ];
+        Ok(Self {
+            sampling: Sampling::from_noise(sampler, shape, options.seed, device),
+            conditioning,
+        })
     }
 
     /// Starts from a real image noised to timestep `t` ("denoise from here"): the same x_t the
     /// forward-process view shows for this seed, repeated over the batch.
-    pub fn from_image(model: &Model, pixels: &[u8], t: usize, options: &SamplingOptions, device: &Device) -> Result<Self, EmergeError> {
+    pub fn from_image(
+        model: &Model,
+        pixels: &[u8],
+        t: usize,
+        options: &SamplingOptions,
+        device: &Device,
+    ) -> Result<Self, EmergeError> {
         model.schedule.check_timestep(t)?;
         let conditioning = options.conditioning(&model.config.unet)?;
         let steps = options.steps.min(t + 1);
-        let sampler = Sampler::from_timestep(model.schedule.clone(), options.sampler_kind()?, steps, t)?;
+        let sampler =
+            Sampler::from_timestep(model.schedule.clone(), options.sampler_kind()?, steps, t)?;
         let x_t = model.noise_image(pixels, t, options.seed, device)?;
         let x_t = x_t.repeat_dim(0, options.batch);
-        Ok(Self { sampling: Sampling::from_sample(sampler, x_t, options.seed.wrapping_add(1)), conditioning })
+        Ok(Self {
+            sampling: Sampling::from_sample(sampler, x_t, options.seed.wrapping_add(1)),
+            conditioning,
+        })
     }
 
     pub fn is_finished(&self) -> bool {
@@ -145,7 +204,11 @@ impl Session {
     }
 
     /// Runs up to `count` steps; returns the last step's output (x_{t−1}, x̂_0, t).
-    pub fn advance(&mut self, model: &Model, count: usize) -> Result<emerge_core::StepOutput, EmergeError> {
+    pub fn advance(
+        &mut self,
+        model: &Model,
+        count: usize,
+    ) -> Result<emerge_core::StepOutput, EmergeError> {
         let denoiser = Denoiser::new(&model.unet, &model.config.unet, self.conditioning.clone())?;
         let mut last = self.sampling.step_with(&denoiser)?;
         for _ in 1..count.max(1) {
@@ -160,20 +223,35 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
-    use emerge_core::weights::{self, Precision};
     use emerge_core::UNetConfig;
+    use emerge_core::weights::{self, Precision};
 
     use super::*;
 
     fn tiny_model() -> Model {
         let device = Device::flex();
-        let config = ModelConfig { unet: UNetConfig::tiny(), schedule: Default::default() };
+        let config = ModelConfig {
+            unet: UNetConfig::tiny(),
+            schedule: Default::default(),
+        };
         let unet = UNet::new(&config.unet, &device).unwrap();
-        Model::from_bytes(weights::to_bytes(&unet, &config, Precision::Half).unwrap(), &device).unwrap()
+        Model::from_bytes(
+            weights::to_bytes(&unet, &config, Precision::Half).unwrap(),
+            &device,
+        )
+        .unwrap()
     }
 
     fn options(batch: usize, steps: usize) -> SamplingOptions {
-        SamplingOptions { sampler: "ddim".into(), steps, eta: 0.0, seed: 5, batch, class: None, guidance: 2.0 }
+        SamplingOptions {
+            sampler: "ddim".into(),
+            steps,
+            eta: 0.0,
+            seed: 5,
+            batch,
+            class: None,
+            guidance: 2.0,
+        }
     }
 
     #[test]
@@ -184,7 +262,14 @@ mod tests {
         let mut frames = Vec::new();
         while !session.is_finished() {
             let out = session.advance(&model, 4).unwrap();
-            let frame = pollster::block_on(Frame::read(out.prev_sample, Some(out.pred_original_sample), out.timestep, session.progress(), &model.schedule)).unwrap();
+            let frame = pollster::block_on(Frame::read(
+                out.prev_sample,
+                Some(out.pred_original_sample),
+                out.timestep,
+                session.progress(),
+                &model.schedule,
+            ))
+            .unwrap();
             frames.push(frame);
         }
         assert_eq!(frames.len(), 2, "6 steps, 4 per draw");
@@ -195,7 +280,13 @@ mod tests {
         assert_eq!(last.sample.len(), 19 * 19 * 4);
         assert_eq!(last.prediction.len(), last.sample.len());
         assert_ne!(frames[0].sample, last.sample);
-        assert!(session.advance(&model, 1).unwrap_err().to_string().contains("finished"));
+        assert!(
+            session
+                .advance(&model, 1)
+                .unwrap_err()
+                .to_string()
+                .contains("finished")
+        );
     }
 
     #[test]
@@ -204,12 +295,16 @@ mod tests {
         let model = tiny_model();
         let pixels = vec![200u8; 64];
         let x_t = model.noise_image(&pixels, 300, 9, &device).unwrap();
-        let mut session = Session::from_image(&model, &pixels, 300, &options(2, 10), &device).unwrap();
+        let mut session =
+            Session::from_image(&model, &pixels, 300, &options(2, 10), &device).unwrap();
         let out = session.advance(&model, 1).unwrap();
         assert_eq!(out.timestep, 300);
         assert_eq!(session.progress(), (1, 10));
         assert_eq!(x_t.dims(), [1, 1, 8, 8]);
-        let err = model.noise_image(&pixels[..10], 300, 9, &device).unwrap_err().to_string();
+        let err = model
+            .noise_image(&pixels[..10], 300, 9, &device)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("10 values"), "{err}");
         assert!(Session::from_image(&model, &pixels, 1000, &options(2, 10), &device).is_err());
     }

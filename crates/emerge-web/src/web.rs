@@ -91,14 +91,25 @@ impl Engine {
     pub async fn create(backend: String) -> Result<Engine, JsError> {
         let (device, info) = match backend.as_str() {
             "cpu" => device::cpu(None),
-            "webgpu" => device::webgpu().await.map_err(|e| JsError::new(&format!("WebGPU is unavailable: {e}")))?,
+            "webgpu" => device::webgpu()
+                .await
+                .map_err(|e| JsError::new(&format!("WebGPU is unavailable: {e}")))?,
             "auto" => match device::webgpu().await {
                 Ok(found) => found,
                 Err(reason) => device::cpu(Some(reason)),
             },
-            other => return Err(JsError::new(&format!("unknown backend '{other}' (auto, webgpu or cpu)"))),
+            other => {
+                return Err(JsError::new(&format!(
+                    "unknown backend '{other}' (auto, webgpu or cpu)"
+                )));
+            }
         };
-        Ok(Engine { device, info, model: None, session: None })
+        Ok(Engine {
+            device,
+            info,
+            model: None,
+            session: None,
+        })
     }
 
     /// The device in use, as JSON: `{backend, adapter, fallback_reason}`.
@@ -113,13 +124,16 @@ impl Engine {
         self.session = None;
         self.model = None;
         let model = Model::from_bytes(bytes, &self.device).map_err(js_error)?;
-        let json = serde_json::to_string(&model.config).map_err(|e| JsError::new(&e.to_string()))?;
+        let json =
+            serde_json::to_string(&model.config).map_err(|e| JsError::new(&e.to_string()))?;
         self.model = Some(model);
         Ok(json)
     }
 
     fn model(&self) -> Result<&Model, JsError> {
-        self.model.as_ref().ok_or_else(|| JsError::new("no model is loaded"))
+        self.model
+            .as_ref()
+            .ok_or_else(|| JsError::new("no model is loaded"))
     }
 
     /// Starts a run from noise; returns its number of steps.
@@ -133,9 +147,15 @@ impl Engine {
 
     /// Starts a run from `pixels` (one u8 image) noised to timestep `t` with the options' seed.
     #[wasm_bindgen(js_name = startFromImage)]
-    pub fn start_from_image(&mut self, pixels: Vec<u8>, t: usize, options: String) -> Result<usize, JsError> {
+    pub fn start_from_image(
+        &mut self,
+        pixels: Vec<u8>,
+        t: usize,
+        options: String,
+    ) -> Result<usize, JsError> {
         let options = SamplingOptions::from_json(&options).map_err(js_error)?;
-        let session = Session::from_image(self.model()?, &pixels, t, &options, &self.device).map_err(js_error)?;
+        let session = Session::from_image(self.model()?, &pixels, t, &options, &self.device)
+            .map_err(js_error)?;
         let total = session.progress().1;
         self.session = Some(session);
         Ok(total)
@@ -150,14 +170,29 @@ impl Engine {
     /// Runs up to `count` steps and reads the last one back.
     pub async fn step(&mut self, count: usize) -> Result<StepFrame, JsError> {
         let started = js_sys::Date::now();
-        let model = self.model.as_ref().ok_or_else(|| JsError::new("no model is loaded"))?;
-        let session = self.session.as_mut().ok_or_else(|| JsError::new("no run is started"))?;
+        let model = self
+            .model
+            .as_ref()
+            .ok_or_else(|| JsError::new("no model is loaded"))?;
+        let session = self
+            .session
+            .as_mut()
+            .ok_or_else(|| JsError::new("no run is started"))?;
         let output = session.advance(model, count).map_err(js_error)?;
         let progress = session.progress();
-        let frame = Frame::read(output.prev_sample, Some(output.pred_original_sample), output.timestep, progress, &model.schedule)
-            .await
-            .map_err(js_error)?;
-        Ok(StepFrame { frame, millis: js_sys::Date::now() - started })
+        let frame = Frame::read(
+            output.prev_sample,
+            Some(output.pred_original_sample),
+            output.timestep,
+            progress,
+            &model.schedule,
+        )
+        .await
+        .map_err(js_error)?;
+        Ok(StepFrame {
+            frame,
+            millis: js_sys::Date::now() - started,
+        })
     }
 
     /// The forward process: `pixels` noised to timestep `t` (q(x_t | x_0), noise from `seed`).
@@ -165,8 +200,15 @@ impl Engine {
         let started = js_sys::Date::now();
         let model = self.model()?;
         model.schedule.check_timestep(t).map_err(js_error)?;
-        let x_t = model.noise_image(&pixels, t, seed, &self.device).map_err(js_error)?;
-        let frame = Frame::read(x_t, None, t, (0, 0), &model.schedule).await.map_err(js_error)?;
-        Ok(StepFrame { frame, millis: js_sys::Date::now() - started })
+        let x_t = model
+            .noise_image(&pixels, t, seed, &self.device)
+            .map_err(js_error)?;
+        let frame = Frame::read(x_t, None, t, (0, 0), &model.schedule)
+            .await
+            .map_err(js_error)?;
+        Ok(StepFrame {
+            frame,
+            millis: js_sys::Date::now() - started,
+        })
     }
 }

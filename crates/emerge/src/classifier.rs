@@ -31,7 +31,11 @@ pub struct Classifier {
 
 impl Classifier {
     pub fn new(device: &Device) -> Self {
-        let conv = |c_in, c_out| Conv2dConfig::new([c_in, c_out], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device);
+        let conv = |c_in, c_out| {
+            Conv2dConfig::new([c_in, c_out], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(device)
+        };
         Self {
             conv1: conv(1, 16),
             conv2: conv(16, 32),
@@ -55,49 +59,81 @@ impl Classifier {
 
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut store = BurnpackStore::from_file(path).overwrite(true);
-        self.save_into(&mut store).map_err(|e| anyhow::anyhow!("cannot write '{}': {e}", path.display()))
+        self.save_into(&mut store)
+            .map_err(|e| anyhow::anyhow!("cannot write '{}': {e}", path.display()))
     }
 
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
         let mut model = Self::new(device);
         let mut store = BurnpackStore::from_file(path);
-        model
-            .load_from(&mut store)
-            .map_err(|e| anyhow::anyhow!("cannot load the classifier '{}': {e} (train one with `emerge train-classifier`)", path.display()))?;
+        model.load_from(&mut store).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot load the classifier '{}': {e} (train one with `emerge train-classifier`)",
+                path.display()
+            )
+        })?;
         Ok(model)
     }
 }
 
 /// u8 images `[n, 28, 28]` as a model-space batch.
 pub fn batch_tensor(pixels: &[u8], count: usize, device: &Device) -> Tensor<4> {
-    let values: Vec<f32> = pixels.iter().map(|&b| emerge_core::image::from_byte(b)).collect();
+    let values: Vec<f32> = pixels
+        .iter()
+        .map(|&b| emerge_core::image::from_byte(b))
+        .collect();
     Tensor::from_data(TensorData::new(values, [count, 1, 28, 28]), device)
 }
 
 /// Runs `f` over `count` images in batches and concatenates the host results.
-pub fn map_batches(pixels: &[u8], count: usize, device: &Device, mut f: impl FnMut(Tensor<4>) -> Tensor<2>) -> Result<Vec<f32>> {
+pub fn map_batches(
+    pixels: &[u8],
+    count: usize,
+    device: &Device,
+    mut f: impl FnMut(Tensor<4>) -> Tensor<2>,
+) -> Result<Vec<f32>> {
     let mut out = Vec::new();
     for start in (0..count).step_by(256) {
         let n = (count - start).min(256);
         let batch = batch_tensor(&pixels[start * 784..(start + n) * 784], n, device);
-        out.extend(f(batch).into_data().try_to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?);
+        out.extend(
+            f(batch)
+                .into_data()
+                .try_to_vec::<f32>()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?,
+        );
     }
     Ok(out)
 }
 
 /// Predicted classes of u8 images.
-pub fn predict(model: &Classifier, pixels: &[u8], count: usize, device: &Device) -> Result<Vec<usize>> {
+pub fn predict(
+    model: &Classifier,
+    pixels: &[u8],
+    count: usize,
+    device: &Device,
+) -> Result<Vec<usize>> {
     let logits = map_batches(pixels, count, device, |x| model.forward(x))?;
     Ok(logits
         .chunks_exact(10)
-        .map(|row| row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0))
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(i, _)| i)
+                .unwrap_or(0)
+        })
         .collect())
 }
 
 /// Accuracy of `model` on a labelled set.
 pub fn accuracy(model: &Classifier, digits: &Digits, device: &Device) -> Result<f64> {
     let predicted = predict(model, &digits.images, digits.len(), device)?;
-    let correct = predicted.iter().zip(&digits.labels).filter(|(p, l)| **p == **l as usize).count();
+    let correct = predicted
+        .iter()
+        .zip(&digits.labels)
+        .filter(|(p, l)| **p == **l as usize)
+        .count();
     Ok(correct as f64 / digits.len() as f64)
 }
 
@@ -117,17 +153,29 @@ pub fn train(data_dir: &Path, epochs: usize, seed: u64) -> Result<(Classifier, f
             order.swap(i, rng.next_below(i as u64 + 1) as usize);
         }
         for (k, chunk) in order.chunks(batch).enumerate() {
-            let pixels: Vec<u8> = chunk.iter().flat_map(|&i| train_set.image(i).iter().copied()).collect();
+            let pixels: Vec<u8> = chunk
+                .iter()
+                .flat_map(|&i| train_set.image(i).iter().copied())
+                .collect();
             let labels: Vec<i64> = chunk.iter().map(|&i| train_set.labels[i] as i64).collect();
             let x = batch_tensor(&pixels, chunk.len(), &device);
             let y = Tensor::<2, Int>::from_data(TensorData::new(labels, [chunk.len(), 1]), &device);
             // cross-entropy: −log softmax(logits)[label]
             let loss = log_softmax(model.forward(x), 1).gather(1, y).neg().mean();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            let lr = if epoch + 1 == epochs && epochs > 1 { 3e-4 } else { 1e-3 };
+            let lr = if epoch + 1 == epochs && epochs > 1 {
+                3e-4
+            } else {
+                1e-3
+            };
             model = optimizer.step(lr, model, grads);
             if k % 100 == 0 {
-                eprintln!("epoch {} batch {k}/{}: loss {:.4}", epoch + 1, order.len().div_ceil(batch), loss.into_scalar::<f32>());
+                eprintln!(
+                    "epoch {} batch {k}/{}: loss {:.4}",
+                    epoch + 1,
+                    order.len().div_ceil(batch),
+                    loss.into_scalar::<f32>()
+                );
             }
         }
     }

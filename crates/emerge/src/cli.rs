@@ -8,6 +8,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use emerge_core::{ModelConfig, SamplerKind, UNet, weights};
 
+use crate::devices::DeviceChoice;
 use crate::sample::{self, Images, SampleRequest};
 use crate::train::{self, TrainOptions, TrainingConfig};
 
@@ -27,6 +28,9 @@ pub enum Command {
     Sample(SampleArgs),
     /// Write the files the page loads (f16 weights + manifest) from a run's EMA weights.
     Export(ExportArgs),
+    /// Convert a diffusers UNet2DModel checkpoint (config.json, diffusion_pytorch_model.safetensors
+    /// or .bin, scheduler_config.json) into the files the page loads.
+    Import(ImportArgs),
     /// Time one denoising step (one UNet forward pass) per batch size, median of several runs.
     Bench(BenchArgs),
     /// Train the small MNIST classifier whose features the evaluation uses.
@@ -76,6 +80,9 @@ pub struct EvalArgs {
     /// Also write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Device to run on: flex (CPU) or wgpu (GPU; binary built with `--features wgpu`).
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Flex)]
+    pub device: DeviceChoice,
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +128,9 @@ pub struct TrainArgs {
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Device to run on: flex (CPU) or wgpu (GPU; binary built with `--features wgpu`).
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Flex)]
+    pub device: DeviceChoice,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -163,6 +173,9 @@ pub struct SampleArgs {
     /// Output: .png (grid), .gif (trajectory of x_t) or .idx (MNIST IDX3, u8).
     #[arg(long)]
     pub out: PathBuf,
+    /// Device to run on: flex (CPU) or wgpu (GPU; binary built with `--features wgpu`).
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Flex)]
+    pub device: DeviceChoice,
 }
 
 #[derive(Debug, Args)]
@@ -183,6 +196,21 @@ pub struct ExportArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The diffusers checkpoint directory (for example a download of google/ddpm-cifar10-32).
+    pub checkpoint: PathBuf,
+    /// Directory the page serves models from (the manifest there gets an entry).
+    #[arg(long, default_value = "www/models")]
+    pub out: PathBuf,
+    /// Model name (file <name>.bpk, manifest key); default: the checkpoint directory's name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Where the weights come from, as the page shows it (default: "diffusers checkpoint <name>").
+    #[arg(long)]
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Presets to time.
     #[arg(long, value_delimiter = ',', default_value = "mnist")]
@@ -199,6 +227,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => run_train(args),
         Command::Sample(args) => run_sample(args),
         Command::Export(args) => run_export(args),
+        Command::Import(args) => run_import(args),
         Command::Bench(args) => run_bench(args),
         Command::TrainClassifier(args) => run_train_classifier(args),
         Command::Eval(args) => run_eval(args),
@@ -207,7 +236,11 @@ pub fn run(cli: Cli) -> Result<()> {
 
 fn run_train(args: TrainArgs) -> Result<()> {
     let model = ModelConfig::preset(&args.preset)?;
-    let label_dropout = if model.unet.is_conditional() { args.label_dropout } else { 0.0 };
+    let label_dropout = if model.unet.is_conditional() {
+        args.label_dropout
+    } else {
+        0.0
+    };
     let config = TrainingConfig {
         model,
         batch_size: args.batch_size,
@@ -223,12 +256,15 @@ fn run_train(args: TrainArgs) -> Result<()> {
         checkpoint_every: args.checkpoint_every,
         sample_every: args.sample_every,
     };
+    let device = crate::devices::open(args.device)?;
+    eprintln!("training on {}", device.label);
     let options = TrainOptions {
         data_dir: args.data,
         run_dir: args.out.clone(),
         resume: args.resume,
         stop_at: args.stop_at,
         progress: !args.quiet,
+        device: device.device,
     };
     let summary = train::train(&config, &options)?;
     println!(
@@ -244,22 +280,38 @@ fn run_train(args: TrainArgs) -> Result<()> {
 
 /// Loads a model file with a hint when the default one is missing.
 pub fn load_model(path: &Path, device: &Device) -> Result<(ModelConfig, UNet)> {
-    weights::load(path, device).with_context(|| format!("cannot load the model '{}'", path.display()))
+    weights::load(path, device)
+        .with_context(|| format!("cannot load the model '{}'", path.display()))
 }
 
 fn run_sample(args: SampleArgs) -> Result<()> {
-    let extension = args.out.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
+    let extension = args
+        .out
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     if !matches!(extension.as_str(), "png" | "gif" | "idx") {
-        bail!("--out must end in .png, .gif or .idx, got '{}'", args.out.display());
+        bail!(
+            "--out must end in .png, .gif or .idx, got '{}'",
+            args.out.display()
+        );
     }
-    let (config, unet) = load_model(&args.model, &Device::flex())?;
+    let (config, unet) = load_model(&args.model, &crate::devices::open(args.device)?.device)?;
     let (sampler, default_steps) = match args.sampler {
         SamplerChoice::Ddpm => (SamplerKind::Ddpm, config.schedule.num_train_timesteps),
         SamplerChoice::Ddim => (SamplerKind::Ddim { eta: args.eta }, 50),
     };
     let labels = if args.digit_rows {
-        let classes = config.unet.null_class().context("--digit-rows needs a class-conditional model")?;
-        Some((0..classes * args.columns).map(|i| i / args.columns).collect::<Vec<_>>())
+        let classes = config
+            .unet
+            .null_class()
+            .context("--digit-rows needs a class-conditional model")?;
+        Some(
+            (0..classes * args.columns)
+                .map(|i| i / args.columns)
+                .collect::<Vec<_>>(),
+        )
     } else {
         args.class.map(|c| vec![c; args.count])
     };
@@ -267,7 +319,14 @@ fn run_sample(args: SampleArgs) -> Result<()> {
     if count == 0 {
         bail!("--count must be at least 1");
     }
-    let request = SampleRequest { count, seed: args.seed, sampler, steps: args.steps.unwrap_or(default_steps), labels, guidance: args.guidance };
+    let request = SampleRequest {
+        count,
+        seed: args.seed,
+        sampler,
+        steps: args.steps.unwrap_or(default_steps),
+        labels,
+        guidance: args.guidance,
+    };
     let mut frames = Vec::new();
     let total = request.steps;
     let images = sample::generate(&unet, &config, &request, |output| {
@@ -291,14 +350,16 @@ fn run_sample(args: SampleArgs) -> Result<()> {
 
 fn run_export(args: ExportArgs) -> Result<()> {
     let checkpoint = train::checkpoint::load_latest(&args.run, &Device::flex())?;
-    let config: TrainingConfig = serde_json::from_str(&std::fs::read_to_string(args.run.join("config.json"))?)?;
-    std::fs::create_dir_all(&args.out)?;
-    let file = format!("{}.{}", args.name, weights::EXTENSION);
-    let bytes = weights::to_bytes(&checkpoint.ema, &config.model, weights::Precision::Half)?;
-    weights::write_atomically(&args.out.join(&file), &bytes)?;
-    let entry = crate::manifest::ManifestEntry::new(&args.name, &file, bytes.len(), &config.model, checkpoint.state.step);
-    crate::manifest::upsert(&args.out.join("manifest.json"), entry)?;
-    println!("wrote {} ({} bytes, step {}) and manifest.json to {}", file, bytes.len(), checkpoint.state.step, args.out.display());
+    let config: TrainingConfig =
+        serde_json::from_str(&std::fs::read_to_string(args.run.join("config.json"))?)?;
+    let source = format!("trained by emerge for {} steps", checkpoint.state.step);
+    publish(
+        &checkpoint.ema,
+        &config.model,
+        &args.out,
+        &args.name,
+        source,
+    )?;
     if let Some(mnist_dir) = args.digits {
         let data_dir = args.out.parent().unwrap_or(Path::new(".")).join("data");
         write_bundled_digits(&mnist_dir, &data_dir, 2)?;
@@ -307,18 +368,90 @@ fn run_export(args: ExportArgs) -> Result<()> {
     Ok(())
 }
 
+fn run_import(args: ImportArgs) -> Result<()> {
+    let name = match args.name {
+        Some(name) => name,
+        None => args
+            .checkpoint
+            .canonicalize()?
+            .file_name()
+            .context("the checkpoint path has no directory name: pass --name")?
+            .to_string_lossy()
+            .into_owned(),
+    };
+    let imported = crate::import::import(&args.checkpoint, &Device::flex())
+        .with_context(|| format!("cannot import '{}'", args.checkpoint.display()))?;
+    for note in &imported.notes {
+        println!("note: {note}");
+    }
+    let source = args
+        .source
+        .unwrap_or_else(|| format!("diffusers checkpoint {name}"));
+    publish(&imported.unet, &imported.config, &args.out, &name, source)?;
+    println!(
+        "imported {} ({} parameters)",
+        imported.weights_file.display(),
+        burn::module::Module::num_params(&imported.unet)
+    );
+    Ok(())
+}
+
+/// Writes `<out>/<name>.bpk` (f16) and its manifest entry: what the page loads.
+fn publish(
+    unet: &UNet,
+    config: &ModelConfig,
+    out: &Path,
+    name: &str,
+    source: String,
+) -> Result<()> {
+    anyhow::ensure!(
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+        "model name '{name}' must use only letters, digits, '-', '_' and '.'"
+    );
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create '{}'", out.display()))?;
+    let file = format!("{name}.{}", weights::EXTENSION);
+    let bytes = weights::to_bytes(unet, config, weights::Precision::Half)?;
+    weights::write_atomically(&out.join(&file), &bytes)?;
+    let parameters = burn::module::Module::num_params(unet);
+    let entry =
+        crate::manifest::ManifestEntry::new(name, &file, bytes.len(), config, parameters, source);
+    crate::manifest::upsert(&out.join("manifest.json"), entry)?;
+    println!(
+        "wrote {file} ({} bytes) and its manifest entry to {}",
+        bytes.len(),
+        out.display()
+    );
+    Ok(())
+}
+
 /// `per_class` test images of each digit, in IDX format, for the forward-process view.
 pub fn write_bundled_digits(mnist_dir: &Path, out: &Path, per_class: usize) -> Result<()> {
     let test = crate::mnist::load(mnist_dir, crate::mnist::Split::Test)?;
     let mut chosen = Vec::new();
     for digit in 0..10u8 {
-        chosen.extend((0..test.len()).filter(|&i| test.labels[i] == digit).take(per_class));
+        chosen.extend(
+            (0..test.len())
+                .filter(|&i| test.labels[i] == digit)
+                .take(per_class),
+        );
     }
-    let images: Vec<u8> = chosen.iter().flat_map(|&i| test.image(i).iter().copied()).collect();
+    let images: Vec<u8> = chosen
+        .iter()
+        .flat_map(|&i| test.image(i).iter().copied())
+        .collect();
     let labels: Vec<u8> = chosen.iter().map(|&i| test.labels[i]).collect();
     std::fs::create_dir_all(out)?;
-    weights::write_atomically(&out.join("digits-images.idx"), &crate::mnist::encode_idx_images(&images, chosen.len(), test.rows, test.cols))?;
-    weights::write_atomically(&out.join("digits-labels.idx"), &crate::mnist::encode_idx_labels(&labels))?;
+    weights::write_atomically(
+        &out.join("digits-images.idx"),
+        &crate::mnist::encode_idx_images(&images, chosen.len(), test.rows, test.cols),
+    )?;
+    weights::write_atomically(
+        &out.join("digits-labels.idx"),
+        &crate::mnist::encode_idx_labels(&labels),
+    )?;
     Ok(())
 }
 
@@ -328,14 +461,33 @@ fn run_train_classifier(args: TrainClassifierArgs) -> Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     model.save(&args.out)?;
-    println!("classifier test accuracy {:.2} % → {}", 100.0 * accuracy, args.out.display());
+    println!(
+        "classifier test accuracy {:.2} % → {}",
+        100.0 * accuracy,
+        args.out.display()
+    );
     Ok(())
 }
 
 fn run_eval(args: EvalArgs) -> Result<()> {
-    anyhow::ensure!(args.count >= 2 && args.count <= 60_000, "--count must be 2 to 60000");
-    let settings = crate::eval::EvalSettings { count: args.count, steps: args.steps, eta: args.eta, guidance: args.guidance, seed: args.seed };
-    let report = crate::eval::evaluate(&args.model, &args.data, &args.classifier, settings)?;
+    anyhow::ensure!(
+        args.count >= 2 && args.count <= 60_000,
+        "--count must be 2 to 60000"
+    );
+    let settings = crate::eval::EvalSettings {
+        count: args.count,
+        steps: args.steps,
+        eta: args.eta,
+        guidance: args.guidance,
+        seed: args.seed,
+    };
+    let report = crate::eval::evaluate(
+        &args.model,
+        &args.data,
+        &args.classifier,
+        settings,
+        &crate::devices::open(args.device)?.device,
+    )?;
     print!("{}", crate::eval::table(&report));
     if let Some(path) = args.json {
         weights::write_atomically(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
@@ -344,33 +496,47 @@ fn run_eval(args: EvalArgs) -> Result<()> {
 }
 
 fn run_bench(args: BenchArgs) -> Result<()> {
-    let device = Device::flex();
-    println!("| preset | parameters | batch | device | ms per step (median of {}) | ms per image |", args.runs);
+    let (devices, missing) = crate::devices::available();
+    for reason in &missing {
+        println!("not timed: {reason}");
+    }
+    println!(
+        "| preset | parameters | batch | device | ms per step (median of {}) | ms per image |",
+        args.runs
+    );
     println!("| --- | --- | --- | --- | --- | --- |");
     for preset in &args.presets {
         let config = ModelConfig::preset(preset)?;
-        let unet = UNet::new(&config.unet, &device)?;
-        for &batch in &args.batches {
-            let ms = time_forward(&unet, &config, batch, args.runs, &device)?;
-            println!(
-                "| {preset} | {} | {batch} | Flex (CPU) | {ms:.1} | {:.2} |",
-                burn::module::Module::num_params(&unet),
-                ms / batch as f64
-            );
+        for opened in &devices {
+            let unet = UNet::new(&config.unet, &opened.device)?;
+            for &batch in &args.batches {
+                let ms = time_forward(&unet, &config, batch, args.runs, &opened.device)?;
+                println!(
+                    "| {preset} | {} | {batch} | {} | {ms:.1} | {:.2} |",
+                    burn::module::Module::num_params(&unet),
+                    opened.label,
+                    ms / batch as f64
+                );
+            }
         }
     }
     Ok(())
 }
 
 /// Median wall time of one forward pass (one denoising step without guidance), in ms.
-pub fn time_forward(unet: &UNet, config: &ModelConfig, batch: usize, runs: usize, device: &Device) -> Result<f64> {
+pub fn time_forward(
+    unet: &UNet,
+    config: &ModelConfig,
+    batch: usize,
+    runs: usize,
+    device: &Device,
+) -> Result<f64> {
     let size = config.unet.sample_size;
     let x = Tensor::<4>::zeros([batch, config.unet.in_channels, size, size], device);
     let t = Tensor::<1>::full([batch], 500.0, device);
-    let labels = config
-        .unet
-        .null_class()
-        .map(|null| Tensor::<1, Int>::from_data(TensorData::new(vec![null as i64; batch], [batch]), device));
+    let labels = config.unet.null_class().map(|null| {
+        Tensor::<1, Int>::from_data(TensorData::new(vec![null as i64; batch], [batch]), device)
+    });
     let mut times = Vec::new();
     for run in 0..=runs.max(1) {
         let started = Instant::now();

@@ -51,7 +51,10 @@ fn draw(unet: &UNet, config: &ModelConfig, request: &SampleRequest) -> Result<Ve
         let part = SampleRequest {
             count: n,
             seed: request.seed.wrapping_add(k as u64),
-            labels: request.labels.as_ref().map(|l| l[start..start + n].to_vec()),
+            labels: request
+                .labels
+                .as_ref()
+                .map(|l| l[start..start + n].to_vec()),
             ..request.clone()
         };
         let images = sample::generate(unet, config, &part, |_| {})?;
@@ -61,9 +64,14 @@ fn draw(unet: &UNet, config: &ModelConfig, request: &SampleRequest) -> Result<Ve
     Ok(pixels)
 }
 
-pub fn evaluate(model_path: &Path, data_dir: &Path, classifier_path: &Path, settings: EvalSettings) -> Result<EvalReport> {
-    let device = Device::flex();
-    let (config, unet) = crate::cli::load_model(model_path, &device)?;
+pub fn evaluate(
+    model_path: &Path,
+    data_dir: &Path,
+    classifier_path: &Path,
+    settings: EvalSettings,
+    device: &Device,
+) -> Result<EvalReport> {
+    let (config, unet) = crate::cli::load_model(model_path, device)?;
     anyhow::ensure!(
         config.unet.sample_size == 28 && config.unet.in_channels == 1,
         "eval measures MNIST models (1×28×28); this one makes {}×{}×{}",
@@ -71,40 +79,75 @@ pub fn evaluate(model_path: &Path, data_dir: &Path, classifier_path: &Path, sett
         config.unet.sample_size,
         config.unet.sample_size
     );
-    let classifier = Classifier::load(classifier_path, &device)?;
+    let classifier = Classifier::load(classifier_path, device)?;
     let test = mnist::load(data_dir, Split::Test)?;
     let train = mnist::load(data_dir, Split::Train)?;
-    let features = |pixels: &[u8], n: usize| classifier::map_batches(pixels, n, &device, |x| classifier.features(x));
+    let features = |pixels: &[u8], n: usize| {
+        classifier::map_batches(pixels, n, device, |x| classifier.features(x))
+    };
     let test_features = features(&test.images, test.len())?;
     let n = settings.count;
-    let train_features = features(&train.images[..n * 784], n)?;
+    let train_features = features(&random_subset(&train.images, 784, n, settings.seed), n)?;
     let floor = frechet_distance(&train_features, &test_features, FEATURES);
 
-    let base = SampleRequest { count: n, seed: settings.seed, sampler: SamplerKind::Ddim { eta: settings.eta }, steps: settings.steps, labels: None, guidance: settings.guidance };
-    let (frechet_conditional, conditional_accuracy, per_digit) = if let Some(classes) = config.unet.null_class() {
-        eprintln!("conditional samples (guidance {}):", settings.guidance);
-        let labels: Vec<usize> = (0..n).map(|i| i % classes).collect();
-        let pixels = draw(&unet, &config, &SampleRequest { labels: Some(labels.clone()), ..base.clone() })?;
-        let predicted = classifier::predict(&classifier, &pixels, n, &device)?;
-        let mut hits = vec![(0usize, 0usize); classes];
-        for (p, l) in predicted.iter().zip(&labels) {
-            hits[*l].1 += 1;
-            hits[*l].0 += usize::from(p == l);
-        }
-        let per_digit: Vec<f64> = hits.iter().map(|(h, t)| *h as f64 / (*t).max(1) as f64).collect();
-        let overall = hits.iter().map(|h| h.0).sum::<usize>() as f64 / n as f64;
-        (Some(frechet_distance(&features(&pixels, n)?, &test_features, FEATURES)), Some(overall), Some(per_digit))
-    } else {
-        (None, None, None)
+    let base = SampleRequest {
+        count: n,
+        seed: settings.seed,
+        sampler: SamplerKind::Ddim { eta: settings.eta },
+        steps: settings.steps,
+        labels: None,
+        guidance: settings.guidance,
     };
+    let (frechet_conditional, conditional_accuracy, per_digit) =
+        if let Some(classes) = config.unet.null_class() {
+            eprintln!("conditional samples (guidance {}):", settings.guidance);
+            let labels: Vec<usize> = (0..n).map(|i| i % classes).collect();
+            let pixels = draw(
+                &unet,
+                &config,
+                &SampleRequest {
+                    labels: Some(labels.clone()),
+                    ..base.clone()
+                },
+            )?;
+            let predicted = classifier::predict(&classifier, &pixels, n, device)?;
+            let mut hits = vec![(0usize, 0usize); classes];
+            for (p, l) in predicted.iter().zip(&labels) {
+                hits[*l].1 += 1;
+                hits[*l].0 += usize::from(p == l);
+            }
+            let per_digit: Vec<f64> = hits
+                .iter()
+                .map(|(h, t)| *h as f64 / (*t).max(1) as f64)
+                .collect();
+            let overall = hits.iter().map(|h| h.0).sum::<usize>() as f64 / n as f64;
+            (
+                Some(frechet_distance(
+                    &features(&pixels, n)?,
+                    &test_features,
+                    FEATURES,
+                )),
+                Some(overall),
+                Some(per_digit),
+            )
+        } else {
+            (None, None, None)
+        };
     eprintln!("unconditional samples:");
-    let pixels = draw(&unet, &config, &SampleRequest { seed: settings.seed ^ 0xABCD, ..base })?;
+    let pixels = draw(
+        &unet,
+        &config,
+        &SampleRequest {
+            seed: settings.seed ^ 0xABCD,
+            ..base
+        },
+    )?;
     let mut histogram = vec![0; 10];
-    for p in classifier::predict(&classifier, &pixels, n, &device)? {
+    for p in classifier::predict(&classifier, &pixels, n, device)? {
         histogram[p] += 1;
     }
     Ok(EvalReport {
-        classifier_test_accuracy: classifier::accuracy(&classifier, &test, &device)?,
+        classifier_test_accuracy: classifier::accuracy(&classifier, &test, device)?,
         frechet_floor_train_vs_test: floor,
         frechet_conditional,
         frechet_unconditional: frechet_distance(&features(&pixels, n)?, &test_features, FEATURES),
@@ -120,23 +163,76 @@ pub fn table(report: &EvalReport) -> String {
     let s = &report.settings;
     let mut out = format!(
         "| metric | value |\n| --- | --- |\n| samples per measurement | {} (DDIM {} steps, η = {}, seed {}) |\n| classifier accuracy on the MNIST test set | {:.2} % |\n| Fréchet distance, train vs test (floor) | {:.3} |\n",
-        s.count, s.steps, s.eta, s.seed, 100.0 * report.classifier_test_accuracy, report.frechet_floor_train_vs_test
+        s.count,
+        s.steps,
+        s.eta,
+        s.seed,
+        100.0 * report.classifier_test_accuracy,
+        report.frechet_floor_train_vs_test
     );
-    if let (Some(fd), Some(acc), Some(per)) = (report.frechet_conditional, report.conditional_accuracy, &report.conditional_accuracy_per_digit) {
+    if let (Some(fd), Some(acc), Some(per)) = (
+        report.frechet_conditional,
+        report.conditional_accuracy,
+        &report.conditional_accuracy_per_digit,
+    ) {
         out += &format!(
             "| Fréchet distance, conditional samples (w = {}) vs test | {fd:.3} ({:.2}× the floor) |\n| classifier accuracy on conditional samples (w = {}) | {:.2} % |\n| per digit 0–9 | {} |\n",
             s.guidance,
             fd / report.frechet_floor_train_vs_test,
             s.guidance,
             100.0 * acc,
-            per.iter().map(|a| format!("{:.0}", 100.0 * a)).collect::<Vec<_>>().join(" / ")
+            per.iter()
+                .map(|a| format!("{:.0}", 100.0 * a))
+                .collect::<Vec<_>>()
+                .join(" / ")
         );
     }
     out += &format!(
         "| Fréchet distance, unconditional samples vs test | {:.3} ({:.2}× the floor) |\n| unconditional samples per class 0–9 | {} |\n",
         report.frechet_unconditional,
         report.frechet_unconditional / report.frechet_floor_train_vs_test,
-        report.unconditional_histogram.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" / ")
+        report
+            .unconditional_histogram
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(" / ")
     );
     out
+}
+
+/// `n` distinct images of `size` bytes each, drawn uniformly (a partial Fisher–Yates shuffle
+/// seeded by `seed`), so the floor compares the test set with a fair sample of the training set.
+fn random_subset(images: &[u8], size: usize, n: usize, seed: u64) -> Vec<u8> {
+    let mut order: Vec<usize> = (0..images.len() / size).collect();
+    let mut rng = emerge_core::noise::GaussianNoise::new(seed ^ 0xf100_0000);
+    let mut chosen = Vec::with_capacity(n * size);
+    for i in 0..n.min(order.len()) {
+        let j = i + rng.next_below((order.len() - i) as u64) as usize;
+        order.swap(i, j);
+        chosen.extend_from_slice(&images[order[i] * size..(order[i] + 1) * size]);
+    }
+    chosen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_subset_draws_distinct_whole_images() {
+        let images: Vec<u8> = (0..50u8).flat_map(|i| [i, i, i]).collect();
+        let subset = random_subset(&images, 3, 20, 7);
+        let firsts: Vec<u8> = subset.chunks(3).map(|c| c[0]).collect();
+        assert!(subset.chunks(3).all(|c| c[0] == c[1] && c[1] == c[2]));
+        let mut distinct = firsts.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 20);
+        assert_ne!(
+            firsts,
+            (0..20).collect::<Vec<u8>>(),
+            "not simply the first 20"
+        );
+    }
 }

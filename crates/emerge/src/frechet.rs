@@ -37,7 +37,10 @@ pub fn symmetric_eigen(matrix: &[f64], dim: usize) -> (Vec<f64>, Vec<f64>) {
         v[i * dim + i] = 1.0;
     }
     for _sweep in 0..100 {
-        let off: f64 = (0..dim).flat_map(|i| (0..dim).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| a[i * dim + j].powi(2)).sum();
+        let off: f64 = (0..dim)
+            .flat_map(|i| (0..dim).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i * dim + j].powi(2))
+            .sum();
         if off < 1e-22 * (1.0 + (0..dim).map(|i| a[i * dim + i].powi(2)).sum::<f64>()) {
             break;
         }
@@ -93,12 +96,20 @@ fn trace_sqrt_product(s1: &[f64], s2: &[f64], dim: usize) -> f64 {
     let mut root = vec![0.0; dim * dim];
     for i in 0..dim {
         for j in 0..dim {
-            root[i * dim + j] = (0..dim).map(|k| vectors[i * dim + k] * values[k].max(0.0).sqrt() * vectors[j * dim + k]).sum();
+            root[i * dim + j] = (0..dim)
+                .map(|k| vectors[i * dim + k] * values[k].max(0.0).sqrt() * vectors[j * dim + k])
+                .sum();
         }
     }
     let m = matmul(&matmul(&root, s2, dim), &root, dim);
-    let sym: Vec<f64> = (0..dim * dim).map(|idx| 0.5 * (m[idx] + m[(idx % dim) * dim + idx / dim])).collect();
-    symmetric_eigen(&sym, dim).0.iter().map(|l| l.max(0.0).sqrt()).sum()
+    let sym: Vec<f64> = (0..dim * dim)
+        .map(|idx| 0.5 * (m[idx] + m[(idx % dim) * dim + idx / dim]))
+        .collect();
+    symmetric_eigen(&sym, dim)
+        .0
+        .iter()
+        .map(|l| l.max(0.0).sqrt())
+        .sum()
 }
 
 /// d² between two feature sets of width `dim`.
@@ -129,7 +140,12 @@ mod tests {
         let mut rng = GaussianNoise::new(1);
         let n = 40_000;
         let a: Vec<f32> = rng.normals(n * 3);
-        let b: Vec<f32> = rng.normals(n * 3).iter().enumerate().map(|(i, &z)| 2.0 * z + [1.0, -2.0, 0.5][i % 3]).collect();
+        let b: Vec<f32> = rng
+            .normals(n * 3)
+            .iter()
+            .enumerate()
+            .map(|(i, &z)| 2.0 * z + [1.0, -2.0, 0.5][i % 3])
+            .collect();
         let d = frechet_distance(&a, &b, 3);
         assert!((d - (1.0 + 4.0 + 0.25 + 3.0)).abs() < 0.15, "{d}");
         assert!(frechet_distance(&a, &a, 3) < 1e-9);

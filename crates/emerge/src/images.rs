@@ -28,7 +28,12 @@ pub fn write_png_grid(path: &Path, images: &Images, columns: usize) -> Result<()
 
 /// Writes frames (each a batch of the same shape) as a looping animated GIF, the last frame
 /// held for two seconds.
-pub fn write_gif(path: &Path, frames: &[Images], columns: usize, frame_delay_ms: u16) -> Result<()> {
+pub fn write_gif(
+    path: &Path,
+    frames: &[Images],
+    columns: usize,
+    frame_delay_ms: u16,
+) -> Result<()> {
     let mut out = Vec::new();
     {
         let first = frames.first().context("no frames to write")?;
@@ -38,7 +43,11 @@ pub fn write_gif(path: &Path, frames: &[Images], columns: usize, frame_delay_ms:
         for (i, images) in frames.iter().enumerate() {
             let (mut rgba, w, h) = rgba_grid(&images.values, images.shape, columns, 2);
             let mut frame = gif::Frame::from_rgba_speed(w as u16, h as u16, &mut rgba, 10);
-            let hold = if i + 1 == frames.len() { 2000 } else { frame_delay_ms };
+            let hold = if i + 1 == frames.len() {
+                2000
+            } else {
+                frame_delay_ms
+            };
             frame.delay = hold / 10; // GIF delays are in hundredths of a second
             encoder.write_frame(&frame)?;
         }
@@ -50,8 +59,14 @@ pub fn write_gif(path: &Path, frames: &[Images], columns: usize, frame_delay_ms:
 /// Writes single-channel images as an MNIST-format IDX3 file (u8, 0 = black).
 pub fn write_idx(path: &Path, images: &Images) -> Result<()> {
     let [count, channels, rows, cols] = images.shape;
-    anyhow::ensure!(channels == 1, "IDX output holds greyscale images; this model makes {channels} channels");
+    anyhow::ensure!(
+        channels == 1,
+        "IDX output holds greyscale images; this model makes {channels} channels"
+    );
     let bytes: Vec<u8> = images.values.iter().map(|&v| to_byte(v)).collect();
-    emerge_core::weights::write_atomically(path, &crate::mnist::encode_idx_images(&bytes, count, rows, cols))?;
+    emerge_core::weights::write_atomically(
+        path,
+        &crate::mnist::encode_idx_images(&bytes, count, rows, cols),
+    )?;
     Ok(())
 }

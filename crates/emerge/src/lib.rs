@@ -1,11 +1,13 @@
 //! The emerge command line: train, sample, evaluate, export and benchmark the DDPM of
-//! `emerge-core` natively on the CPU (burn's Flex backend).
+//! `emerge-core` natively on the CPU (burn's Flex backend) or, built with `--features wgpu`, on a GPU.
 
 pub mod classifier;
 pub mod cli;
+pub mod devices;
 pub mod eval;
 pub mod frechet;
 pub mod images;
+pub mod import;
 pub mod manifest;
 pub mod mnist;
 pub mod sample;

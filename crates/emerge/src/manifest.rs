@@ -21,25 +21,39 @@ pub struct ManifestEntry {
     pub default_sampler: String,
     pub default_steps: usize,
     pub default_guidance: f64,
-    pub training_steps: usize,
+    /// Where the weights come from, in words the page shows.
+    pub source: String,
 }
 
 impl ManifestEntry {
-    pub fn new(name: &str, file: &str, bytes: usize, config: &ModelConfig, training_steps: usize) -> Self {
-        let classes = config.unet.null_class().map_or(Vec::new(), |n| (0..n).map(|c| c.to_string()).collect());
-        let unet = emerge_core::UNet::new(&config.unet, &burn::tensor::Device::flex()).expect("validated config");
+    pub fn new(
+        name: &str,
+        file: &str,
+        bytes: usize,
+        config: &ModelConfig,
+        parameters: usize,
+        source: String,
+    ) -> Self {
+        let classes = config
+            .unet
+            .null_class()
+            .map_or(Vec::new(), |n| (0..n).map(|c| c.to_string()).collect());
         Self {
             name: name.to_string(),
             file: file.to_string(),
             bytes,
-            parameters: burn::module::Module::num_params(&unet),
+            parameters,
             image_size: config.unet.sample_size,
             channels: config.unet.in_channels,
             classes,
             default_sampler: "ddim".into(),
             default_steps: 50,
-            default_guidance: if config.unet.is_conditional() { 2.0 } else { 0.0 },
-            training_steps,
+            default_guidance: if config.unet.is_conditional() {
+                2.0
+            } else {
+                0.0
+            },
+            source,
         }
     }
 }
@@ -54,14 +68,20 @@ pub struct Manifest {
 /// Adds or replaces `entry` in the manifest at `path` (creating it), keeping other models.
 pub fn upsert(path: &Path, entry: ManifestEntry) -> Result<()> {
     let mut manifest: Manifest = match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text).with_context(|| format!("'{}' is not a valid manifest", path.display()))?,
+        Ok(text) => serde_json::from_str(&text)
+            .with_context(|| format!("'{}' is not a valid manifest", path.display()))?,
         Err(_) => Manifest::default(),
     };
     if manifest.default.is_empty() {
         manifest.default = entry.name.clone();
     }
-    manifest.models.retain(|m| m.name != entry.name);
-    manifest.models.push(entry);
-    emerge_core::weights::write_atomically(path, serde_json::to_string_pretty(&manifest)?.as_bytes())?;
+    match manifest.models.iter_mut().find(|m| m.name == entry.name) {
+        Some(existing) => *existing = entry,
+        None => manifest.models.push(entry),
+    }
+    emerge_core::weights::write_atomically(
+        path,
+        serde_json::to_string_pretty(&manifest)?.as_bytes(),
+    )?;
     Ok(())
 }

@@ -57,7 +57,13 @@ pub fn load(dir: &Path, split: Split) -> Result<Digits> {
     let labels_path = find(dir, &format!("{}-labels-idx1-ubyte", split.prefix()))?;
     let (images, dims) = read_idx(&images_path, IMAGES_MAGIC)?;
     let (labels, label_dims) = read_idx(&labels_path, LABELS_MAGIC)?;
-    let [count, rows, cols] = dims[..] else { bail!("{}: expected 3 dimensions, found {}", images_path.display(), dims.len()) };
+    let [count, rows, cols] = dims[..] else {
+        bail!(
+            "{}: expected 3 dimensions, found {}",
+            images_path.display(),
+            dims.len()
+        )
+    };
     ensure!(
         label_dims[0] == count,
         "{} holds {count} images but {} holds {} labels",
@@ -68,17 +74,31 @@ pub fn load(dir: &Path, split: Split) -> Result<Digits> {
     if let Some(bad) = labels.iter().find(|&&l| l > 9) {
         bail!("{}: label {bad} is not a digit", labels_path.display());
     }
-    Ok(Digits { images, labels, rows, cols })
+    Ok(Digits {
+        images,
+        labels,
+        rows,
+        cols,
+    })
 }
 
 /// The file `name.gz` or `name` in `dir`.
 fn find(dir: &Path, name: &str) -> Result<PathBuf> {
-    ensure!(dir.is_dir(), "MNIST directory '{}' does not exist", dir.display());
+    ensure!(
+        dir.is_dir(),
+        "MNIST directory '{}' does not exist",
+        dir.display()
+    );
     [format!("{name}.gz"), name.to_string()]
         .into_iter()
         .map(|n| dir.join(n))
         .find(|p| p.is_file())
-        .with_context(|| format!("'{}' has no {name}.gz (nor {name}): is it the MNIST directory?", dir.display()))
+        .with_context(|| {
+            format!(
+                "'{}' has no {name}.gz (nor {name}): is it the MNIST directory?",
+                dir.display()
+            )
+        })
 }
 
 /// Reads an IDX file of unsigned bytes: big-endian magic, one u32 per dimension, then the data.
@@ -88,7 +108,9 @@ pub fn read_idx(path: &Path, expected_magic: u32) -> Result<(Vec<u8>, Vec<usize>
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&raw[..])
             .read_to_end(&mut out)
-            .with_context(|| format!("'{}' is not a valid gzip file (truncated?)", path.display()))?;
+            .with_context(|| {
+                format!("'{}' is not a valid gzip file (truncated?)", path.display())
+            })?;
         out
     } else {
         raw
@@ -99,18 +121,28 @@ pub fn read_idx(path: &Path, expected_magic: u32) -> Result<(Vec<u8>, Vec<usize>
 /// Parses IDX bytes, checking the magic number and that the data is exactly as long as the
 /// dimensions say.
 pub fn parse_idx(bytes: &[u8], expected_magic: u32) -> Result<(Vec<u8>, Vec<usize>)> {
-    ensure!(bytes.len() >= 4, "too short to be an IDX file ({} bytes)", bytes.len());
+    ensure!(
+        bytes.len() >= 4,
+        "too short to be an IDX file ({} bytes)",
+        bytes.len()
+    );
     let magic = u32::from_be_bytes(bytes[0..4].try_into()?);
     ensure!(
         magic == expected_magic,
         "wrong IDX magic number 0x{magic:08x} (expected 0x{expected_magic:08x}): not an MNIST {} file",
-        if expected_magic == IMAGES_MAGIC { "images" } else { "labels" }
+        if expected_magic == IMAGES_MAGIC {
+            "images"
+        } else {
+            "labels"
+        }
     );
     let ndim = (magic & 0xff) as usize;
     let header = 4 + 4 * ndim;
     ensure!(bytes.len() >= header, "truncated IDX header");
     let dims: Vec<usize> = (0..ndim)
-        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize)
+        .map(|i| {
+            u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize
+        })
         .collect();
     let expected = dims.iter().product::<usize>();
     let data = &bytes[header..];
@@ -168,7 +200,11 @@ mod tests {
     fn reads_a_gzip_split_it_wrote_itself() {
         let dir = temp_dir("ok");
         let images: Vec<u8> = (0..3 * 4 * 5).map(|i| i as u8).collect();
-        std::fs::write(dir.join("t10k-images-idx3-ubyte.gz"), gzip(&encode_idx_images(&images, 3, 4, 5))).unwrap();
+        std::fs::write(
+            dir.join("t10k-images-idx3-ubyte.gz"),
+            gzip(&encode_idx_images(&images, 3, 4, 5)),
+        )
+        .unwrap();
         std::fs::write(dir.join("t10k-labels-idx1-ubyte"), labels_idx(&[7, 0, 9])).unwrap();
         let digits = load(&dir, Split::Test).unwrap();
         assert_eq!((digits.len(), digits.rows, digits.cols), (3, 4, 5));
@@ -182,25 +218,45 @@ mod tests {
         let dir = temp_dir("bad");
         let err = format!("{:#}", load(&dir, Split::Train).unwrap_err());
         assert!(err.contains("train-images-idx3-ubyte.gz"), "{err}");
-        assert!(format!("{:#}", load(&dir.join("nope"), Split::Train).unwrap_err()).contains("does not exist"));
+        assert!(
+            format!("{:#}", load(&dir.join("nope"), Split::Train).unwrap_err())
+                .contains("does not exist")
+        );
 
         let images = encode_idx_images(&[0; 2 * 2 * 2], 2, 2, 2);
         // Wrong magic: a labels file where images belong.
-        let err = parse_idx(&labels_idx(&[1, 2]), IMAGES_MAGIC).unwrap_err().to_string();
+        let err = parse_idx(&labels_idx(&[1, 2]), IMAGES_MAGIC)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("wrong IDX magic"), "{err}");
         // Truncated data.
-        let err = parse_idx(&images[..images.len() - 3], IMAGES_MAGIC).unwrap_err().to_string();
+        let err = parse_idx(&images[..images.len() - 3], IMAGES_MAGIC)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("truncated"), "{err}");
-        assert!(parse_idx(&[0, 0], IMAGES_MAGIC).unwrap_err().to_string().contains("too short"));
+        assert!(
+            parse_idx(&[0, 0], IMAGES_MAGIC)
+                .unwrap_err()
+                .to_string()
+                .contains("too short")
+        );
         // A truncated gzip stream.
         let gz = gzip(&images);
         std::fs::write(dir.join("train-images-idx3-ubyte.gz"), &gz[..gz.len() / 2]).unwrap();
-        std::fs::write(dir.join("train-labels-idx1-ubyte.gz"), gzip(&labels_idx(&[1, 2]))).unwrap();
+        std::fs::write(
+            dir.join("train-labels-idx1-ubyte.gz"),
+            gzip(&labels_idx(&[1, 2])),
+        )
+        .unwrap();
         let err = format!("{:#}", load(&dir, Split::Train).unwrap_err());
         assert!(err.contains("gzip") || err.contains("truncated"), "{err}");
         // Counts that disagree.
         std::fs::write(dir.join("train-images-idx3-ubyte.gz"), gzip(&images)).unwrap();
-        std::fs::write(dir.join("train-labels-idx1-ubyte.gz"), gzip(&labels_idx(&[1, 2, 3]))).unwrap();
+        std::fs::write(
+            dir.join("train-labels-idx1-ubyte.gz"),
+            gzip(&labels_idx(&[1, 2, 3])),
+        )
+        .unwrap();
         assert!(format!("{:#}", load(&dir, Split::Train).unwrap_err()).contains("3 labels"));
         std::fs::remove_dir_all(dir).unwrap();
     }

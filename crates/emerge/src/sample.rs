@@ -3,7 +3,10 @@
 use anyhow::Result;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
-use emerge_core::{Conditioning, Denoiser, ModelConfig, Sampler, SamplerKind, Sampling, StepOutput, UNet, UNetConfig};
+use emerge_core::{
+    Conditioning, Denoiser, ModelConfig, Sampler, SamplerKind, Sampling, StepOutput, UNet,
+    UNetConfig,
+};
 
 /// Host-side images in model space (values in [−1, 1]) with their `[B, C, H, W]` shape.
 #[derive(Debug, Clone)]
@@ -15,7 +18,10 @@ pub struct Images {
 impl Images {
     pub fn from_tensor(tensor: Tensor<4>) -> Result<Self> {
         let shape = tensor.dims();
-        let values = tensor.into_data().try_to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let values = tensor
+            .into_data()
+            .try_to_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         Ok(Self { values, shape })
     }
 }
@@ -37,30 +43,57 @@ impl SampleRequest {
     /// unconditional samples for an unconditional model.
     pub fn class_rows(config: &UNetConfig, columns: usize, seed: u64) -> Self {
         let classes = config.null_class().unwrap_or(0);
-        let labels = (classes > 0).then(|| (0..classes).flat_map(|c| std::iter::repeat_n(c, columns)).collect::<Vec<_>>());
+        let labels = (classes > 0).then(|| {
+            (0..classes)
+                .flat_map(|c| std::iter::repeat_n(c, columns))
+                .collect::<Vec<_>>()
+        });
         let count = labels.as_ref().map_or(columns * columns, Vec::len);
-        Self { count, seed, sampler: SamplerKind::Ddim { eta: 1.0 }, steps: 50, labels, guidance: 2.0 }
+        Self {
+            count,
+            seed,
+            sampler: SamplerKind::Ddim { eta: 1.0 },
+            steps: 50,
+            labels,
+            guidance: 2.0,
+        }
     }
 
     fn conditioning(&self) -> Conditioning {
         match &self.labels {
-            Some(labels) => Conditioning::Classes { labels: labels.clone(), guidance_scale: self.guidance },
+            Some(labels) => Conditioning::Classes {
+                labels: labels.clone(),
+                guidance_scale: self.guidance,
+            },
             None => Conditioning::Unconditional,
         }
     }
 }
 
 /// Runs the sampler to the end; `on_step` sees every step's output (for trajectories).
-pub fn generate(unet: &UNet, config: &ModelConfig, request: &SampleRequest, mut on_step: impl FnMut(&StepOutput)) -> Result<Images> {
-    let device = unet.devices().into_iter().next().unwrap_or_else(Device::flex);
+pub fn generate(
+    unet: &UNet,
+    config: &ModelConfig,
+    request: &SampleRequest,
+    mut on_step: impl FnMut(&StepOutput),
+) -> Result<Images> {
+    let device = unet
+        .devices()
+        .into_iter()
+        .next()
+        .unwrap_or_else(Device::flex);
     let denoiser = Denoiser::new(unet, &config.unet, request.conditioning())?;
     let sampler = Sampler::new(config.noise_schedule()?, request.sampler, request.steps)?;
     let size = config.unet.sample_size;
-    let mut run = Sampling::from_noise(sampler, [request.count, config.unet.in_channels, size, size], request.seed, &device);
+    let mut run = Sampling::from_noise(
+        sampler,
+        [request.count, config.unet.in_channels, size, size],
+        request.seed,
+        &device,
+    );
     while !run.is_finished() {
         let output = run.step_with(&denoiser)?;
         on_step(&output);
     }
     Images::from_tensor(run.sample().clone())
 }
-

@@ -8,7 +8,10 @@ use emerge_core::weights::{self, Precision};
 use emerge_core::{ModelConfig, UNet};
 
 fn emerge(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_emerge")).args(args).output().expect("the binary runs")
+    Command::new(env!("CARGO_BIN_EXE_emerge"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -35,9 +38,23 @@ fn sample_writes_png_gif_and_idx() {
     let dir = scratch("sample");
     let model = tiny_model(&dir);
     let model = model.to_str().unwrap();
-    for (file, extra) in [("grid.png", vec!["--class", "3"]), ("trajectory.gif", vec![]), ("digits.idx", vec!["--sampler", "ddpm"])] {
+    for (file, extra) in [
+        ("grid.png", vec!["--class", "3"]),
+        ("trajectory.gif", vec![]),
+        ("digits.idx", vec!["--sampler", "ddpm"]),
+    ] {
         let out = dir.join(file);
-        let mut args = vec!["sample", "--model", model, "--count", "4", "--steps", "5", "--out", out.to_str().unwrap()];
+        let mut args = vec![
+            "sample",
+            "--model",
+            model,
+            "--count",
+            "4",
+            "--steps",
+            "5",
+            "--out",
+            out.to_str().unwrap(),
+        ];
         args.extend(extra);
         let output = emerge(&args);
         assert!(output.status.success(), "{file}: {}", stderr(&output));
@@ -49,7 +66,10 @@ fn sample_writes_png_gif_and_idx() {
     let decoder = png::Decoder::new(std::io::Cursor::new(png));
     let info = decoder.read_info().unwrap();
     assert_eq!((info.info().width, info.info().height), (42, 12));
-    assert_eq!(&std::fs::read(dir.join("trajectory.gif")).unwrap()[..6], b"GIF89a");
+    assert_eq!(
+        &std::fs::read(dir.join("trajectory.gif")).unwrap()[..6],
+        b"GIF89a"
+    );
     let idx = std::fs::read(dir.join("digits.idx")).unwrap();
     let (pixels, dims) = emerge::mnist::parse_idx(&idx, 0x0803).unwrap();
     assert_eq!(dims, vec![4, 8, 8]);
@@ -63,7 +83,19 @@ fn same_seed_gives_the_same_file() {
     let model = tiny_model(&dir);
     let run = |name: &str, seed: &str| {
         let out = dir.join(name);
-        let output = emerge(&["sample", "--model", model.to_str().unwrap(), "--count", "2", "--steps", "4", "--seed", seed, "--out", out.to_str().unwrap()]);
+        let output = emerge(&[
+            "sample",
+            "--model",
+            model.to_str().unwrap(),
+            "--count",
+            "2",
+            "--steps",
+            "4",
+            "--seed",
+            seed,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
         assert!(output.status.success(), "{}", stderr(&output));
         std::fs::read(out).unwrap()
     };
@@ -81,18 +113,44 @@ fn bad_inputs_get_clear_errors() {
     let out = out.to_str().unwrap();
     let run_dir = dir.join("run");
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["sample", "--model", "/nonexistent/m.bpk", "--out", out], "/nonexistent/m.bpk"),
-        (vec!["sample", "--model", model, "--out", "x.jpg"], "must end in .png, .gif or .idx"),
-        (vec!["sample", "--model", model, "--class", "12", "--steps", "2", "--out", out], "class 12 is out of range"),
-        (vec!["sample", "--model", model, "--steps", "5000", "--out", out], "between 1 and 1000"),
-        (vec!["train", "--data", "/nonexistent", "--out", run_dir.to_str().unwrap()], "does not exist"),
+        (
+            vec!["sample", "--model", "/nonexistent/m.bpk", "--out", out],
+            "/nonexistent/m.bpk",
+        ),
+        (
+            vec!["sample", "--model", model, "--out", "x.jpg"],
+            "must end in .png, .gif or .idx",
+        ),
+        (
+            vec![
+                "sample", "--model", model, "--class", "12", "--steps", "2", "--out", out,
+            ],
+            "class 12 is out of range",
+        ),
+        (
+            vec!["sample", "--model", model, "--steps", "5000", "--out", out],
+            "between 1 and 1000",
+        ),
+        (
+            vec![
+                "train",
+                "--data",
+                "/nonexistent",
+                "--out",
+                run_dir.to_str().unwrap(),
+            ],
+            "does not exist",
+        ),
     ];
     for (args, expected) in cases {
         let output = emerge(&args);
         assert!(!output.status.success(), "{args:?} should fail");
         let message = stderr(&output);
         assert!(message.contains(expected), "{args:?}: {message}");
-        assert!(!message.contains("panicked"), "{args:?} panicked: {message}");
+        assert!(
+            !message.contains("panicked"),
+            "{args:?} panicked: {message}"
+        );
     }
     // A corrupted model file.
     let mut bytes = std::fs::read(model).unwrap();
@@ -104,4 +162,73 @@ fn bad_inputs_get_clear_errors() {
     assert!(!output.status.success());
     assert!(stderr(&output).contains("truncated"), "{}", stderr(&output));
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn import_then_sample_a_colour_model() {
+    let dir = scratch("import");
+    let checkpoint =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/diffusers/cifar10-layout");
+    let models = dir.join("models");
+    let output = emerge(&[
+        "import",
+        checkpoint.to_str().unwrap(),
+        "--out",
+        models.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(models.join("manifest.json")).unwrap())
+            .unwrap();
+    let entry = &manifest["models"][0];
+    assert_eq!(entry["name"], "cifar10-layout");
+    assert_eq!(
+        (entry["channels"].as_u64(), entry["image_size"].as_u64()),
+        (Some(3), Some(32))
+    );
+    let file_size = std::fs::metadata(models.join("cifar10-layout.bpk"))
+        .unwrap()
+        .len();
+    assert_eq!(entry["bytes"].as_u64(), Some(file_size));
+
+    let png = dir.join("colour.png");
+    let model = models.join("cifar10-layout.bpk");
+    let output = emerge(&[
+        "sample",
+        "--model",
+        model.to_str().unwrap(),
+        "--count",
+        "2",
+        "--steps",
+        "3",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    reader.next_frame(&mut pixels).unwrap();
+    assert!(
+        pixels.chunks(4).any(|p| p[0] != p[1] || p[1] != p[2]),
+        "a colour model's samples have colour"
+    );
+
+    let idx = dir.join("colour.idx");
+    let output = emerge(&[
+        "sample",
+        "--model",
+        model.to_str().unwrap(),
+        "--count",
+        "1",
+        "--steps",
+        "1",
+        "--out",
+        idx.to_str().unwrap(),
+    ]);
+    assert!(
+        stderr(&output).contains("IDX output holds greyscale images"),
+        "{}",
+        stderr(&output)
+    );
 }

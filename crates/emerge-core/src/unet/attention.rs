@@ -37,15 +37,32 @@ impl AttentionBlock {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [batch, channels, height, width] = x.dims();
         let (tokens, head_dim) = (height * width, channels / self.heads);
-        let h = self.group_norm.forward(x.clone()).reshape([batch, channels, tokens]).swap_dims(1, 2); // [B, HW, C]
-        let split_heads = |t: Tensor<3>| t.reshape([batch, tokens, self.heads, head_dim]).swap_dims(1, 2); // [B, heads, HW, d]
+        let h = self
+            .group_norm
+            .forward(x.clone())
+            .reshape([batch, channels, tokens])
+            .swap_dims(1, 2); // [B, HW, C]
+        let split_heads = |t: Tensor<3>| {
+            t.reshape([batch, tokens, self.heads, head_dim])
+                .swap_dims(1, 2)
+        }; // [B, heads, HW, d]
         let q = split_heads(self.to_q.forward(h.clone()));
         let k = split_heads(self.to_k.forward(h.clone()));
         let v = split_heads(self.to_v.forward(h));
         // softmax(q kᵀ/√d) v  (Vaswani et al. 2017, eq. 1)
-        let weights = softmax(q.matmul(k.swap_dims(2, 3)).div_scalar((head_dim as f64).sqrt()), 3); // [B, heads, HW, HW]
-        let out = weights.matmul(v).swap_dims(1, 2).reshape([batch, tokens, channels]); // [B, HW, C]
-        let out = self.to_out[0].forward(out).swap_dims(1, 2).reshape([batch, channels, height, width]);
+        let weights = softmax(
+            q.matmul(k.swap_dims(2, 3))
+                .div_scalar((head_dim as f64).sqrt()),
+            3,
+        ); // [B, heads, HW, HW]
+        let out = weights
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([batch, tokens, channels]); // [B, HW, C]
+        let out = self.to_out[0]
+            .forward(out)
+            .swap_dims(1, 2)
+            .reshape([batch, channels, height, width]);
         out + x
     }
 }

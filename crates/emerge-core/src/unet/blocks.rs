@@ -43,7 +43,9 @@ pub struct Upsample2D {
 
 impl Upsample2D {
     pub fn new(channels: usize, device: &Device) -> Self {
-        Self { conv: conv3x3(channels, channels, device) }
+        Self {
+            conv: conv3x3(channels, channels, device),
+        }
     }
 
     /// Shapes: `[B, C, H, W]` → `[B, C, 2H, 2W]`.
@@ -72,20 +74,38 @@ impl DownBlock {
         let layers = config.layers_per_block;
         Self {
             resnets: (0..layers)
-                .map(|j| ResnetBlock2D::new(if j == 0 { channels_in } else { channels }, channels, config, device))
+                .map(|j| {
+                    ResnetBlock2D::new(
+                        if j == 0 { channels_in } else { channels },
+                        channels,
+                        config,
+                        device,
+                    )
+                })
                 .collect(),
             attentions: if config.has_attention(level) {
-                (0..layers).map(|_| AttentionBlock::new(channels, config, device)).collect()
+                (0..layers)
+                    .map(|_| AttentionBlock::new(channels, config, device))
+                    .collect()
             } else {
                 Vec::new()
             },
-            downsamplers: if is_final { Vec::new() } else { vec![Downsample2D::new(channels, config, device)] },
+            downsamplers: if is_final {
+                Vec::new()
+            } else {
+                vec![Downsample2D::new(channels, config, device)]
+            },
         }
     }
 
     /// Returns the block's output and pushes every intermediate onto `skips` (one per resnet,
     /// plus one after the downsample).
-    pub fn forward(&self, mut x: Tensor<4>, temb: &Tensor<2>, skips: &mut Vec<Tensor<4>>) -> Tensor<4> {
+    pub fn forward(
+        &self,
+        mut x: Tensor<4>,
+        temb: &Tensor<2>,
+        skips: &mut Vec<Tensor<4>>,
+    ) -> Tensor<4> {
         for (j, resnet) in self.resnets.iter().enumerate() {
             x = resnet.forward(x, temb.clone());
             if let Some(attention) = self.attentions.get(j) {
@@ -148,24 +168,45 @@ impl UpBlock {
         Self {
             resnets: (0..layers)
                 .map(|j| {
-                    let skip = if j + 1 == layers { skip_in_channels } else { channels };
-                    let input = if j == 0 { prev_output_channels } else { channels };
+                    let skip = if j + 1 == layers {
+                        skip_in_channels
+                    } else {
+                        channels
+                    };
+                    let input = if j == 0 {
+                        prev_output_channels
+                    } else {
+                        channels
+                    };
                     ResnetBlock2D::new(input + skip, channels, config, device)
                 })
                 .collect(),
             attentions: if config.has_attention(level) {
-                (0..layers).map(|_| AttentionBlock::new(channels, config, device)).collect()
+                (0..layers)
+                    .map(|_| AttentionBlock::new(channels, config, device))
+                    .collect()
             } else {
                 Vec::new()
             },
-            upsamplers: if level == 0 { Vec::new() } else { vec![Upsample2D::new(channels, device)] },
+            upsamplers: if level == 0 {
+                Vec::new()
+            } else {
+                vec![Upsample2D::new(channels, device)]
+            },
         }
     }
 
     /// Pops one skip per resnet from the end of `skips`.
-    pub fn forward(&self, mut x: Tensor<4>, temb: &Tensor<2>, skips: &mut Vec<Tensor<4>>) -> Tensor<4> {
+    pub fn forward(
+        &self,
+        mut x: Tensor<4>,
+        temb: &Tensor<2>,
+        skips: &mut Vec<Tensor<4>>,
+    ) -> Tensor<4> {
         for (j, resnet) in self.resnets.iter().enumerate() {
-            let skip = skips.pop().expect("the down path pushes one skip per up-path resnet");
+            let skip = skips
+                .pop()
+                .expect("the down path pushes one skip per up-path resnet");
             x = resnet.forward(Tensor::cat(vec![x, skip], 1), temb.clone()); // [B, C + C_skip, H, W] → [B, C, H, W]
             if let Some(attention) = self.attentions.get(j) {
                 x = attention.forward(x);

@@ -161,7 +161,11 @@ impl UNetConfig {
         if self.norm_num_groups == 0 {
             return fail("norm_num_groups must be at least 1".into());
         }
-        if let Some(&c) = self.block_out_channels.iter().find(|&&c| c == 0 || c % self.norm_num_groups != 0) {
+        if let Some(&c) = self
+            .block_out_channels
+            .iter()
+            .find(|&&c| c == 0 || c % self.norm_num_groups != 0)
+        {
             return fail(format!(
                 "every entry of block_out_channels must be a positive multiple of norm_num_groups ({}), got {c}",
                 self.norm_num_groups
@@ -175,9 +179,17 @@ impl UNetConfig {
                 self.block_out_channels.len()
             ));
         }
-        let resolutions: Vec<usize> = (0..self.block_out_channels.len()).map(|l| self.resolution(l)).collect();
-        if let Some(r) = self.attention_resolutions.iter().find(|r| !resolutions.contains(r)) {
-            return fail(format!("attention resolution {r} is not one of the levels' resolutions {resolutions:?}"));
+        let resolutions: Vec<usize> = (0..self.block_out_channels.len())
+            .map(|l| self.resolution(l))
+            .collect();
+        if let Some(r) = self
+            .attention_resolutions
+            .iter()
+            .find(|r| !resolutions.contains(r))
+        {
+            return fail(format!(
+                "attention resolution {r} is not one of the levels' resolutions {resolutions:?}"
+            ));
         }
         if let Some(head_dim) = self.attention_head_dim {
             let attention_channels = (0..self.block_out_channels.len())
@@ -186,7 +198,9 @@ impl UNetConfig {
                 .chain(self.block_out_channels.last().copied());
             for c in attention_channels {
                 if head_dim == 0 || c % head_dim != 0 {
-                    return fail(format!("attention_head_dim {head_dim} must divide the attention channels ({c})"));
+                    return fail(format!(
+                        "attention_head_dim {head_dim} must divide the attention channels ({c})"
+                    ));
                 }
             }
         }
@@ -197,15 +211,23 @@ impl UNetConfig {
             return fail(format!("norm_eps must be positive, got {}", self.norm_eps));
         }
         if self.downsample_padding > 1 {
-            return fail(format!("downsample_padding must be 0 or 1, got {}", self.downsample_padding));
+            return fail(format!(
+                "downsample_padding must be 0 or 1, got {}",
+                self.downsample_padding
+            ));
         }
         let half = self.block_out_channels[0] / 2;
         if self.freq_shift >= half as f64 || !self.freq_shift.is_finite() {
-            return fail(format!("freq_shift {} must be below half the embedding width ({half})", self.freq_shift));
+            return fail(format!(
+                "freq_shift {} must be below half the embedding width ({half})",
+                self.freq_shift
+            ));
         }
         if let Some(n) = self.num_class_embeds {
             if n < 2 {
-                return fail(format!("num_class_embeds must count at least one class plus the null class, got {n}"));
+                return fail(format!(
+                    "num_class_embeds must count at least one class plus the null class, got {n}"
+                ));
             }
         }
         Ok(())
@@ -221,26 +243,51 @@ mod tests {
         for name in UNetConfig::PRESETS {
             UNetConfig::preset(name).unwrap().validate().unwrap();
         }
-        assert!(UNetConfig::preset("huge").unwrap_err().to_string().contains("unknown preset 'huge'"));
+        assert!(
+            UNetConfig::preset("huge")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown preset 'huge'")
+        );
     }
 
     #[test]
     fn invalid_configs_name_the_problem() {
         let mut c = UNetConfig::tiny();
         c.block_out_channels = vec![16, 30];
-        assert!(c.validate().unwrap_err().to_string().contains("block_out_channels"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("block_out_channels")
+        );
         let mut c = UNetConfig::tiny();
         c.attention_resolutions = vec![5];
-        assert!(c.validate().unwrap_err().to_string().contains("attention resolution 5"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("attention resolution 5")
+        );
         let mut c = UNetConfig::tiny();
         c.sample_size = 9;
-        assert!(c.validate().unwrap_err().to_string().contains("sample_size 9"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("sample_size 9")
+        );
         let mut c = UNetConfig::tiny();
         c.dropout = 1.0;
         assert!(c.validate().unwrap_err().to_string().contains("dropout"));
         let mut c = UNetConfig::tiny();
         c.attention_head_dim = Some(5);
-        assert!(c.validate().unwrap_err().to_string().contains("attention_head_dim"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("attention_head_dim")
+        );
     }
 
     #[test]

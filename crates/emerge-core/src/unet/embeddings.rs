@@ -10,7 +10,12 @@ use burn::tensor::{Tensor, TensorData};
 /// emb_i = sin(t·ω_i) ‖ cos(t·ω_i), ω_i = exp(−ln(10000)·i/(half − freq_shift)), i < half.
 ///
 /// Shapes: `timesteps` `[B]` → `[B, dim]`.
-pub fn timestep_embedding(timesteps: Tensor<1>, dim: usize, flip_sin_to_cos: bool, freq_shift: f64) -> Tensor<2> {
+pub fn timestep_embedding(
+    timesteps: Tensor<1>,
+    dim: usize,
+    flip_sin_to_cos: bool,
+    freq_shift: f64,
+) -> Tensor<2> {
     let device = timesteps.device();
     let half = dim / 2;
     let frequencies: Vec<f32> = (0..half)
@@ -19,7 +24,11 @@ pub fn timestep_embedding(timesteps: Tensor<1>, dim: usize, flip_sin_to_cos: boo
     let frequencies = Tensor::<2>::from_data(TensorData::new(frequencies, [1, half]), &device);
     let angles = timesteps.unsqueeze_dim::<2>(1) * frequencies; // [B, half]
     let (sin, cos) = (angles.clone().sin(), angles.cos());
-    let embedding = if flip_sin_to_cos { Tensor::cat(vec![cos, sin], 1) } else { Tensor::cat(vec![sin, cos], 1) };
+    let embedding = if flip_sin_to_cos {
+        Tensor::cat(vec![cos, sin], 1)
+    } else {
+        Tensor::cat(vec![sin, cos], 1)
+    };
     if dim % 2 == 1 {
         let [batch, _] = embedding.dims();
         Tensor::cat(vec![embedding, Tensor::zeros([batch, 1], &device)], 1) // zero pad odd widths
@@ -61,7 +70,10 @@ mod tests {
         let t = Tensor::<1>::from_data(TensorData::new(vec![0f32, 7.0, 999.0], [3]), &device);
         let dim = 8;
         for (flip, shift) in [(false, 1.0), (true, 0.0)] {
-            let e = timestep_embedding(t.clone(), dim, flip, shift).into_data().try_into_vec::<f32>().unwrap();
+            let e = timestep_embedding(t.clone(), dim, flip, shift)
+                .into_data()
+                .try_into_vec::<f32>()
+                .unwrap();
             for (row, &tv) in [0f64, 7.0, 999.0].iter().enumerate() {
                 for i in 0..4 {
                     let w = (-(10000f64.ln()) * i as f64 / (4.0 - shift)).exp();

@@ -45,17 +45,36 @@ impl UNet {
         let time_embed_dim = config.time_embed_dim();
         // time
         let time_embedding = TimestepEmbedding::new(channels[0], time_embed_dim, device);
-        let class_embedding = config.num_class_embeds.map(|n| EmbeddingConfig::new(n, time_embed_dim).init(device));
+        let class_embedding = config
+            .num_class_embeds
+            .map(|n| EmbeddingConfig::new(n, time_embed_dim).init(device));
         // input
         let conv_in = conv3x3(config.in_channels, channels[0], device);
         // down
         let down_blocks = (0..channels.len())
-            .map(|level| DownBlock::new(level, if level == 0 { channels[0] } else { channels[level - 1] }, config, device))
+            .map(|level| {
+                DownBlock::new(
+                    level,
+                    if level == 0 {
+                        channels[0]
+                    } else {
+                        channels[level - 1]
+                    },
+                    config,
+                    device,
+                )
+            })
             .collect();
         // mid
-        let mid_block = MidBlock::new(*channels.last().expect("validated: at least one level"), config, device);
+        let mid_block = MidBlock::new(
+            *channels.last().expect("validated: at least one level"),
+            config,
+            device,
+        );
         // up
-        let up_blocks = (0..channels.len()).map(|index| UpBlock::new(index, config, device)).collect();
+        let up_blocks = (0..channels.len())
+            .map(|index| UpBlock::new(index, config, device))
+            .collect();
         // out
         Ok(Self {
             time_embedding,
@@ -76,13 +95,26 @@ impl UNet {
     /// Shapes: `sample` `[B, C_in, H, W]`, `timesteps` `[B]` (float, so fractional times work),
     /// `class_labels` `[B]` → `[B, C_out, H, W]`. Labels are required exactly when the model
     /// has a class embedding (checked by the callers that take user input: [`crate::guidance`]).
-    pub fn forward(&self, sample: Tensor<4>, timesteps: Tensor<1>, class_labels: Option<Tensor<1, Int>>) -> Tensor<4> {
+    pub fn forward(
+        &self,
+        sample: Tensor<4>,
+        timesteps: Tensor<1>,
+        class_labels: Option<Tensor<1, Int>>,
+    ) -> Tensor<4> {
         // 1. time (and class) embedding
         let [sinusoid_dim, _] = self.time_embedding.linear_1.weight.dims();
-        let t_emb = timestep_embedding(timesteps, sinusoid_dim, self.flip_sin_to_cos, self.freq_shift); // [B, C0]
+        let t_emb = timestep_embedding(
+            timesteps,
+            sinusoid_dim,
+            self.flip_sin_to_cos,
+            self.freq_shift,
+        ); // [B, C0]
         let mut emb = self.time_embedding.forward(t_emb); // [B, 4·C0]
         if let (Some(embedding), Some(labels)) = (&self.class_embedding, class_labels) {
-            emb = emb + embedding.forward(labels.unsqueeze_dim::<2>(1)).squeeze_dim::<2>(1);
+            emb = emb
+                + embedding
+                    .forward(labels.unsqueeze_dim::<2>(1))
+                    .squeeze_dim::<2>(1);
         }
         // 2. pre-process
         let mut x = self.conv_in.forward(sample); // [B, C0, H, W]

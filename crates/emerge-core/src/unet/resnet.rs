@@ -4,7 +4,9 @@
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{
+    Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d,
+};
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 
@@ -36,7 +38,12 @@ pub struct ResnetBlock2D {
 }
 
 impl ResnetBlock2D {
-    pub fn new(channels_in: usize, channels_out: usize, config: &UNetConfig, device: &Device) -> Self {
+    pub fn new(
+        channels_in: usize,
+        channels_out: usize,
+        config: &UNetConfig,
+        device: &Device,
+    ) -> Self {
         Self {
             norm1: group_norm(channels_in, config, device),
             conv1: conv3x3(channels_in, channels_out, device),
@@ -52,7 +59,10 @@ impl ResnetBlock2D {
     /// Shapes: `x` `[B, C_in, H, W]`, `temb` `[B, E]` → `[B, C_out, H, W]`.
     pub fn forward(&self, x: Tensor<4>, temb: Tensor<2>) -> Tensor<4> {
         let h = self.conv1.forward(silu(self.norm1.forward(x.clone()))); // [B, C_out, H, W]
-        let temb = self.time_emb_proj.forward(silu(temb)).unsqueeze_dims::<4>(&[2, 3]); // [B, C_out, 1, 1]
+        let temb = self
+            .time_emb_proj
+            .forward(silu(temb))
+            .unsqueeze_dims::<4>(&[2, 3]); // [B, C_out, 1, 1]
         let h = silu(self.norm2.forward(h + temb));
         let h = self.conv2.forward(self.dropout.forward(h));
         let shortcut = match &self.conv_shortcut {

@@ -10,7 +10,11 @@ fn forward_shape(config: &UNetConfig, batch: usize) -> ([usize; 4], [usize; 4]) 
     let device = Device::flex();
     let unet = UNet::new(config, &device).unwrap();
     let size = config.sample_size;
-    let x = gaussian(&mut GaussianNoise::new(0), [batch, config.in_channels, size, size], &device);
+    let x = gaussian(
+        &mut GaussianNoise::new(0),
+        [batch, config.in_channels, size, size],
+        &device,
+    );
     let t = Tensor::<1>::from_data(TensorData::new(vec![10f32; batch], [batch]), &device);
     let labels = config
         .num_class_embeds
@@ -37,7 +41,11 @@ fn ddpm_cifar10_has_the_papers_parameter_count() {
 fn parameter_names_follow_diffusers() {
     use burn::store::ModuleSnapshot;
     let unet = UNet::new(&UNetConfig::ddpm_cifar10(), &Device::flex()).unwrap();
-    let names: Vec<String> = unet.collect(None, None, false).iter().map(|s| s.name.clone()).collect();
+    let names: Vec<String> = unet
+        .collect(None, None, false)
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
     for expected in [
         "time_embedding.linear_1.weight",
         "conv_in.weight",
@@ -54,8 +62,16 @@ fn parameter_names_follow_diffusers() {
     ] {
         assert!(names.iter().any(|n| n == expected), "missing {expected}");
     }
-    assert!(!names.iter().any(|n| n.starts_with("up_blocks.3.upsamplers")));
-    assert!(!names.iter().any(|n| n.starts_with("down_blocks.3.downsamplers")));
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("up_blocks.3.upsamplers"))
+    );
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("down_blocks.3.downsamplers"))
+    );
 }
 
 fn tiny_model() -> (ModelConfig, UNet) {
@@ -79,13 +95,28 @@ fn save_load_round_trip_gives_identical_outputs() {
     let (loaded_config, loaded) = weights::from_bytes(bytes.clone(), &Device::flex()).unwrap();
     assert_eq!(loaded_config, config);
     // Weights are stored as f16: the loaded model equals the original with f16-rounded weights.
-    let (_, reloaded) = weights::from_bytes(weights::to_bytes(&loaded, &config, Precision::Half).unwrap(), &Device::flex()).unwrap();
-    let diff = (predict(&loaded) - predict(&reloaded)).abs().max().into_scalar::<f32>();
+    let (_, reloaded) = weights::from_bytes(
+        weights::to_bytes(&loaded, &config, Precision::Half).unwrap(),
+        &Device::flex(),
+    )
+    .unwrap();
+    let diff = (predict(&loaded) - predict(&reloaded))
+        .abs()
+        .max()
+        .into_scalar::<f32>();
     assert_eq!(diff, 0.0, "a second save/load round trip must be exact");
-    let drift = (predict(&unet) - predict(&loaded)).abs().max().into_scalar::<f32>();
+    let drift = (predict(&unet) - predict(&loaded))
+        .abs()
+        .max()
+        .into_scalar::<f32>();
     assert!(drift < 2e-2, "f16 storage moved outputs by {drift}");
     // f16 on disk: the file is about two bytes per parameter.
-    assert!(bytes.len() < unet.num_params() * 2 + 64 * 1024, "{} bytes for {} params", bytes.len(), unet.num_params());
+    assert!(
+        bytes.len() < unet.num_params() * 2 + 64 * 1024,
+        "{} bytes for {} params",
+        bytes.len(),
+        unet.num_params()
+    );
 }
 
 #[test]
@@ -99,9 +130,21 @@ fn atomic_save_and_load_from_a_path() {
     let (loaded_config, loaded) = weights::load(&path, &Device::flex()).unwrap();
     assert_eq!(loaded_config, config);
     // f32 on disk is exact.
-    assert_eq!((predict(&unet) - predict(&loaded)).abs().max().into_scalar::<f32>(), 0.0);
-    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temporary file is left behind");
-    let err = weights::load(&dir.join("missing.bpk"), &Device::flex()).unwrap_err().to_string();
+    assert_eq!(
+        (predict(&unet) - predict(&loaded))
+            .abs()
+            .max()
+            .into_scalar::<f32>(),
+        0.0
+    );
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        1,
+        "no temporary file is left behind"
+    );
+    let err = weights::load(&dir.join("missing.bpk"), &Device::flex())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("missing.bpk"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -110,7 +153,12 @@ fn atomic_save_and_load_from_a_path() {
 fn bad_weight_files_are_errors_that_say_what_is_wrong() {
     let (config, unet) = tiny_model();
     let good = weights::to_bytes(&unet, &config, Precision::Half).unwrap();
-    let load = |bytes: Vec<u8>| weights::from_bytes(bytes, &Device::flex()).err().expect("must fail").to_string();
+    let load = |bytes: Vec<u8>| {
+        weights::from_bytes(bytes, &Device::flex())
+            .err()
+            .expect("must fail")
+            .to_string()
+    };
 
     assert!(load(Vec::new()).contains("not a readable model file"));
     assert!(load(b"hello, I am not a model".to_vec()).contains("not a readable model file"));

@@ -53,9 +53,14 @@ pub fn save(
     std::fs::create_dir(&tmp)?;
     weights::save(&tmp.join("model.bpk"), model, config, Precision::Full)?;
     weights::save(&tmp.join("ema.bpk"), ema, config, Precision::Full)?;
-    let optimizer_bytes = optimizer.into_bytes().map_err(|e| anyhow::anyhow!("cannot serialise the optimizer: {e:?}"))?;
+    let optimizer_bytes = optimizer
+        .into_bytes()
+        .map_err(|e| anyhow::anyhow!("cannot serialise the optimizer: {e:?}"))?;
     weights::write_atomically(&tmp.join("optimizer.bpk"), &optimizer_bytes)?;
-    weights::write_atomically(&tmp.join("state.json"), serde_json::to_string_pretty(state)?.as_bytes())?;
+    weights::write_atomically(
+        &tmp.join("state.json"),
+        serde_json::to_string_pretty(state)?.as_bytes(),
+    )?;
     let final_dir = dir.join(&name);
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir)?;
@@ -74,7 +79,11 @@ fn prune(dir: &Path, latest: &str) -> Result<()> {
         .filter(|n| n.starts_with("step-"))
         .collect();
     names.sort();
-    let keep_from = names.iter().position(|n| n == latest).unwrap_or(names.len()).saturating_sub(1);
+    let keep_from = names
+        .iter()
+        .position(|n| n == latest)
+        .unwrap_or(names.len())
+        .saturating_sub(1);
     for (i, name) in names.iter().enumerate() {
         if i < keep_from || name.ends_with(".tmp") {
             std::fs::remove_dir_all(dir.join(name))?;
@@ -92,12 +101,20 @@ pub fn exists(run: &Path) -> bool {
 /// training).
 pub fn load_latest(run: &Path, device: &Device) -> Result<Checkpoint> {
     let dir = checkpoints_dir(run);
-    let name = std::fs::read_to_string(dir.join("latest")).with_context(|| format!("no checkpoint in '{}'", dir.display()))?;
+    let name = std::fs::read_to_string(dir.join("latest"))
+        .with_context(|| format!("no checkpoint in '{}'", dir.display()))?;
     let path = dir.join(name.trim());
     let (_, model) = weights::load(&path.join("model.bpk"), device)?;
     let (_, ema) = weights::load(&path.join("ema.bpk"), &device.clone().inner())?;
-    let optimizer = std::fs::read(path.join("optimizer.bpk")).context("cannot read the optimizer state")?;
-    let state_json = std::fs::read_to_string(path.join("state.json")).context("cannot read the trainer state")?;
+    let optimizer =
+        std::fs::read(path.join("optimizer.bpk")).context("cannot read the optimizer state")?;
+    let state_json = std::fs::read_to_string(path.join("state.json"))
+        .context("cannot read the trainer state")?;
     let state = serde_json::from_str(&state_json).context("the trainer state is damaged")?;
-    Ok(Checkpoint { state, model, ema, optimizer: Bytes::from_bytes_vec(optimizer) })
+    Ok(Checkpoint {
+        state,
+        model,
+        ema,
+        optimizer: Bytes::from_bytes_vec(optimizer),
+    })
 }

@@ -55,13 +55,22 @@ impl TrainingConfig {
         ensure!(self.batch_size > 0, "batch size must be at least 1");
         ensure!(self.steps > 0, "steps must be at least 1");
         ensure!(self.learning_rate > 0.0, "learning rate must be positive");
-        ensure!((0.0..1.0).contains(&self.ema_decay), "EMA decay must lie in [0, 1)");
-        ensure!((0.0..1.0).contains(&self.label_dropout), "label dropout must lie in [0, 1)");
+        ensure!(
+            (0.0..1.0).contains(&self.ema_decay),
+            "EMA decay must lie in [0, 1)"
+        );
+        ensure!(
+            (0.0..1.0).contains(&self.label_dropout),
+            "label dropout must lie in [0, 1)"
+        );
         ensure!(
             self.label_dropout == 0.0 || self.model.unet.is_conditional(),
             "label dropout needs a class-conditional model"
         );
-        ensure!(self.checkpoint_every > 0, "checkpoint interval must be at least 1");
+        ensure!(
+            self.checkpoint_every > 0,
+            "checkpoint interval must be at least 1"
+        );
         Ok(())
     }
 }

@@ -22,7 +22,10 @@ struct Blend {
 
 impl ModuleMapper for Blend {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let source = self.sources.next().expect("the EMA copy has the model's structure");
+        let source = self
+            .sources
+            .next()
+            .expect("the EMA copy has the model's structure");
         let decay = self.decay;
         param.map(|ema| {
             let shape = ema.shape();
@@ -41,7 +44,10 @@ pub fn decay_at(step: usize, max_decay: f64) -> f64 {
 pub fn update(ema: UNet, model: &UNet, decay: f64) -> UNet {
     let mut collect = Collect(Vec::new());
     model.visit(&mut collect);
-    ema.map(&mut Blend { sources: collect.0.into_iter(), decay })
+    ema.map(&mut Blend {
+        sources: collect.0.into_iter(),
+        decay,
+    })
 }
 
 #[cfg(test)]
@@ -52,7 +58,12 @@ mod tests {
     use super::*;
 
     fn first_weight(unet: &UNet) -> Vec<f32> {
-        unet.conv_in.weight.val().into_data().try_to_vec::<f32>().unwrap()
+        unet.conv_in
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
     }
 
     #[test]

@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams};
 use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use emerge_core::{GaussianNoise, NoiseSchedule, UNet};
 
@@ -32,6 +32,8 @@ pub struct TrainOptions {
     pub stop_at: Option<usize>,
     /// Show a progress bar.
     pub progress: bool,
+    /// Where the model trains (the autodiff decorator is added here).
+    pub device: Device,
 }
 
 /// What a finished invocation reports.
@@ -58,8 +60,16 @@ impl Dataset {
             digits.rows,
             digits.cols
         );
-        let pixels = digits.images.iter().map(|&b| emerge_core::image::from_byte(b)).collect();
-        Ok(Self { pixels, labels: digits.labels, image_size: expected_size })
+        let pixels = digits
+            .images
+            .iter()
+            .map(|&b| emerge_core::image::from_byte(b))
+            .collect();
+        Ok(Self {
+            pixels,
+            labels: digits.labels,
+            image_size: expected_size,
+        })
     }
 
     fn len(&self) -> usize {
@@ -91,18 +101,25 @@ pub fn train(config: &TrainingConfig, options: &TrainOptions) -> Result<TrainSum
     let unet_config = &config.model.unet;
     let schedule = config.model.noise_schedule()?;
     let data = Dataset::load(&options.data_dir, unet_config.sample_size)?;
-    ensure!(unet_config.in_channels == 1, "MNIST is greyscale: the model must take 1 channel");
-    std::fs::create_dir_all(&options.run_dir).with_context(|| format!("cannot create '{}'", options.run_dir.display()))?;
+    ensure!(
+        unet_config.in_channels == 1,
+        "MNIST is greyscale: the model must take 1 channel"
+    );
+    std::fs::create_dir_all(&options.run_dir)
+        .with_context(|| format!("cannot create '{}'", options.run_dir.display()))?;
     let config_path = options.run_dir.join("config.json");
 
-    let device = Device::flex().autodiff();
+    let device = options.device.clone().autodiff();
     let optimizer_config = AdamWConfig::new()
         .with_weight_decay(config.weight_decay)
         .with_grad_clipping(Some(GradientClippingConfig::Norm(config.grad_clip_norm)));
     let mut optimizer = optimizer_config.init();
     let (mut model, mut ema, mut state) = if checkpoint::exists(&options.run_dir) {
         if !options.resume {
-            bail!("'{}' already holds a training run: pass --resume to continue it, or choose another --out", options.run_dir.display());
+            bail!(
+                "'{}' already holds a training run: pass --resume to continue it, or choose another --out",
+                options.run_dir.display()
+            );
         }
         let saved: TrainingConfig = serde_json::from_str(&std::fs::read_to_string(&config_path)?)
             .context("the run's config.json is damaged")?;
@@ -120,8 +137,15 @@ pub fn train(config: &TrainingConfig, options: &TrainOptions) -> Result<TrainSum
         device.seed(config.seed);
         let model = UNet::new(unet_config, &device)?;
         let ema = model.valid();
-        emerge_core::weights::write_atomically(&config_path, serde_json::to_string_pretty(config)?.as_bytes())?;
-        let state = TrainerState { step: 0, rng: GaussianNoise::new(config.seed), elapsed_seconds: 0.0 };
+        emerge_core::weights::write_atomically(
+            &config_path,
+            serde_json::to_string_pretty(config)?.as_bytes(),
+        )?;
+        let state = TrainerState {
+            step: 0,
+            rng: GaussianNoise::new(config.seed),
+            elapsed_seconds: 0.0,
+        };
         (model, ema, state)
     };
     let mut log = LossLog::open(&options.run_dir.join("log.csv"), state.step)?;
@@ -140,25 +164,50 @@ pub fn train(config: &TrainingConfig, options: &TrainOptions) -> Result<TrainSum
         let loss = training_loss(&model, &schedule, &batch, data.image_size, &device)?;
         let gradients = GradientsParams::from_grads(loss.backward(), &model);
         model = optimizer.step(config.learning_rate_at(state.step), model, gradients);
-        ema = ema::update(ema, &model.valid(), ema::decay_at(state.step, config.ema_decay));
+        ema = ema::update(
+            ema,
+            &model.valid(),
+            ema::decay_at(state.step, config.ema_decay),
+        );
         last_loss = loss.into_scalar::<f32>();
-        ensure!(last_loss.is_finite(), "the loss diverged at step {} ({last_loss})", state.step);
+        ensure!(
+            last_loss.is_finite(),
+            "the loss diverged at step {} ({last_loss})",
+            state.step
+        );
         state.step += 1;
         state.elapsed_seconds = elapsed_before + started.elapsed().as_secs_f64();
         let images_per_second = config.batch_size as f64 / step_started.elapsed().as_secs_f64();
-        log.record(state.step, last_loss, config.learning_rate_at(state.step - 1), images_per_second, state.elapsed_seconds)?;
+        log.record(
+            state.step,
+            last_loss,
+            config.learning_rate_at(state.step - 1),
+            images_per_second,
+            state.elapsed_seconds,
+        )?;
         progress.set_position(state.step as u64);
         progress.set_message(format!("loss {last_loss:.4}  {images_per_second:.0} img/s"));
 
         if state.step % config.checkpoint_every == 0 || state.step == stop {
-            checkpoint::save(&options.run_dir, &config.model, &model.valid(), &ema, &optimizer, &state)?;
+            checkpoint::save(
+                &options.run_dir,
+                &config.model,
+                &model.valid(),
+                &ema,
+                &optimizer,
+                &state,
+            )?;
         }
         if config.sample_every > 0 && state.step % config.sample_every == 0 {
             write_sample_grid(&ema, config, &options.run_dir, state.step)?;
         }
     }
     progress.finish_and_clear();
-    Ok(TrainSummary { step: state.step, last_loss, elapsed_seconds: state.elapsed_seconds })
+    Ok(TrainSummary {
+        step: state.step,
+        last_loss,
+        elapsed_seconds: state.elapsed_seconds,
+    })
 }
 
 /// Draws one batch: data in epoch order, label dropout, uniform timesteps, Gaussian noise.
@@ -171,7 +220,12 @@ fn next_batch(
 ) -> Batch {
     let pixels = data.image_size * data.image_size;
     let null_class = config.model.unet.null_class();
-    let mut batch = Batch { x0: Vec::with_capacity(config.batch_size * pixels), labels: Vec::new(), timesteps: Vec::new(), noise: Vec::new() };
+    let mut batch = Batch {
+        x0: Vec::with_capacity(config.batch_size * pixels),
+        labels: Vec::new(),
+        timesteps: Vec::new(),
+        noise: Vec::new(),
+    };
     for i in 0..config.batch_size {
         let global = state.step * config.batch_size + i;
         let epoch = global / data.len();
@@ -179,7 +233,9 @@ fn next_batch(
             *order_cache = Some((epoch, data.epoch_order(config.seed, epoch)));
         }
         let index = order_cache.as_ref().expect("just filled").1[global % data.len()] as usize;
-        batch.x0.extend_from_slice(&data.pixels[index * pixels..(index + 1) * pixels]);
+        batch
+            .x0
+            .extend_from_slice(&data.pixels[index * pixels..(index + 1) * pixels]);
         let drop_label = state.rng.next_uniform() < config.label_dropout;
         let label = match null_class {
             Some(null) if drop_label => null,
@@ -187,7 +243,9 @@ fn next_batch(
         };
         batch.labels.push(label as i64);
         // t ~ Uniform({1, …, T})  (Algorithm 1, line 3; 0-based here)
-        batch.timesteps.push(state.rng.next_below(schedule.num_train_timesteps() as u64) as usize);
+        batch
+            .timesteps
+            .push(state.rng.next_below(schedule.num_train_timesteps() as u64) as usize);
     }
     // ε ~ N(0, I)  (Algorithm 1, line 4)
     batch.noise = state.rng.normals(config.batch_size * pixels);
@@ -195,7 +253,13 @@ fn next_batch(
 }
 
 /// ‖ε − ε_θ(√ᾱ_t x_0 + √(1 − ᾱ_t) ε, t)‖²  (Algorithm 1, line 5: L_simple).
-fn training_loss(model: &UNet, schedule: &NoiseSchedule, batch: &Batch, size: usize, device: &Device) -> Result<Tensor<1>> {
+fn training_loss(
+    model: &UNet,
+    schedule: &NoiseSchedule,
+    batch: &Batch,
+    size: usize,
+    device: &Device,
+) -> Result<Tensor<1>> {
     let b = batch.labels.len();
     let shape = [b, 1, size, size];
     let x0 = Tensor::<4>::from_data(TensorData::new(batch.x0.clone(), shape), device);
@@ -234,12 +298,18 @@ impl LossLog {
             Ok(text) => text
                 .lines()
                 .skip(1)
-                .filter(|l| l.split(',').next().and_then(|s| s.parse::<usize>().ok()).is_some_and(|s| s <= resumed_step))
+                .filter(|l| {
+                    l.split(',')
+                        .next()
+                        .and_then(|s| s.parse::<usize>().ok())
+                        .is_some_and(|s| s <= resumed_step)
+                })
                 .map(str::to_owned)
                 .collect(),
             Err(_) => Vec::new(),
         };
-        let mut file = std::fs::File::create(path).with_context(|| format!("cannot write '{}'", path.display()))?;
+        let mut file = std::fs::File::create(path)
+            .with_context(|| format!("cannot write '{}'", path.display()))?;
         writeln!(file, "{}", Self::HEADER)?;
         for line in kept {
             writeln!(file, "{line}")?;
@@ -247,8 +317,18 @@ impl LossLog {
         Ok(Self { file })
     }
 
-    fn record(&mut self, step: usize, loss: f32, lr: f64, images_per_second: f64, elapsed: f64) -> Result<()> {
-        writeln!(self.file, "{step},{loss},{lr:e},{images_per_second:.2},{elapsed:.1}")?;
+    fn record(
+        &mut self,
+        step: usize,
+        loss: f32,
+        lr: f64,
+        images_per_second: f64,
+        elapsed: f64,
+    ) -> Result<()> {
+        writeln!(
+            self.file,
+            "{step},{loss},{lr:e},{images_per_second:.2},{elapsed:.1}"
+        )?;
         Ok(())
     }
 }
@@ -259,9 +339,11 @@ fn progress_bar(visible: bool, total: u64, position: u64) -> indicatif::Progress
     }
     let bar = indicatif::ProgressBar::new(total).with_position(position);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} {msg} ETA {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     bar
 }

@@ -12,10 +12,26 @@ pub fn write_tiny_mnist(dir: &Path, count: usize) {
     let labels: Vec<u8> = (0..count).map(|i| (i % 10) as u8).collect();
     let images: Vec<u8> = labels
         .iter()
-        .flat_map(|&l| (0..64).map(move |p| if (p / 8) % 8 == l as usize % 8 { 255 } else { 0 }))
+        .flat_map(|&l| {
+            (0..64).map(move |p| {
+                if (p / 8) % 8 == l as usize % 8 {
+                    255
+                } else {
+                    0
+                }
+            })
+        })
         .collect();
-    std::fs::write(dir.join("train-images-idx3-ubyte"), encode_idx_images(&images, count, 8, 8)).unwrap();
-    std::fs::write(dir.join("train-labels-idx1-ubyte"), crate::mnist::encode_idx_labels(&labels)).unwrap();
+    std::fs::write(
+        dir.join("train-images-idx3-ubyte"),
+        encode_idx_images(&images, count, 8, 8),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("train-labels-idx1-ubyte"),
+        crate::mnist::encode_idx_labels(&labels),
+    )
+    .unwrap();
 }
 
 /// burn's device generator (weight init, dropout) is global to the process: tests that seed it
@@ -52,11 +68,23 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn options(data: &Path, run: &Path, resume: bool, stop_at: Option<usize>) -> TrainOptions {
-    TrainOptions { data_dir: data.into(), run_dir: run.into(), resume, stop_at, progress: false }
+    TrainOptions {
+        data_dir: data.into(),
+        run_dir: run.into(),
+        resume,
+        stop_at,
+        progress: false,
+        device: Device::flex(),
+    }
 }
 
 fn losses(run: &Path) -> Vec<String> {
-    std::fs::read_to_string(run.join("log.csv")).unwrap().lines().skip(1).map(|l| l.split(',').take(2).collect::<Vec<_>>().join(",")).collect()
+    std::fs::read_to_string(run.join("log.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').take(2).collect::<Vec<_>>().join(","))
+        .collect()
 }
 
 /// Every parameter's name and bytes (ignoring parameter ids, which differ between runs).
@@ -64,7 +92,10 @@ fn parameters_of(run: &Path) -> (Vec<(String, Vec<u8>)>, Vec<(String, Vec<u8>)>)
     use burn::store::ModuleSnapshot;
     let ckpt = checkpoint::load_latest(run, &Device::flex()).unwrap();
     let values = |unet: &emerge_core::UNet| {
-        unet.collect(None, None, false).into_iter().map(|t| (t.name.clone(), t.to_bytes().unwrap().to_vec())).collect()
+        unet.collect(None, None, false)
+            .into_iter()
+            .map(|t| (t.name.clone(), t.to_bytes().unwrap().to_vec()))
+            .collect()
     };
     (values(&ckpt.model), values(&ckpt.ema))
 }
@@ -82,23 +113,43 @@ fn resumed_run_equals_an_uninterrupted_run() {
     assert_eq!(summary.step, 6);
 
     let interrupted = root.join("interrupted");
-    assert_eq!(train(&config, &options(&data, &interrupted, false, Some(3))).unwrap().step, 3);
+    assert_eq!(
+        train(&config, &options(&data, &interrupted, false, Some(3)))
+            .unwrap()
+            .step,
+        3
+    );
     // A run directory is never silently overwritten.
-    let err = train(&config, &options(&data, &interrupted, false, None)).unwrap_err().to_string();
+    let err = train(&config, &options(&data, &interrupted, false, None))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("--resume"), "{err}");
     // Nor resumed with different settings.
     let mut other = config.clone();
     other.learning_rate = 5e-4;
-    let err = train(&other, &options(&data, &interrupted, true, None)).unwrap_err().to_string();
+    let err = train(&other, &options(&data, &interrupted, true, None))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("different settings"), "{err}");
-    assert_eq!(train(&config, &options(&data, &interrupted, true, None)).unwrap().step, 6);
+    assert_eq!(
+        train(&config, &options(&data, &interrupted, true, None))
+            .unwrap()
+            .step,
+        6
+    );
 
     assert_eq!(losses(&straight), losses(&interrupted), "loss per step");
     assert_eq!(losses(&straight).len(), 6);
     let (model_a, ema_a) = parameters_of(&straight);
     let (model_b, ema_b) = parameters_of(&interrupted);
-    assert!(model_a == model_b, "parameters after resume differ from the uninterrupted run");
-    assert!(ema_a == ema_b, "EMA after resume differs from the uninterrupted run");
+    assert!(
+        model_a == model_b,
+        "parameters after resume differ from the uninterrupted run"
+    );
+    assert!(
+        ema_a == ema_b,
+        "EMA after resume differs from the uninterrupted run"
+    );
     std::fs::remove_dir_all(root).unwrap();
 }
 
@@ -118,7 +169,12 @@ fn an_interrupted_checkpoint_save_leaves_the_previous_one_loadable() {
     let ckpt = checkpoint::load_latest(&run, &Device::flex()).unwrap();
     assert_eq!(ckpt.state.step, 2);
     // Resuming finishes the run and cleans the leftover up.
-    assert_eq!(train(&tiny_config(), &options(&data, &run, true, None)).unwrap().step, 6);
+    assert_eq!(
+        train(&tiny_config(), &options(&data, &run, true, None))
+            .unwrap()
+            .step,
+        6
+    );
     assert!(!tmp.exists());
     std::fs::remove_dir_all(root).unwrap();
 }
@@ -136,7 +192,10 @@ fn training_reduces_the_loss_on_learnable_data() {
     config.learning_rate = 3e-3;
     let run = root.join("run");
     train(&config, &options(&data, &run, false, None)).unwrap();
-    let values: Vec<f64> = losses(&run).iter().map(|l| l.split(',').nth(1).unwrap().parse().unwrap()).collect();
+    let values: Vec<f64> = losses(&run)
+        .iter()
+        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+        .collect();
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
     let (first, last) = (mean(&values[..10]), mean(&values[50..]));
     assert!(last < 0.6 * first, "loss went from {first:.3} to {last:.3}");
@@ -146,6 +205,13 @@ fn training_reduces_the_loss_on_learnable_data() {
 #[test]
 fn missing_data_is_a_clear_error() {
     let root = scratch("nodata");
-    let err = format!("{:#}", train(&tiny_config(), &options(&root.join("nowhere"), &root.join("run"), false, None)).unwrap_err());
+    let err = format!(
+        "{:#}",
+        train(
+            &tiny_config(),
+            &options(&root.join("nowhere"), &root.join("run"), false, None)
+        )
+        .unwrap_err()
+    );
     assert!(err.contains("does not exist"), "{err}");
 }

@@ -1,0 +1,106 @@
+//! The native devices a command runs on: Flex (CPU) always, and a GPU through wgpu (Vulkan,
+//! Metal, DX12) when the binary is built with the `wgpu` feature and an adapter exists.
+
+use anyhow::Result;
+use burn::tensor::Device;
+use clap::ValueEnum;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceChoice {
+    /// burn's Flex backend on the CPU (multi-threaded).
+    Flex,
+    /// A GPU through wgpu (needs a build with `--features wgpu`).
+    Wgpu,
+}
+
+/// An opened device and the words that name it in tables and logs.
+#[derive(Clone)]
+pub struct OpenedDevice {
+    pub device: Device,
+    pub label: String,
+}
+
+pub fn open(choice: DeviceChoice) -> Result<OpenedDevice> {
+    match choice {
+        DeviceChoice::Flex => Ok(OpenedDevice {
+            device: Device::flex(),
+            label: "Flex (CPU)".into(),
+        }),
+        DeviceChoice::Wgpu => gpu::open(),
+    }
+}
+
+/// Every device this binary can use here, and for each one it cannot, the reason.
+pub fn available() -> (Vec<OpenedDevice>, Vec<String>) {
+    let mut opened = Vec::new();
+    let mut missing = Vec::new();
+    for choice in DeviceChoice::value_variants() {
+        match open(*choice) {
+            Ok(device) => opened.push(device),
+            Err(e) => missing.push(format!("{choice:?}: {e:#}")),
+        }
+    }
+    (opened, missing)
+}
+
+#[cfg(feature = "wgpu")]
+mod gpu {
+    use std::sync::OnceLock;
+
+    use anyhow::{Result, anyhow};
+    use burn::tensor::Device;
+
+    use super::OpenedDevice;
+
+    /// wgpu's runtime can be initialised once per process: keep the outcome.
+    static WGPU: OnceLock<Result<OpenedDevice, String>> = OnceLock::new();
+
+    pub fn open() -> Result<OpenedDevice> {
+        WGPU.get_or_init(|| {
+            let (device, setup) = Device::wgpu_options()
+                .init_with_setup()
+                .map_err(|e| format!("no wgpu adapter: {e}"))?;
+            let info = setup.adapter.get_info();
+            Ok(OpenedDevice {
+                device,
+                label: format!("wgpu {:?} ({})", info.backend, info.name),
+            })
+        })
+        .clone()
+        .map_err(|e| anyhow!(e))
+    }
+}
+
+#[cfg(not(feature = "wgpu"))]
+mod gpu {
+    use anyhow::{Result, bail};
+
+    use super::OpenedDevice;
+
+    pub fn open() -> Result<OpenedDevice> {
+        bail!(
+            "this binary was built without GPU support; rebuild it with `cargo build --release -p emerge --features wgpu`"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flex_is_always_available() {
+        let (opened, _) = available();
+        assert_eq!(opened[0].label, "Flex (CPU)");
+    }
+
+    #[cfg(not(feature = "wgpu"))]
+    #[test]
+    fn asking_for_the_gpu_without_the_feature_says_how_to_get_it() {
+        let message = open(DeviceChoice::Wgpu)
+            .err()
+            .expect("no GPU support compiled in")
+            .to_string();
+        assert!(message.contains("--features wgpu"), "{message}");
+    }
+}

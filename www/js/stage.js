@@ -1,0 +1,53 @@
+// What the full page and the embed share: choosing the model from the manifest, drawing a frame
+// of the reverse process, and the hooks the end-to-end tests read.
+
+import { formatBytes } from './client.js';
+import { drawRgba } from './draw.js';
+
+/** The manifest entry named `name` (or the default one, with a note saying so). */
+export function chooseModel(manifest, name, notes) {
+  const wanted = name || manifest.default;
+  const model = manifest.models.find((m) => m.name === wanted);
+  if (model) return model;
+  notes.push(`There is no model "${wanted}"; showing ${manifest.default}.`);
+  return manifest.models.find((m) => m.name === manifest.default);
+}
+
+/** "mnist · 28×28 grey · 1.4 MB": what a visitor sees of a model before downloading it. */
+export function describeModel(model) {
+  const colours = model.channels === 3 ? 'colour' : model.channels === 1 ? 'grey' : `${model.channels} channels`;
+  return `${model.name} · ${model.image_size}×${model.image_size} ${colours} · ${formatBytes(model.bytes)}`;
+}
+
+/** Hooks for the end-to-end tests: frames drawn, a checksum per frame, the last frame (kept by
+ * reference; tests copy what they read). */
+export function createDebug() {
+  return (window.emergeDebug = { frames: 0, history: [], millis: [], lastFrame: null, firstFrameMs: null, errors: [] });
+}
+
+/** Draws a frame's x_t and x̂_0 grids, moves the progress bar and records the frame. */
+export function showFrame(frame, debug) {
+  drawRgba(document.getElementById('samples'), frame.width, frame.height, frame.sample);
+  drawRgba(document.getElementById('prediction'), frame.width, frame.height, frame.prediction);
+  document.getElementById('progress').value = frame.step;
+  document.getElementById('t').textContent = frame.timestep;
+  const stepsDone = frame.step - (debug.lastFrame?.step ?? 0);
+  debug.millis.push(frame.millis / Math.max(stepsDone, 1));
+  debug.frames += 1;
+  let checksum = 0;
+  for (let i = 0; i < frame.sample.length; i += 4) checksum += frame.sample[i] + 3 * frame.sample[i + 1] + 7 * frame.sample[i + 2];
+  debug.history.push(checksum);
+  debug.lastFrame = frame;
+  debug.firstFrameMs ??= performance.now();
+}
+
+/** Drops a class the loaded model cannot take (an unconditional model takes none); returns the
+ * number of classes. */
+export function fitClassToModel(settings, config, notes) {
+  const classes = config.unet.num_class_embeds ? config.unet.num_class_embeds - 1 : 0;
+  if (settings.class !== 'any' && settings.class >= classes) {
+    notes.push(classes ? `Class ${settings.class} is out of range 0–${classes - 1}; drawing every class.` : 'This model is unconditional: it takes no class.');
+    settings.class = 'any';
+  }
+  return classes;
+}
