@@ -8,7 +8,6 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use emerge_core::{ModelConfig, SamplerKind, UNet, weights};
 
-use crate::devices::DeviceChoice;
 use crate::sample::{self, Images, SampleRequest};
 use crate::train::{self, TrainOptions, TrainingConfig};
 
@@ -80,9 +79,6 @@ pub struct EvalArgs {
     /// Also write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Device to run on: flex (CPU) or wgpu (GPU; binary built with `--features wgpu`).
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Flex)]
-    pub device: DeviceChoice,
 }
 
 #[derive(Debug, Args)]
@@ -128,9 +124,6 @@ pub struct TrainArgs {
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
-    /// Device to run on: flex (CPU) or wgpu (GPU; binary built with `--features wgpu`).
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Flex)]
-    pub device: DeviceChoice,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -173,9 +166,6 @@ pub struct SampleArgs {
     /// Output: .png (grid), .gif (trajectory of x_t) or .idx (MNIST IDX3, u8).
     #[arg(long)]
     pub out: PathBuf,
-    /// Device to run on: flex (CPU) or wgpu (GPU; binary built with `--features wgpu`).
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Flex)]
-    pub device: DeviceChoice,
 }
 
 #[derive(Debug, Args)]
@@ -256,15 +246,13 @@ fn run_train(args: TrainArgs) -> Result<()> {
         checkpoint_every: args.checkpoint_every,
         sample_every: args.sample_every,
     };
-    let device = crate::devices::open(args.device)?;
-    eprintln!("training on {}", device.label);
     let options = TrainOptions {
         data_dir: args.data,
         run_dir: args.out.clone(),
         resume: args.resume,
         stop_at: args.stop_at,
         progress: !args.quiet,
-        device: device.device,
+        device: Device::flex(),
     };
     let summary = train::train(&config, &options)?;
     println!(
@@ -297,7 +285,7 @@ fn run_sample(args: SampleArgs) -> Result<()> {
             args.out.display()
         );
     }
-    let (config, unet) = load_model(&args.model, &crate::devices::open(args.device)?.device)?;
+    let (config, unet) = load_model(&args.model, &Device::flex())?;
     let (sampler, default_steps) = match args.sampler {
         SamplerChoice::Ddpm => (SamplerKind::Ddpm, config.schedule.num_train_timesteps),
         SamplerChoice::Ddim => (SamplerKind::Ddim { eta: args.eta }, 50),
@@ -486,7 +474,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         &args.data,
         &args.classifier,
         settings,
-        &crate::devices::open(args.device)?.device,
+        &Device::flex(),
     )?;
     print!("{}", crate::eval::table(&report));
     if let Some(path) = args.json {

@@ -1,5 +1,5 @@
-//! The native devices a command runs on: Flex (CPU) always, and a GPU through wgpu (Vulkan,
-//! Metal, DX12) when the binary is built with the `wgpu` feature and an adapter exists.
+//! The native devices `bench` times: Flex (CPU) always, and a GPU through wgpu (Vulkan, Metal,
+//! DX12) when the binary is built with the `wgpu` feature and an adapter exists.
 
 use anyhow::Result;
 use burn::tensor::Device;

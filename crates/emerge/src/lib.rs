@@ -1,5 +1,5 @@
 //! The emerge command line: train, sample, evaluate, export and benchmark the DDPM of
-//! `emerge-core` natively on the CPU (burn's Flex backend) or, built with `--features wgpu`, on a GPU.
+//! `emerge-core` natively on the CPU (burn's Flex backend); built with `--features wgpu`, `bench` also times a GPU.
 
 pub mod classifier;
 pub mod cli;
