@@ -42,20 +42,7 @@ SMALL = {
     # The DDPM paper's CIFAR-10 layout (3x32x32, four levels, attention at 16x16, one head,
     # [sin, cos] with shift 1, TensorFlow-style downsampling padding, eps 1e-6), narrower; saved
     # like the google/ddpm-* checkpoints, with the old attention key names (query/key/value/proj_attn).
-    "cifar10-layout": dict(
-        config=dict(
-            sample_size=32, in_channels=3, out_channels=3, block_out_channels=(16, 32, 32, 32), layers_per_block=2,
-            down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
-            norm_num_groups=8, norm_eps=1e-6, attention_head_dim=None, flip_sin_to_cos=False, freq_shift=1,
-            downsample_padding=0,
-        ),
-        batch=dict(timesteps=[999, 500], class_labels=None),
-        format="safetensors",
-        deprecated_attention_names=True,
-        scheduler=dict(beta_start=0.0001, beta_end=0.02, beta_schedule="linear", num_train_timesteps=1000,
-                       variance_type="fixed_small", clip_sample=True),
-    ),
+    "cifar10-layout": None,  # filled in below from CIFAR10
 }
 
 # google/ddpm-cifar10-32's configuration, random weights (143 MB: not committed).
@@ -73,6 +60,8 @@ CIFAR10 = dict(
     scheduler=dict(beta_start=0.0001, beta_end=0.02, beta_schedule="linear", num_train_timesteps=1000,
                    variance_type="fixed_small", clip_sample=True),
 )
+
+SMALL["cifar10-layout"] = dict(CIFAR10, config=dict(CIFAR10["config"], block_out_channels=(16, 32, 32, 32), norm_num_groups=8))
 
 DEPRECATED = {".to_q.": ".query.", ".to_k.": ".key.", ".to_v.": ".value.", ".to_out.0.": ".proj_attn."}
 

@@ -129,22 +129,15 @@ impl Config<'_> {
     }
 
     fn strings(&self, key: &str) -> Result<Vec<String>> {
-        let value = self
-            .get(key)
-            .with_context(|| format!("'{key}' is missing"))?;
-        let list = value
-            .as_array()
-            .with_context(|| format!("'{key}' must be a list, got {value}"))?;
-        list.iter()
-            .map(|v| {
-                v.as_str()
-                    .map(String::from)
-                    .with_context(|| format!("'{key}' must list strings, got {v}"))
-            })
-            .collect()
+        self.list(key, "strings", |v| v.as_str().map(String::from))
     }
 
     fn usizes(&self, key: &str) -> Result<Vec<usize>> {
+        self.list(key, "integers", |v| v.as_u64().map(|n| n as usize))
+    }
+
+    /// A list whose every item `item` reads; `what` names the items in the error.
+    fn list<T>(&self, key: &str, what: &str, item: impl Fn(&Value) -> Option<T>) -> Result<Vec<T>> {
         let value = self
             .get(key)
             .with_context(|| format!("'{key}' is missing"))?;
@@ -152,11 +145,7 @@ impl Config<'_> {
             .as_array()
             .with_context(|| format!("'{key}' must be a list, got {value}"))?;
         list.iter()
-            .map(|v| {
-                v.as_u64()
-                    .map(|n| n as usize)
-                    .with_context(|| format!("'{key}' must list integers, got {v}"))
-            })
+            .map(|v| item(v).with_context(|| format!("'{key}' must list {what}, got {v}")))
             .collect()
     }
 
