@@ -357,6 +357,8 @@ fn run_export(args: ExportArgs) -> Result<()> {
 }
 
 fn run_import(args: ImportArgs) -> Result<()> {
+    let imported = crate::import::import(&args.checkpoint, &Device::flex())
+        .with_context(|| format!("cannot import '{}'", args.checkpoint.display()))?;
     let name = match args.name {
         Some(name) => name,
         None => args
@@ -367,8 +369,6 @@ fn run_import(args: ImportArgs) -> Result<()> {
             .to_string_lossy()
             .into_owned(),
     };
-    let imported = crate::import::import(&args.checkpoint, &Device::flex())
-        .with_context(|| format!("cannot import '{}'", args.checkpoint.display()))?;
     for note in &imported.notes {
         println!("note: {note}");
     }

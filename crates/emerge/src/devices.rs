@@ -1,17 +1,7 @@
 //! The native devices `bench` times: Flex (CPU) always, and a GPU through wgpu (Vulkan, Metal,
 //! DX12) when the binary is built with the `wgpu` feature and an adapter exists.
 
-use anyhow::Result;
 use burn::tensor::Device;
-use clap::ValueEnum;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DeviceChoice {
-    /// burn's Flex backend on the CPU (multi-threaded).
-    Flex,
-    /// A GPU through wgpu (needs a build with `--features wgpu`).
-    Wgpu,
-}
 
 /// An opened device and the words that name it in tables and logs.
 #[derive(Clone)]
@@ -20,25 +10,16 @@ pub struct OpenedDevice {
     pub label: String,
 }
 
-pub fn open(choice: DeviceChoice) -> Result<OpenedDevice> {
-    match choice {
-        DeviceChoice::Flex => Ok(OpenedDevice {
-            device: Device::flex(),
-            label: "Flex (CPU)".into(),
-        }),
-        DeviceChoice::Wgpu => gpu::open(),
-    }
-}
-
-/// Every device this binary can use here, and for each one it cannot, the reason.
+/// Every device this binary can use here (Flex first), and for each one it cannot, the reason.
 pub fn available() -> (Vec<OpenedDevice>, Vec<String>) {
-    let mut opened = Vec::new();
+    let mut opened = vec![OpenedDevice {
+        device: Device::flex(),
+        label: "Flex (CPU)".into(),
+    }];
     let mut missing = Vec::new();
-    for choice in DeviceChoice::value_variants() {
-        match open(*choice) {
-            Ok(device) => opened.push(device),
-            Err(e) => missing.push(format!("{choice:?}: {e:#}")),
-        }
+    match gpu::open() {
+        Ok(device) => opened.push(device),
+        Err(e) => missing.push(format!("wgpu: {e:#}")),
     }
     (opened, missing)
 }
@@ -97,10 +78,8 @@ mod tests {
     #[cfg(not(feature = "wgpu"))]
     #[test]
     fn asking_for_the_gpu_without_the_feature_says_how_to_get_it() {
-        let message = open(DeviceChoice::Wgpu)
-            .err()
-            .expect("no GPU support compiled in")
-            .to_string();
+        let (_, missing) = available();
+        let message = missing.first().expect("no GPU support compiled in").clone();
         assert!(message.contains("--features wgpu"), "{message}");
     }
 }
