@@ -85,6 +85,32 @@ describe('the demo page', () => {
     await page.close();
   });
 
+  test("opens with the model's recommended sampler settings; the URL's own values win", TIMEOUT, async () => {
+    const context = await env.browser.newContext();
+    await context.route('**/models/manifest.json', async (route) => {
+      const response = await route.fetch();
+      const manifest = await response.json();
+      const mnist = manifest.models.find((m) => m.name === 'mnist');
+      Object.assign(mnist, { default_sampler: 'ddim', default_steps: 20, default_guidance: 1.5 });
+      await route.fulfill({ response, json: manifest });
+    });
+    const page = await context.newPage();
+    const controls = () => page.evaluate(() => ['sampler', 'steps', 'guidance'].map((id) => document.getElementById(id).value));
+    await page.goto(new URL('index.html?autoplay=0&backend=cpu', env.server.url).href);
+    assert.equal(await waitForState(page, ['ready', 'error']), 'ready');
+    assert.deepEqual(await controls(), ['ddim', '20', '1.5']);
+
+    await page.goto(new URL('index.html?autoplay=0&backend=cpu&guidance=3', env.server.url).href);
+    assert.equal(await waitForState(page, ['ready', 'error']), 'ready');
+    assert.deepEqual(await controls(), ['ddim', '20', '3']);
+    // The share link keeps what differs from the model's defaults, and only that.
+    await page.click('#share');
+    const shared = new URL(await page.inputValue('#share-url')).searchParams;
+    assert.equal(shared.get('guidance'), '3');
+    assert.equal(shared.get('steps'), null);
+    await context.close();
+  });
+
   test('corrupt weights show an error message, not a blank page', TIMEOUT, async () => {
     const context = await env.browser.newContext();
     await context.route('**/models/mnist.bpk', async (route) => {

@@ -2,11 +2,13 @@
 // (model, sampler, steps, seed, class, guidance, batch, autoplay, backend).
 
 import { Client, loadManifest } from './client.js';
-import { parseSettings, settingsUrl } from './settings.js';
+import { DEFAULTS, modelDefaults, parseSettings, settingsUrl } from './settings.js';
 import { chooseModel, createDebug, fitClassToModel, showFrame } from './stage.js';
 
 const $ = (id) => document.getElementById(id);
-const { settings, notes } = parseSettings(location.search);
+const { given, notes } = parseSettings(location.search);
+// The URL's values over the model's recommended ones (filled in once the manifest is read).
+const settings = { ...DEFAULTS, ...given };
 const debug = createDebug();
 const setState = (state) => (document.body.dataset.state = state);
 const status = (text, kind = 'info') => Object.assign($('status-message'), { textContent: text }).setAttribute('data-kind', kind);
@@ -74,9 +76,11 @@ $('restart').onclick = () => {
 };
 
 (async () => {
-  $('full').href = settingsUrl(settings, new URL('index.html', location.href));
   try {
     const model = chooseModel(await loadManifest(), settings.model, notes);
+    const defaults = modelDefaults(model);
+    Object.assign(settings, defaults, given);
+    $('full').href = settingsUrl(settings, new URL('index.html', location.href), defaults);
     if (notes.length) Object.assign($('notes'), { hidden: false, textContent: notes.join(' ') });
     client.init(settings.backend, model);
   } catch (error) {

@@ -4,11 +4,14 @@
 import { Client, formatBytes, loadManifest } from './client.js';
 import { fitImage, loadDigits } from './digits.js';
 import { drawGrey, drawRgba, savePng } from './draw.js';
-import { DDIM_STEPS, parseSettings, settingsUrl } from './settings.js';
+import { DDIM_STEPS, DEFAULTS, modelDefaults, parseSettings, settingsUrl } from './settings.js';
 import { chooseModel, createDebug, describeModel, fitClassToModel, showFrame } from './stage.js';
 
 const $ = (id) => document.getElementById(id);
-const { settings, notes } = parseSettings(location.search);
+const { given, notes } = parseSettings(location.search);
+// The URL's values over the model's recommended ones (filled in once the manifest is read).
+const settings = { ...DEFAULTS, ...given };
+let defaults = DEFAULTS;
 let model = null;
 let digits = null;
 let chosenDigit = 0;
@@ -50,7 +53,7 @@ function syncLabels() {
   $('eta').disabled = !ddim;
   $('steps-out').textContent = ddim ? $('steps').value : '1000';
   $('eta-out').textContent = Number($('eta').value).toFixed(2);
-  $('guidance-out').textContent = Number($('guidance').value).toFixed(1);
+  $('guidance-out').textContent = Number($('guidance').value).toFixed(2);
   $('batch-out').textContent = $('batch').value;
   $('per-draw-out').textContent = $('per-draw').value;
 }
@@ -150,7 +153,7 @@ function setPlaying(playing) {
 function start(image = null) {
   readControls();
   settings.autoplay = true;
-  history.replaceState(null, '', settingsUrl(settings, location.href));
+  history.replaceState(null, '', settingsUrl(settings, location.href, defaults));
   client.start(settings, { image, autoplay: true });
   status(image ? `Denoising from t = ${image.t}…` : 'Generating…');
 }
@@ -199,7 +202,7 @@ function buildModelPicker(manifest) {
   picker.value = model.name;
   picker.onchange = () => {
     readControls();
-    location.href = settingsUrl({ ...settings, model: picker.value === manifest.default ? '' : picker.value }, location.href);
+    location.href = settingsUrl({ ...settings, model: picker.value === manifest.default ? '' : picker.value }, location.href, defaults);
   };
 }
 
@@ -230,7 +233,7 @@ $('dice').onclick = () => {
 };
 $('share').onclick = async () => {
   readControls();
-  const url = settingsUrl(settings, location.href);
+  const url = settingsUrl(settings, location.href, defaults);
   $('share-url').value = url;
   $('share-url').hidden = false;
   try {
@@ -255,6 +258,9 @@ async function main() {
   try {
     const manifest = await loadManifest();
     model = chooseModel(manifest, settings.model, notes);
+    defaults = modelDefaults(model);
+    Object.assign(settings, defaults, given);
+    writeControls();
     buildModelPicker(manifest);
     $('model-name').textContent = `${describeModel(model)} · ${model.source}`;
     $('download-text').textContent = `downloading ${formatBytes(model.bytes)} of weights…`;

@@ -12,7 +12,7 @@ export const DEFAULTS = Object.freeze({
   seed: 1,
   batch: 16,
   class: 'any',
-  guidance: 2,
+  guidance: 1,
   perDraw: 1,
   autoplay: true,
   backend: 'auto',
@@ -44,33 +44,43 @@ const PARAMETERS = {
   backend: { read: oneOf('auto', 'webgpu', 'cpu'), expect: 'auto, webgpu or cpu' },
 };
 
-/** Reads settings from URL search parameters. Returns { settings, notes }. */
+/** The defaults for `model`: the page's, with the sampler, steps and guidance its manifest entry
+ * recommends (measured by `emerge eval` for a trained model). */
+export function modelDefaults(model) {
+  const recommended = {
+    sampler: PARAMETERS.sampler.read(String(model?.default_sampler)),
+    steps: PARAMETERS.steps.read(String(model?.default_steps)),
+    guidance: PARAMETERS.guidance.read(String(model?.default_guidance)),
+  };
+  const defaults = { ...DEFAULTS };
+  for (const [name, value] of Object.entries(recommended)) if (value !== undefined) defaults[name] = value;
+  return Object.freeze(defaults);
+}
+
+/** Reads settings from URL search parameters. Returns { given, notes }: only the values the URL
+ * sets (valid ones), and a note for each one ignored. */
 export function parseSettings(search) {
-  const params = new URLSearchParams(search);
-  const settings = { ...DEFAULTS };
+  const given = {};
   const notes = [];
-  for (const [name, raw] of params) {
+  for (const [name, raw] of new URLSearchParams(search)) {
     const parameter = PARAMETERS[name];
     if (!parameter) {
       notes.push(`Unknown parameter "${name}" ignored.`);
       continue;
     }
     const value = parameter.read(raw);
-    if (value === undefined) {
-      notes.push(`Ignored ${name}=${JSON.stringify(raw)}: expected ${parameter.expect}; using ${DEFAULTS[name] || 'the default'}.`);
-    } else {
-      settings[name] = value;
-    }
+    if (value === undefined) notes.push(`Ignored ${name}=${JSON.stringify(raw)}: expected ${parameter.expect}; using the default.`);
+    else given[name] = value;
   }
-  return { settings, notes };
+  return { given, notes };
 }
 
-/** The URL that reproduces `settings` (only what differs from the defaults). */
-export function settingsUrl(settings, base) {
+/** The URL that reproduces `settings` (only what differs from `defaults`). */
+export function settingsUrl(settings, base, defaults) {
   const url = new URL(base);
   url.search = '';
   for (const [name, value] of Object.entries(settings)) {
-    if (name in PARAMETERS && value !== DEFAULTS[name]) url.searchParams.set(name, value === true ? 1 : value === false ? 0 : value);
+    if (name in PARAMETERS && value !== defaults[name]) url.searchParams.set(name, value === true ? 1 : value === false ? 0 : value);
   }
   return url.toString();
 }

@@ -8,6 +8,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use emerge_core::{ModelConfig, SamplerKind, UNet, weights};
 
+use crate::manifest::DEFAULT_GUIDANCE;
 use crate::sample::{self, Images, SampleRequest};
 use crate::train::{self, TrainOptions, TrainingConfig};
 
@@ -72,7 +73,7 @@ pub struct EvalArgs {
     /// DDIM's η.
     #[arg(long, default_value_t = 1.0)]
     pub eta: f64,
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = DEFAULT_GUIDANCE)]
     pub guidance: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -158,7 +159,7 @@ pub struct SampleArgs {
     #[arg(long)]
     pub digit_rows: bool,
     /// Classifier-free guidance scale w (0 = unconditional, 1 = conditional, >1 sharper).
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = DEFAULT_GUIDANCE)]
     pub guidance: f64,
     /// Images per row in grids and GIFs.
     #[arg(long, default_value_t = 8)]
@@ -183,6 +184,10 @@ pub struct ExportArgs {
     /// in this directory) to <out>/../data.
     #[arg(long)]
     pub digits: Option<PathBuf>,
+    /// Guidance scale w the page opens with (conditional models): the one `eval --guidance`
+    /// measured best.
+    #[arg(long, default_value_t = DEFAULT_GUIDANCE)]
+    pub guidance: f64,
 }
 
 #[derive(Debug, Args)]
@@ -346,7 +351,10 @@ fn run_export(args: ExportArgs) -> Result<()> {
         &config.model,
         &args.out,
         &args.name,
-        source,
+        Recommended {
+            source,
+            guidance: args.guidance,
+        },
     )?;
     if let Some(mnist_dir) = args.digits {
         let data_dir = args.out.parent().unwrap_or(Path::new(".")).join("data");
@@ -375,7 +383,17 @@ fn run_import(args: ImportArgs) -> Result<()> {
     let source = args
         .source
         .unwrap_or_else(|| format!("diffusers checkpoint {name}"));
-    publish(&imported.unet, &imported.config, &args.out, &name, source)?;
+    let recommended = Recommended {
+        source,
+        guidance: DEFAULT_GUIDANCE,
+    };
+    publish(
+        &imported.unet,
+        &imported.config,
+        &args.out,
+        &name,
+        recommended,
+    )?;
     println!(
         "imported {} ({} parameters)",
         imported.weights_file.display(),
@@ -385,13 +403,26 @@ fn run_import(args: ImportArgs) -> Result<()> {
 }
 
 /// Writes `<out>/<name>.bpk` (f16) and its manifest entry: what the page loads.
+/// What the manifest tells the page about a model beyond its shape.
+struct Recommended {
+    /// Where the weights come from, in words.
+    source: String,
+    /// The guidance scale the page opens with (ignored for an unconditional model).
+    guidance: f64,
+}
+
 fn publish(
     unet: &UNet,
     config: &ModelConfig,
     out: &Path,
     name: &str,
-    source: String,
+    recommended: Recommended,
 ) -> Result<()> {
+    anyhow::ensure!(
+        recommended.guidance.is_finite() && (0.0..=10.0).contains(&recommended.guidance),
+        "--guidance must be between 0 and 10 (the page's range), got {}",
+        recommended.guidance
+    );
     anyhow::ensure!(
         !name.is_empty()
             && name
@@ -404,8 +435,17 @@ fn publish(
     let bytes = weights::to_bytes(unet, config, weights::Precision::Half)?;
     weights::write_atomically(&out.join(&file), &bytes)?;
     let parameters = burn::module::Module::num_params(unet);
-    let entry =
-        crate::manifest::ManifestEntry::new(name, &file, bytes.len(), config, parameters, source);
+    let mut entry = crate::manifest::ManifestEntry::new(
+        name,
+        &file,
+        bytes.len(),
+        config,
+        parameters,
+        recommended.source,
+    );
+    if config.unet.is_conditional() {
+        entry.default_guidance = recommended.guidance;
+    }
     crate::manifest::upsert(&out.join("manifest.json"), entry)?;
     println!(
         "wrote {file} ({} bytes) and its manifest entry to {}",
@@ -547,5 +587,53 @@ mod tests {
     #[test]
     fn verify_cli() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn export_writes_the_model_and_the_guidance_the_page_opens_with() {
+        let _rng = crate::train::tests::device_rng_lock();
+        let root = std::env::temp_dir().join(format!("emerge-export-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        crate::train::tests::write_tiny_mnist(&root.join("data"), 10);
+        let config = crate::train::tests::tiny_config();
+        let run = root.join("run");
+        let options = TrainOptions {
+            data_dir: root.join("data"),
+            run_dir: run.clone(),
+            resume: false,
+            stop_at: None,
+            progress: false,
+            device: Device::flex(),
+        };
+        train::train(&config, &options).unwrap();
+        let export = |guidance: f64| {
+            run_export(ExportArgs {
+                run: run.clone(),
+                out: root.join("models"),
+                name: "tiny".into(),
+                digits: None,
+                guidance,
+            })
+        };
+
+        export(1.5).unwrap();
+        let manifest: crate::manifest::Manifest = serde_json::from_str(
+            &std::fs::read_to_string(root.join("models/manifest.json")).unwrap(),
+        )
+        .unwrap();
+        let entry = &manifest.models[0];
+        assert_eq!(entry.default_guidance, 1.5);
+        assert_eq!(
+            entry.source,
+            format!("trained by emerge for {} steps", config.steps)
+        );
+        let bytes = std::fs::read(root.join("models/tiny.bpk")).unwrap();
+        assert_eq!(entry.bytes, bytes.len());
+        let (_, unet) = weights::from_bytes(bytes, &Device::flex()).unwrap();
+        assert_eq!(entry.parameters, burn::module::Module::num_params(&unet));
+
+        let err = export(11.0).unwrap_err().to_string();
+        assert!(err.contains("--guidance must be between 0 and 10"), "{err}");
+        std::fs::remove_dir_all(root).unwrap();
     }
 }

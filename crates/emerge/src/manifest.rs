@@ -7,6 +7,10 @@ use anyhow::{Context, Result};
 use emerge_core::ModelConfig;
 use serde::{Deserialize, Serialize};
 
+/// The guidance scale w a conditional model is sampled with unless told otherwise (the page,
+/// `sample`, `eval`): the shipped model's best measured trade-off (see www/models/MODEL.md).
+pub const DEFAULT_GUIDANCE: f64 = 1.0;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ManifestEntry {
     pub name: String,
@@ -49,7 +53,7 @@ impl ManifestEntry {
             default_sampler: "ddim".into(),
             default_steps: 50,
             default_guidance: if config.unet.is_conditional() {
-                2.0
+                DEFAULT_GUIDANCE
             } else {
                 0.0
             },

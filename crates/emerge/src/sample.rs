@@ -39,7 +39,7 @@ pub struct SampleRequest {
 }
 
 impl SampleRequest {
-    /// One row of `columns` samples per class (DDIM η = 1, 50 steps, guidance 2), or `columns` rows of
+    /// One row of `columns` samples per class (DDIM η = 1, 50 steps, the default guidance), or `columns` rows of
     /// unconditional samples for an unconditional model.
     pub fn class_rows(config: &UNetConfig, columns: usize, seed: u64) -> Self {
         let classes = config.null_class().unwrap_or(0);
@@ -55,7 +55,7 @@ impl SampleRequest {
             sampler: SamplerKind::Ddim { eta: 1.0 },
             steps: 50,
             labels,
-            guidance: 2.0,
+            guidance: crate::manifest::DEFAULT_GUIDANCE,
         }
     }
 

@@ -41,7 +41,7 @@ pub(crate) fn device_rng_lock() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn tiny_config() -> TrainingConfig {
+pub(crate) fn tiny_config() -> TrainingConfig {
     let mut model = ModelConfig::preset("tiny").unwrap();
     model.unet.dropout = 0.1; // exercise the device generator's reseeding on resume
     TrainingConfig {
