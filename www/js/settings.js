@@ -12,7 +12,7 @@ export const DEFAULTS = Object.freeze({
   seed: 1,
   batch: 16,
   class: 'any',
-  guidance: 1,
+  guidance: 1.25,
   perDraw: 1,
   autoplay: true,
   backend: 'auto',

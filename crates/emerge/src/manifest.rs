@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// The guidance scale w a conditional model is sampled with unless told otherwise (the page,
 /// `sample`, `eval`): the shipped model's best measured trade-off (see www/models/MODEL.md).
-pub const DEFAULT_GUIDANCE: f64 = 1.0;
+pub const DEFAULT_GUIDANCE: f64 = 1.25;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ManifestEntry {
