@@ -8,7 +8,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use emerge_core::{ModelConfig, SamplerKind, UNet, weights};
 
-use crate::manifest::DEFAULT_GUIDANCE;
+use crate::manifest::{DEFAULT_GUIDANCE, Recommended};
 use crate::sample::{self, Images, SampleRequest};
 use crate::train::{self, TrainOptions, TrainingConfig};
 
@@ -403,14 +403,6 @@ fn run_import(args: ImportArgs) -> Result<()> {
 }
 
 /// Writes `<out>/<name>.bpk` (f16) and its manifest entry: what the page loads.
-/// What the manifest tells the page about a model beyond its shape.
-struct Recommended {
-    /// Where the weights come from, in words.
-    source: String,
-    /// The guidance scale the page opens with (ignored for an unconditional model).
-    guidance: f64,
-}
-
 fn publish(
     unet: &UNet,
     config: &ModelConfig,
@@ -435,17 +427,14 @@ fn publish(
     let bytes = weights::to_bytes(unet, config, weights::Precision::Half)?;
     weights::write_atomically(&out.join(&file), &bytes)?;
     let parameters = burn::module::Module::num_params(unet);
-    let mut entry = crate::manifest::ManifestEntry::new(
+    let entry = crate::manifest::ManifestEntry::new(
         name,
         &file,
         bytes.len(),
         config,
         parameters,
-        recommended.source,
+        recommended,
     );
-    if config.unet.is_conditional() {
-        entry.default_guidance = recommended.guidance;
-    }
     crate::manifest::upsert(&out.join("manifest.json"), entry)?;
     println!(
         "wrote {file} ({} bytes) and its manifest entry to {}",

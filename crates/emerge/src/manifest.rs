@@ -29,6 +29,15 @@ pub struct ManifestEntry {
     pub source: String,
 }
 
+/// What the manifest tells the page about a model beyond its shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recommended {
+    /// Where the weights come from, in words.
+    pub source: String,
+    /// The guidance scale the page opens with (an unconditional model gets 0).
+    pub guidance: f64,
+}
+
 impl ManifestEntry {
     pub fn new(
         name: &str,
@@ -36,7 +45,7 @@ impl ManifestEntry {
         bytes: usize,
         config: &ModelConfig,
         parameters: usize,
-        source: String,
+        recommended: Recommended,
     ) -> Self {
         let classes = config
             .unet
@@ -53,11 +62,11 @@ impl ManifestEntry {
             default_sampler: "ddim".into(),
             default_steps: 50,
             default_guidance: if config.unet.is_conditional() {
-                DEFAULT_GUIDANCE
+                recommended.guidance
             } else {
                 0.0
             },
-            source,
+            source: recommended.source,
         }
     }
 }

@@ -33,30 +33,41 @@ fn stderr(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// `emerge sample --model <model> --count <count> --steps <steps> --out <out> <extra…>`.
+fn sample(
+    model: &Path,
+    count: usize,
+    steps: usize,
+    out: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let (count, steps) = (count.to_string(), steps.to_string());
+    let mut args = vec![
+        "sample",
+        "--model",
+        model.to_str().unwrap(),
+        "--count",
+        &count,
+        "--steps",
+        &steps,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    emerge(&args)
+}
+
 #[test]
 fn sample_writes_png_gif_and_idx() {
     let dir = scratch("sample");
     let model = tiny_model(&dir);
-    let model = model.to_str().unwrap();
     for (file, extra) in [
         ("grid.png", vec!["--class", "3"]),
         ("trajectory.gif", vec![]),
         ("digits.idx", vec!["--sampler", "ddpm"]),
     ] {
         let out = dir.join(file);
-        let mut args = vec![
-            "sample",
-            "--model",
-            model,
-            "--count",
-            "4",
-            "--steps",
-            "5",
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend(extra);
-        let output = emerge(&args);
+        let output = sample(&model, 4, 5, &out, &extra);
         assert!(output.status.success(), "{file}: {}", stderr(&output));
         assert!(out.is_file(), "{file} was not written");
     }
@@ -83,19 +94,7 @@ fn same_seed_gives_the_same_file() {
     let model = tiny_model(&dir);
     let run = |name: &str, seed: &str| {
         let out = dir.join(name);
-        let output = emerge(&[
-            "sample",
-            "--model",
-            model.to_str().unwrap(),
-            "--count",
-            "2",
-            "--steps",
-            "4",
-            "--seed",
-            seed,
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        let output = sample(&model, 2, 4, &out, &["--seed", seed]);
         assert!(output.status.success(), "{}", stderr(&output));
         std::fs::read(out).unwrap()
     };
@@ -193,17 +192,7 @@ fn import_then_sample_a_colour_model() {
 
     let png = dir.join("colour.png");
     let model = models.join("cifar10-layout.bpk");
-    let output = emerge(&[
-        "sample",
-        "--model",
-        model.to_str().unwrap(),
-        "--count",
-        "2",
-        "--steps",
-        "3",
-        "--out",
-        png.to_str().unwrap(),
-    ]);
+    let output = sample(&model, 2, 3, &png, &[]);
     assert!(output.status.success(), "{}", stderr(&output));
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
     let mut reader = decoder.read_info().unwrap();
@@ -215,17 +204,7 @@ fn import_then_sample_a_colour_model() {
     );
 
     let idx = dir.join("colour.idx");
-    let output = emerge(&[
-        "sample",
-        "--model",
-        model.to_str().unwrap(),
-        "--count",
-        "1",
-        "--steps",
-        "1",
-        "--out",
-        idx.to_str().unwrap(),
-    ]);
+    let output = sample(&model, 1, 1, &idx, &[]);
     assert!(
         stderr(&output).contains("IDX output holds greyscale images"),
         "{}",
