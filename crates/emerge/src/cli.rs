@@ -8,6 +8,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use emerge_core::{ModelConfig, SamplerKind, UNet, weights};
 
+use crate::devices::DeviceChoice;
 use crate::manifest::{DEFAULT_GUIDANCE, Recommended};
 use crate::sample::{self, Images, SampleRequest};
 use crate::train::{self, TrainOptions, TrainingConfig};
@@ -38,6 +39,36 @@ pub enum Command {
     /// Measure a model: Fréchet distance to the test set (with the train-vs-test floor),
     /// accuracy of conditional samples, class histogram of unconditional ones.
     Eval(EvalArgs),
+    /// Hold every device this binary can open to Flex: each layer type of the UNet, whole
+    /// forward passes and a guided DDIM run, from the same inputs. Exits non-zero if any row is
+    /// over its tolerance, naming the first.
+    CheckDevices(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The model whose layers and sampling run are checked.
+    #[arg(long, default_value = "www/models/mnist.bpk")]
+    pub model: PathBuf,
+    /// Presets whose whole forward pass is also checked, with fresh seeded weights.
+    #[arg(long, value_delimiter = ',', default_value = "ddpm-cifar10")]
+    pub presets: Vec<String>,
+    /// Batch sizes of the layer and forward-pass rows.
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    pub batches: Vec<usize>,
+    /// Steps of the guided DDIM run (η = 1).
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// Images in the DDIM run (digits 0, 1, … in turn).
+    #[arg(long, default_value_t = 16)]
+    pub images: usize,
+    #[arg(long, default_value_t = DEFAULT_GUIDANCE)]
+    pub guidance: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Fail when no GPU adapter is found (instead of checking nothing).
+    #[arg(long)]
+    pub require_gpu: bool,
 }
 
 /// Where the committed evaluation classifier lives (relative to the repository root).
@@ -80,6 +111,9 @@ pub struct EvalArgs {
     /// Also write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Where to compute: cpu (Flex) or gpu (wgpu; an error when no GPU adapter exists).
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+    pub device: DeviceChoice,
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +159,9 @@ pub struct TrainArgs {
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Where to compute: cpu (Flex) or gpu (wgpu; an error when no GPU adapter exists).
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+    pub device: DeviceChoice,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -167,6 +204,9 @@ pub struct SampleArgs {
     /// Output: .png (grid), .gif (trajectory of x_t) or .idx (MNIST IDX3, u8).
     #[arg(long)]
     pub out: PathBuf,
+    /// Where to compute: cpu (Flex) or gpu (wgpu; an error when no GPU adapter exists).
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+    pub device: DeviceChoice,
 }
 
 #[derive(Debug, Args)]
@@ -226,6 +266,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(args) => run_bench(args),
         Command::TrainClassifier(args) => run_train_classifier(args),
         Command::Eval(args) => run_eval(args),
+        Command::CheckDevices(args) => run_check_devices(args),
     }
 }
 
@@ -257,7 +298,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
         resume: args.resume,
         stop_at: args.stop_at,
         progress: !args.quiet,
-        device: Device::flex(),
+        device: crate::devices::open(args.device)?.device,
     };
     let summary = train::train(&config, &options)?;
     println!(
@@ -290,7 +331,8 @@ fn run_sample(args: SampleArgs) -> Result<()> {
             args.out.display()
         );
     }
-    let (config, unet) = load_model(&args.model, &Device::flex())?;
+    let device = crate::devices::open(args.device)?.device;
+    let (config, unet) = load_model(&args.model, &device)?;
     let (sampler, default_steps) = match args.sampler {
         SamplerChoice::Ddpm => (SamplerKind::Ddpm, config.schedule.num_train_timesteps),
         SamplerChoice::Ddim => (SamplerKind::Ddim { eta: args.eta }, 50),
@@ -322,7 +364,14 @@ fn run_sample(args: SampleArgs) -> Result<()> {
     };
     let mut frames = Vec::new();
     let total = request.steps;
+    let started = Instant::now();
+    let mut first_step = None;
     let images = sample::generate(&unet, &config, &request, |output| {
+        if first_step.is_none() {
+            // Wait for the first step (kernel compilation included) so the later ones time alone.
+            let _ = output.prev_sample.clone().into_data();
+            first_step = Some(started.elapsed().as_secs_f64());
+        }
         // Keep about 60 frames of the trajectory, always including the last step.
         let every = total.div_ceil(60).max(1);
         let done = frames.len() * every;
@@ -332,12 +381,20 @@ fn run_sample(args: SampleArgs) -> Result<()> {
             }
         }
     })?;
+    let seconds = started.elapsed().as_secs_f64();
+    let first = first_step.unwrap_or(seconds);
     match extension.as_str() {
         "png" => crate::images::write_png_grid(&args.out, &images, args.columns)?,
         "gif" => crate::images::write_gif(&args.out, &frames, args.columns, 60)?,
         _ => crate::images::write_idx(&args.out, &images)?,
     }
-    println!("wrote {count} samples to {}", args.out.display());
+    println!(
+        "wrote {count} samples to {}: {total} steps in {seconds:.2} s (first step {:.0} ms, \
+         then {:.2} ms per step)",
+        args.out.display(),
+        first * 1000.0,
+        (seconds - first) * 1000.0 / (total.max(2) - 1) as f64
+    );
     Ok(())
 }
 
@@ -503,13 +560,59 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         &args.data,
         &args.classifier,
         settings,
-        &Device::flex(),
+        &crate::devices::open(args.device)?.device,
     )?;
     print!("{}", crate::eval::table(&report));
     if let Some(path) = args.json {
         weights::write_atomically(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
     }
     Ok(())
+}
+
+fn run_check_devices(args: CheckArgs) -> Result<()> {
+    anyhow::ensure!(args.steps >= 1, "--steps must be at least 1");
+    anyhow::ensure!(args.images >= 1, "--images must be at least 1");
+    anyhow::ensure!(
+        !args.batches.is_empty() && !args.batches.contains(&0),
+        "--batches must list sizes of at least 1"
+    );
+    let (config, unet) = load_model(&args.model, &Device::flex())?;
+    let (devices, missing) = crate::devices::available();
+    for reason in &missing {
+        println!("not checked: {reason}");
+    }
+    let others = &devices[1..];
+    if others.is_empty() {
+        anyhow::ensure!(!args.require_gpu, "--require-gpu: {}", missing.join("; "));
+        println!("no device besides Flex (the reference) to check");
+        return Ok(());
+    }
+    let plan = crate::check::CheckPlan {
+        presets: args.presets,
+        batches: args.batches,
+        steps: args.steps,
+        images: args.images,
+        guidance: args.guidance,
+        seed: args.seed,
+    };
+    println!("{}", crate::check::TABLE_HEADER);
+    let rows = crate::check::run(&plan, (&config, &unet), others, |row| {
+        println!("{}", crate::check::table_line(row));
+    })?;
+    let failed: Vec<_> = rows.iter().filter(|r| !r.measure.passes()).collect();
+    match failed.first() {
+        None => {
+            println!("all {} rows within tolerance", rows.len());
+            Ok(())
+        }
+        Some(first) => bail!(
+            "{} of {} rows over tolerance; the first: {} · {}",
+            failed.len(),
+            rows.len(),
+            first.device,
+            first.what
+        ),
+    }
 }
 
 fn run_bench(args: BenchArgs) -> Result<()> {

@@ -1,7 +1,21 @@
-//! The native devices `bench` times: Flex (CPU) always, and a GPU through wgpu (Vulkan, Metal,
-//! DX12) when the binary is built with the `wgpu` feature and an adapter exists.
+//! Where the CLI computes: Flex on the CPU, or a GPU through wgpu (Vulkan, Metal, DX12) when the
+//! binary has the `gpu` feature (on by default) and an adapter exists.
+//!
+//! The GPU runs the page's configuration: WGSL shaders, fusion, no autotune (`check-devices`
+//! holds it to Flex; see README, "GPU correctness").
 
+use anyhow::Result;
 use burn::tensor::Device;
+use clap::ValueEnum;
+
+/// The `--device` of train, sample and eval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceChoice {
+    /// Flex, burn's CPU backend (every core).
+    Cpu,
+    /// The first GPU wgpu finds (a clear error when there is none).
+    Gpu,
+}
 
 /// An opened device and the words that name it in tables and logs.
 #[derive(Clone)]
@@ -10,41 +24,79 @@ pub struct OpenedDevice {
     pub label: String,
 }
 
+impl OpenedDevice {
+    pub fn cpu() -> Self {
+        Self {
+            device: Device::flex(),
+            label: "Flex (CPU)".into(),
+        }
+    }
+}
+
+/// The device a command asked for.
+pub fn open(choice: DeviceChoice) -> Result<OpenedDevice> {
+    match choice {
+        DeviceChoice::Cpu => Ok(OpenedDevice::cpu()),
+        DeviceChoice::Gpu => gpu::open(),
+    }
+}
+
 /// Every device this binary can use here (Flex first), and for each one it cannot, the reason.
 pub fn available() -> (Vec<OpenedDevice>, Vec<String>) {
-    let mut opened = vec![OpenedDevice {
-        device: Device::flex(),
-        label: "Flex (CPU)".into(),
-    }];
+    let mut opened = vec![OpenedDevice::cpu()];
     let mut missing = Vec::new();
     match gpu::open() {
         Ok(device) => opened.push(device),
-        Err(e) => missing.push(format!("wgpu: {e:#}")),
+        Err(e) => missing.push(format!("GPU: {e:#}")),
     }
     (opened, missing)
 }
 
-#[cfg(feature = "wgpu")]
+#[cfg(feature = "gpu")]
 mod gpu {
     use std::sync::OnceLock;
 
     use anyhow::{Result, anyhow};
     use burn::tensor::Device;
+    use burn::tensor::wgpu::wgpu::DeviceType;
 
     use super::OpenedDevice;
 
     /// wgpu's runtime can be initialised once per process: keep the outcome.
     static WGPU: OnceLock<Result<OpenedDevice, String>> = OnceLock::new();
 
+    /// What the build's shader path and tuning are, for labels (the check's rows name them).
+    fn build_configuration() -> &'static str {
+        match (cfg!(feature = "spirv"), cfg!(feature = "autotune")) {
+            (false, false) => "WGSL, fusion",
+            (false, true) => "WGSL, fusion, autotune",
+            (true, false) => "SPIR-V, fusion",
+            (true, true) => "SPIR-V, fusion, autotune",
+        }
+    }
+
     pub fn open() -> Result<OpenedDevice> {
         WGPU.get_or_init(|| {
-            let (device, setup) = Device::wgpu_options()
-                .init_with_setup()
-                .map_err(|e| format!("no wgpu adapter: {e}"))?;
+            let (device, setup) = Device::wgpu_options().init_with_setup().map_err(|e| {
+                format!(
+                    "no GPU adapter was found ({e}); use --device cpu, or install a Vulkan, \
+                     Metal or DX12 driver"
+                )
+            })?;
             let info = setup.adapter.get_info();
+            let emulated = if info.device_type == DeviceType::Cpu {
+                ", a CPU emulation"
+            } else {
+                ""
+            };
             Ok(OpenedDevice {
                 device,
-                label: format!("wgpu {:?} ({})", info.backend, info.name),
+                label: format!(
+                    "{} ({:?}{emulated}; {})",
+                    info.name,
+                    info.backend,
+                    build_configuration()
+                ),
             })
         })
         .clone()
@@ -52,7 +104,7 @@ mod gpu {
     }
 }
 
-#[cfg(not(feature = "wgpu"))]
+#[cfg(not(feature = "gpu"))]
 mod gpu {
     use anyhow::{Result, bail};
 
@@ -60,7 +112,8 @@ mod gpu {
 
     pub fn open() -> Result<OpenedDevice> {
         bail!(
-            "this binary was built without GPU support; rebuild it with `cargo build --release -p emerge --features wgpu`"
+            "this binary was built without GPU support; rebuild it with the default features \
+             (`cargo build --release -p emerge`)"
         )
     }
 }
@@ -81,11 +134,19 @@ mod tests {
         }
     }
 
-    #[cfg(not(feature = "wgpu"))]
     #[test]
-    fn asking_for_the_gpu_without_the_feature_says_how_to_get_it() {
-        let (_, missing) = available();
-        let message = missing.first().expect("no GPU support compiled in").clone();
-        assert!(message.contains("--features wgpu"), "{message}");
+    fn a_missing_gpu_is_an_error_that_names_the_way_out() {
+        // With an adapter (a real GPU, or the SwiftShader driver CI points Vulkan at) the GPU
+        // opens; without one the error must say what to do instead.
+        match open(DeviceChoice::Gpu) {
+            Ok(opened) => assert!(!opened.label.is_empty()),
+            Err(e) => {
+                let message = format!("{e:#}");
+                assert!(
+                    message.contains("--device cpu") || message.contains("cargo build"),
+                    "{message}"
+                );
+            }
+        }
     }
 }

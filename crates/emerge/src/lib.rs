@@ -1,6 +1,7 @@
 //! The emerge command line: train, sample, evaluate, export and benchmark the DDPM of
-//! `emerge-core` natively on the CPU (burn's Flex backend); built with `--features wgpu`, `bench` also times a GPU.
+//! `emerge-core` natively on the CPU (burn's Flex backend) or on a GPU through wgpu (`--device gpu`).
 
+pub mod check;
 pub mod classifier;
 pub mod cli;
 pub mod devices;
