@@ -5,6 +5,9 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { serve } from '../serve.mjs';
+import { idxImages } from '../grid.mjs';
+
+export { tile } from '../grid.mjs';
 
 export const SITE = process.env.EMERGE_SITE ?? new URL('../../site', import.meta.url).pathname;
 export const CLI = process.env.EMERGE_CLI;
@@ -55,21 +58,7 @@ export function nativeSamples({ seed, steps, count, digit, guidance }) {
     'sample', '--model', join(SITE, 'models/mnist.bpk'), '--sampler', 'ddim', '--eta', '1', '--steps', String(steps),
     '--count', String(count), '--seed', String(seed), '--class', String(digit), '--guidance', String(guidance), '--out', out,
   ]);
-  const bytes = readFileSync(out);
-  return Array.from({ length: count }, (_, i) => bytes.subarray(16 + i * 784, 16 + (i + 1) * 784));
-}
-
-/** Image `index` of an RGBA grid (28×28 tiles, 1-pixel gaps) as grey u8 values. */
-export function tile(frame, index, size = 28) {
-  const columns = Math.ceil(Math.sqrt(frame.batch ?? 1));
-  const [row, col] = [Math.floor(index / columns), index % columns];
-  const out = new Uint8Array(size * size);
-  for (let y = 0; y < size; y++) {
-    for (let x = 0; x < size; x++) {
-      out[y * size + x] = frame.sample[((1 + row * (size + 1) + y) * frame.width + 1 + col * (size + 1) + x) * 4];
-    }
-  }
-  return out;
+  return idxImages(readFileSync(out));
 }
 
 /** The last frame the page drew, its pixels copied out of the page. */

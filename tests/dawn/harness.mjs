@@ -1,0 +1,209 @@
+#!/usr/bin/env node
+// The page's engine outside the browser: the very pkg/ module the page loads, given Dawn (Chrome's
+// WebGPU implementation, as the npm package `webgpu` ships it) as its `navigator.gpu`. It runs one
+// sampling request the way the page's worker does (start, then step() and read a frame back until
+// done), prints the adapter, time to first frame and ms per step as JSON, and with --expect
+// compares the final images with the native CLI's IDX output.
+//
+//   node tests/dawn/harness.mjs --pkg pkg --model www/models/mnist.bpk \
+//     --sampler ddim --steps 10 --batch 2 --class 3 --seed 7 --guidance 2 --expect native.idx
+//
+// Exit status: 0 when the run finished (and matched), 1 on a mismatch or any console error, 2 on
+// bad arguments or no WebGPU adapter. Dawn needs a Vulkan driver: without a GPU, point the Vulkan
+// loader at SwiftShader (VK_ICD_FILENAMES=/usr/lib/chromium/vk_swiftshader_icd.json).
+import { readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { idxImages, maxDifference, tile } from '../grid.mjs';
+
+const USAGE = 'usage: harness.mjs --pkg DIR --model FILE [--dawn dawn.node] [--sampler ddim|ddpm] [--steps N] [--eta E] [--batch N] [--class C] [--seed S] [--guidance W] [--per-draw N] [--expect native.idx] [--tolerance 6] [--json out.json]';
+
+function options() {
+  try {
+    const { values } = parseArgs({
+      options: {
+        pkg: { type: 'string', default: 'pkg' },
+        model: { type: 'string', default: 'www/models/mnist.bpk' },
+        dawn: { type: 'string' },
+        sampler: { type: 'string', default: 'ddim' },
+        steps: { type: 'string', default: '10' },
+        eta: { type: 'string', default: '1' },
+        batch: { type: 'string', default: '2' },
+        class: { type: 'string' },
+        seed: { type: 'string', default: '7' },
+        guidance: { type: 'string', default: '1.25' },
+        'per-draw': { type: 'string', default: '1' },
+        expect: { type: 'string' },
+        tolerance: { type: 'string', default: '6' },
+        json: { type: 'string' },
+      },
+    });
+    const number = (name) => {
+      const value = Number(values[name]);
+      if (!Number.isFinite(value)) throw new Error(`--${name} must be a number, got '${values[name]}'`);
+      return value;
+    };
+    return {
+      pkg: resolve(values.pkg),
+      model: resolve(values.model),
+      dawn: values.dawn && resolve(values.dawn),
+      request: {
+        sampler: values.sampler,
+        steps: number('steps'),
+        eta: number('eta'),
+        seed: number('seed'),
+        batch: number('batch'),
+        class: values.class === undefined ? null : number('class'),
+        guidance: number('guidance'),
+      },
+      perDraw: number('per-draw'),
+      expect: values.expect,
+      tolerance: number('tolerance'),
+      json: values.json,
+    };
+  } catch (error) {
+    console.error(`${error.message}\n${USAGE}`);
+    process.exit(2);
+  }
+}
+
+/** Dawn's `create` and `globals`: from a given dawn.node, else from the npm package. */
+async function loadDawn(path) {
+  if (path) return createRequire(import.meta.url)(path);
+  return import('webgpu');
+}
+
+/** What wgpu's WebGPU backend looks for: a worker-like global scope with `navigator.gpu`. */
+function installWebGpu({ create, globals }) {
+  Object.assign(globalThis, globals);
+  const gpu = create([]);
+  Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });
+  globalThis.WorkerGlobalScope ??= class WorkerGlobalScope {};
+  return gpu;
+}
+
+/** Counts console errors (wgpu's validation errors and panics arrive only there). */
+function watchConsole() {
+  const errors = [];
+  const original = console.error;
+  console.error = (...args) => {
+    errors.push(args.map(String).join(' '));
+    original(...args);
+  };
+  return errors;
+}
+
+const now = () => performance.now();
+
+/** Counts the WebGPU calls that cost time per step: shader compilation, dispatches, submits,
+ * buffer creation and readbacks (wrapping Dawn's prototypes, which the wasm module calls). */
+function countCalls(globals) {
+  const counts = {};
+  const wrap = (type, method, name = method) => {
+    const proto = globals[type]?.prototype;
+    const original = proto?.[method];
+    if (typeof original !== 'function') return;
+    counts[name] = 0;
+    proto[method] = function counted(...args) {
+      counts[name] += 1;
+      return original.apply(this, args);
+    };
+  };
+  wrap('GPUDevice', 'createShaderModule', 'shader_modules');
+  wrap('GPUDevice', 'createComputePipeline', 'pipelines');
+  wrap('GPUDevice', 'createComputePipelineAsync', 'pipelines_async');
+  wrap('GPUDevice', 'createBindGroup', 'bind_groups');
+  wrap('GPUDevice', 'createBuffer', 'buffers');
+  wrap('GPUComputePassEncoder', 'dispatchWorkgroups', 'dispatches');
+  wrap('GPUQueue', 'submit', 'submits');
+  wrap('GPUQueue', 'writeBuffer', 'buffer_writes');
+  wrap('GPUBuffer', 'mapAsync', 'readbacks');
+  return counts;
+}
+
+/** `after − before` per `steps`, for each counter. */
+function perStep(before, after, steps) {
+  return Object.fromEntries(Object.keys(after).map((k) => [k, steps > 0 ? (after[k] - before[k]) / steps : null]));
+}
+
+async function main() {
+  const o = options();
+  const errors = watchConsole();
+  const dawn = await loadDawn(o.dawn);
+  const calls = countCalls(dawn.globals);
+  const gpu = installWebGpu(dawn);
+  const adapter = await gpu.requestAdapter();
+  if (!adapter) {
+    console.error('Dawn found no WebGPU adapter (no Vulkan driver? try VK_ICD_FILENAMES)');
+    process.exit(2);
+  }
+
+  const { default: init, Engine } = await import(pathToFileURL(join(o.pkg, 'emerge_web.js')).href);
+  const timings = {};
+  let t = now();
+  await init({ module_or_path: readFileSync(join(o.pkg, 'emerge_web_bg.wasm')) });
+  timings.wasm_load_ms = now() - t;
+
+  t = now();
+  const engine = await Engine.create('webgpu');
+  const device = JSON.parse(engine.deviceInfo);
+  timings.device_ms = now() - t;
+
+  t = now();
+  const config = JSON.parse(engine.loadModel(readFileSync(o.model)));
+  timings.model_load_ms = now() - t;
+
+  // As the page's worker: start, then step() and read a frame back until the run is done.
+  t = now();
+  const atStart = { ...calls };
+  const total = engine.start(JSON.stringify(o.request));
+  let frame = await engine.step(o.perDraw);
+  timings.first_frame_ms = now() - t;
+  const afterFirst = now();
+  const atFirstFrame = { ...calls };
+  let frames = 1;
+  while (!engine.finished) {
+    frame = await engine.step(o.perDraw);
+    frames += 1;
+  }
+  const rest = frame.step - Math.min(o.perDraw, total);
+  timings.ms_per_step = rest > 0 ? (now() - afterFirst) / rest : null;
+  timings.total_ms = now() - t;
+
+  const size = config.unet.sample_size;
+  const channels = config.unet.in_channels;
+  const result = {
+    adapter: device.adapter,
+    backend: device.backend,
+    request: o.request,
+    steps: frame.step,
+    frames,
+    timings,
+    // WebGPU calls in the first frame, and per step after it.
+    calls_first_frame: perStep(atStart, atFirstFrame, 1),
+    calls_per_step: perStep(atFirstFrame, calls, rest),
+  };
+  if (frame.step !== total) errors.push(`the run stopped at step ${frame.step} of ${total}`);
+  if (o.expect) {
+    if (channels !== 1) throw new Error('--expect compares grey (one-channel) models only');
+    const grid = { sample: frame.sample, width: frame.width, batch: o.request.batch };
+    const native = idxImages(readFileSync(o.expect));
+    const mine = Array.from({ length: o.request.batch }, (_, i) => tile(grid, i, size));
+    result.max_difference = Math.max(...mine.map((image, i) => maxDifference(image, native[i] ?? [])));
+    result.tolerance = o.tolerance;
+  }
+  result.console_errors = errors;
+  const json = JSON.stringify(result, null, 2);
+  console.log(json);
+  if (o.json) writeFileSync(o.json, json);
+  engine.free();
+  const mismatch = result.max_difference !== undefined && !(result.max_difference <= o.tolerance);
+  process.exit(errors.length > 0 || mismatch ? 1 : 0);
+}
+
+main().catch((error) => {
+  console.error(error?.stack ?? String(error));
+  process.exit(1);
+});

@@ -1,0 +1,45 @@
+// The page's engine (the built site's pkg/) on Dawn, Chrome's WebGPU implementation, outside the
+// browser: the same request as the browser test, compared with the native CLI. Without a GPU the
+// Vulkan loader is pointed at the SwiftShader driver Debian's chromium package ships.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { CLI, RESULTS, SITE } from './browser.mjs';
+
+const SWIFTSHADER = '/usr/lib/chromium/vk_swiftshader_icd.json';
+const RUN = { seed: 7, steps: 10, count: 2, digit: 3, guidance: 2 };
+
+test('the page engine on Dawn draws the native CLI’s digits', { timeout: 420_000 }, () => {
+  assert.ok(CLI, 'EMERGE_CLI must point at the native emerge binary');
+  const native = join(RESULTS, 'dawn-native.idx');
+  execFileSync(CLI, [
+    'sample', '--model', join(SITE, 'models/mnist.bpk'), '--sampler', 'ddim', '--eta', '1',
+    '--steps', String(RUN.steps), '--count', String(RUN.count), '--seed', String(RUN.seed),
+    '--class', String(RUN.digit), '--guidance', String(RUN.guidance), '--out', native,
+  ]);
+  const env = { ...process.env };
+  if (!env.VK_ICD_FILENAMES && existsSync(SWIFTSHADER)) env.VK_ICD_FILENAMES = SWIFTSHADER;
+  const report = join(RESULTS, 'dawn.json');
+  const harness = new URL('../dawn/harness.mjs', import.meta.url).pathname;
+  let output;
+  try {
+    output = execFileSync(process.execPath, [
+      harness, '--pkg', join(SITE, 'pkg'), '--model', join(SITE, 'models/mnist.bpk'),
+      '--sampler', 'ddim', '--eta', '1', '--steps', String(RUN.steps), '--batch', String(RUN.count),
+      '--class', String(RUN.digit), '--seed', String(RUN.seed), '--guidance', String(RUN.guidance),
+      '--expect', native, '--json', report,
+    ], { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (error) {
+    assert.fail(`the harness failed (status ${error.status}):\n${error.stdout}\n${error.stderr}`);
+  }
+  const result = JSON.parse(readFileSync(report, 'utf8'));
+  assert.equal(result.backend, 'webgpu', output);
+  assert.equal(result.steps, RUN.steps);
+  assert.equal(result.frames, RUN.steps, 'one frame read back per step, as the page does');
+  assert.ok(result.max_difference <= 6, `Dawn's images differ from the native CLI by up to ${result.max_difference}/255`);
+  assert.deepEqual(result.console_errors, []);
+  console.log(`Dawn on ${result.adapter}: first frame ${result.timings.first_frame_ms.toFixed(0)} ms, `
+    + `${result.timings.ms_per_step.toFixed(1)} ms per step, max |Δ| ${result.max_difference}/255`);
+});
