@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Fills one folder with everything tools/gpu-check.sh needs on a GPU machine that has neither
+# Rust nor Node nor internet: the native CLI (and, with VARIANTS, builds for the investigation),
+# the page's pkg/, Node.js, Dawn's Node addon, the Vulkan loader and the shipped model. Large
+# files are xz-compressed (gpu-check.sh unpacks them).
+#
+#   tools/gpu-pack.sh FOLDER                     the shipped GPU build only
+#   VARIANTS="autotune spirv" tools/gpu-pack.sh FOLDER
+#
+# Run from a checkout after ./build.sh site (or it runs that) and with tests/node_modules
+# installed (./build.sh test or `cd tests && npm ci`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=$(mkdir -p "${1:?usage: gpu-pack.sh FOLDER}" && cd "$1" && pwd)
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/emerge-target}"
+pack() { xz -9 -T0 -c "$1" >"$OUT/$2.xz"; }
+
+cargo build --release --locked -p emerge
+strip -o "$OUT/emerge" "$CARGO_TARGET_DIR/release/emerge"
+xz -9 -T0 -f "$OUT/emerge"
+for variant in ${VARIANTS:-}; do
+  cargo build --release --locked -p emerge --features "$variant"
+  strip -o "$OUT/emerge-$variant" "$CARGO_TARGET_DIR/release/emerge"
+  xz -9 -T0 -f "$OUT/emerge-$variant"
+done
+# Leave the default build in place for whatever runs next.
+[ -z "${VARIANTS:-}" ] || cargo build --release --locked -p emerge
+
+[ -f pkg/emerge_web_bg.wasm ] || ./build.sh site
+rm -rf "$OUT/pkg" && mkdir "$OUT/pkg" && cp pkg/emerge_web.js "$OUT/pkg/"
+pack pkg/emerge_web_bg.wasm pkg/emerge_web_bg.wasm
+pack "$(command -v node)" node
+pack tests/node_modules/webgpu/dist/linux-x64/dawn.node dawn.node
+mkdir -p "$OUT/dawn" "$OUT/models"
+cp tests/dawn/harness.mjs "$OUT/dawn/" && cp tests/grid.mjs "$OUT/"
+cp www/models/mnist.bpk "$OUT/models/"
+cp tools/gpu-check.sh "$OUT/"
+(cd "$OUT" && rm -f ./*.deb && apt-get download libvulkan1 libglvnd0 libegl1 libgl1 libglx0 libopengl0 libgles2 >/dev/null)
+du -sh "$OUT"
+ls -la "$OUT"
+echo "packed into $OUT from $ROOT"
