@@ -13,10 +13,27 @@ fn js_error(e: EmergeError) -> JsError {
     JsError::new(&e.to_string())
 }
 
-/// Installs the panic hook and the log bridge once, so that wgpu's and burn's messages (shader
-/// validation errors among them) reach the console.
+#[cfg(target_arch = "wasm32")]
+unsafe extern "C" {
+    /// The module's static constructors, synthesised by wasm-ld (cubecl's IR registers its
+    /// operations through `inventory`, which runs as a constructor).
+    fn __wasm_call_ctors();
+}
+
+/// Runs the static constructors once, then installs the panic hook and the log bridge, so that
+/// wgpu's and burn's messages (shader validation errors among them) reach the console.
+///
+/// The explicit call matters for speed: a module that never calls `__wasm_call_ctors` is linked
+/// as a "command" and wasm-ld wraps every export (wasm-bindgen's externref table helpers among
+/// them, called for each WebGPU object) in a fresh run of all constructors, which cost about 2 s
+/// per denoising step on a real GPU.
 #[wasm_bindgen(start)]
 pub fn start() {
+    // SAFETY: the constructors only register static items; this is the module's first call.
+    #[cfg(target_arch = "wasm32")]
+    unsafe {
+        __wasm_call_ctors()
+    };
     console_error_panic_hook::set_once();
     let _ = console_log::init_with_level(log::Level::Warn);
 }
