@@ -85,6 +85,8 @@ async function advance(count) {
     if (device.backend !== 'webgpu') throw error;
     const reason = `WebGPU failed (${messageOf(error)})`;
     post({ status: 'fallback', reason });
+    engine.free(); // the WebGPU engine's buffers and device go with it
+    engine = null;
     await createEngine('cpu');
     engine.loadModel(modelBytes);
     begin();
@@ -95,12 +97,23 @@ async function advance(count) {
   }
 }
 
-async function play(token) {
+async function playLoop(token) {
   while (run.playing && token === run.token && !engine.finished) {
     await enqueue(() => (run.playing && token === run.token && !engine.finished ? advance(run.perDraw) : null));
     // Let 'pause', 'step' and 'noised' messages in between draws.
     await new Promise((resolve) => setTimeout(resolve, 0));
   }
+}
+
+/** Reports an error of `command` to the page and stops playing. */
+const fail = (command) => (error) => {
+  run.playing = false;
+  post({ status: 'error', message: messageOf(error), command });
+};
+
+/** Plays in the background (messages keep arriving); an error stops it and reaches the page. */
+function play(token) {
+  playLoop(token).catch(fail('play'));
 }
 
 const commands = {
@@ -146,7 +159,6 @@ self.onmessage = async ({ data }) => {
     if (!command) throw new Error(`unknown command '${data.command}'`);
     await command(data);
   } catch (error) {
-    run.playing = false;
-    post({ status: 'error', message: messageOf(error), command: data.command });
+    fail(data.command)(error);
   }
 };
