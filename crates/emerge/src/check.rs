@@ -311,25 +311,32 @@ pub fn run(
     }
 
     let mut rows = Vec::new();
+    let mut record = |opened: &OpenedDevice, what: &str, measure: &dyn Fn(&Device) -> Measure| {
+        let started = std::time::Instant::now();
+        let row = CheckRow {
+            device: opened.label.clone(),
+            what: what.to_string(),
+            // A kernel that panics (cubecl reports device errors so) fails its row: the
+            // rows before it have been printed, so the table still says where it broke.
+            measure: std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                measure(&opened.device)
+            }))
+            .unwrap_or(Measure::Values {
+                max_abs: f64::INFINITY,
+                limit: FORWARD_TOLERANCE,
+            }),
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        on_row(&row);
+        rows.push(row);
+    };
     for (what, piece) in &pieces {
         let expected = piece(&reference)?;
         for opened in devices {
-            let started = std::time::Instant::now();
-            let measure = match piece(&opened.device) {
-                Ok(got) => compare_values(&expected, &got),
-                Err(_) => Measure::Values {
-                    max_abs: f64::INFINITY,
-                    limit: FORWARD_TOLERANCE,
-                },
-            };
-            let row = CheckRow {
-                device: opened.label.clone(),
-                what: what.clone(),
-                measure,
-                seconds: started.elapsed().as_secs_f64(),
-            };
-            on_row(&row);
-            rows.push(row);
+            // A device that fails to run the piece at all is as far off as can be.
+            record(opened, what, &|device| {
+                compare_values(&expected, &piece(device).unwrap_or_default())
+            });
         }
     }
 
@@ -351,20 +358,11 @@ pub fn run(
     );
     let expected = sample::generate(unet, config, &request, |_| {})?;
     for opened in devices {
-        let started = std::time::Instant::now();
-        let net = unet.clone().to_device(&opened.device);
-        let measure = match sample::generate(&net, config, &request, |_| {}) {
-            Ok(got) => compare_pixels(&expected.values, &got.values),
-            Err(_) => compare_pixels(&expected.values, &[]),
-        };
-        let row = CheckRow {
-            device: opened.label.clone(),
-            what: what.clone(),
-            measure,
-            seconds: started.elapsed().as_secs_f64(),
-        };
-        on_row(&row);
-        rows.push(row);
+        record(opened, &what, &|device| {
+            let net = unet.clone().to_device(device);
+            let got = sample::generate(&net, config, &request, |_| {}).map(|images| images.values);
+            compare_pixels(&expected.values, &got.unwrap_or_default())
+        });
     }
     Ok(rows)
 }
@@ -403,6 +401,37 @@ mod tests {
         assert!(!compare_values(&[0.0, 1.0], &[0.0]).passes());
         assert!(!compare_pixels(&[0.0, 1.0], &[0.0, f32::NAN]).passes());
         assert!(!compare_pixels(&[0.0, 1.0], &[]).passes());
+    }
+
+    #[test]
+    fn flex_held_to_itself_passes_every_row_in_order() {
+        let device = Device::flex();
+        let config = ModelConfig::preset("tiny").unwrap();
+        let unet = UNet::new(&config.unet, &device).unwrap();
+        let plan = CheckPlan {
+            presets: vec!["tiny".into()],
+            batches: vec![1, 3],
+            steps: 3,
+            images: 2,
+            guidance: 1.25,
+            seed: 5,
+        };
+        let itself = OpenedDevice::cpu();
+        let mut seen = Vec::new();
+        let rows = run(
+            &plan,
+            (&config, &unet),
+            std::slice::from_ref(&itself),
+            |row| seen.push(row.what.clone()),
+        )
+        .unwrap();
+        // Every layer type at each batch, the two forward passes at each batch, then the run.
+        assert_eq!(rows.len(), 2 * 7 + 2 * 2 + 1, "{seen:#?}");
+        assert!(rows[0].what.starts_with("time embedding"));
+        assert!(rows.last().unwrap().what.starts_with("DDIM 3 steps"));
+        for row in &rows {
+            assert!(row.measure.passes(), "{}: {:?}", row.what, row.measure);
+        }
     }
 
     #[test]
