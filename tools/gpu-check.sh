@@ -45,10 +45,11 @@ done
 chmod +x emerge emerge-* node 2>/dev/null
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
 # The Vulkan loader and the GL dispatch libraries NVIDIA's Vulkan driver needs (libglvnd), from
-# Debian's packages, where the machine lacks them: as root into / (NVIDIA's driver finds them
-# through the linker cache), else into a private folder searched after the machine's own.
+# Debian's packages, where the machine lacks them: on an NVIDIA machine, as root, into / (the
+# driver finds them only through the linker cache), else into a private folder searched after
+# the machine's own.
 if ls ./*.deb >/dev/null 2>&1 && ! ldconfig -p 2>/dev/null | grep -q 'libGLdispatch.so.0'; then
-  if [ "$(id -u)" = 0 ]; then
+  if [ "$(id -u)" = 0 ] && [ -e /dev/nvidiactl ]; then
     for deb in ./*.deb; do dpkg-deb -x "$deb" /; done
     ldconfig
   else
