@@ -17,8 +17,9 @@ pub enum EmergeError {
     /// A sampling run that has already produced its final image.
     #[error("sampling is finished: all {0} steps have run")]
     Finished(usize),
-    /// Reading or writing a file failed.
-    #[error("{context}: {source}")]
+    /// Reading or writing a file failed (the OS's reason is the error's source, so that a chain
+    /// printed with its sources says it once).
+    #[error("{context}")]
     Io {
         context: String,
         source: std::io::Error,

@@ -47,9 +47,10 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// The model whose layers and sampling run are checked.
-    #[arg(long, default_value = "www/models/mnist.bpk")]
-    pub model: PathBuf,
+    /// The model whose layers and sampling run are checked (default: the shipped MNIST model,
+    /// built into this binary).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
     /// Presets whose whole forward pass is also checked, with fresh seeded weights.
     #[arg(long, value_delimiter = ',', default_value = "ddpm-cifar10")]
     pub presets: Vec<String>,
@@ -89,8 +90,10 @@ pub struct TrainClassifierArgs {
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    #[arg(long, default_value = "www/models/mnist.bpk")]
-    pub model: PathBuf,
+    /// Model file (.bpk) written by `export` or `import` (default: the shipped MNIST model, built
+    /// into this binary).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
     /// Directory holding the MNIST IDX files.
     #[arg(long)]
     pub data: PathBuf,
@@ -174,9 +177,10 @@ pub enum SamplerChoice {
 
 #[derive(Debug, Args)]
 pub struct SampleArgs {
-    /// Model file (.bpk) written by `export`.
-    #[arg(long, default_value = "www/models/mnist.bpk")]
-    pub model: PathBuf,
+    /// Model file (.bpk) written by `export` or `import` (default: the shipped MNIST model, built
+    /// into this binary).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
     #[arg(long, default_value_t = 16)]
     pub count: usize,
     #[arg(long, default_value_t = 0)]
@@ -312,12 +316,6 @@ fn run_train(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// Loads a model file with a hint when the default one is missing.
-pub fn load_model(path: &Path, device: &Device) -> Result<(ModelConfig, UNet)> {
-    weights::load(path, device)
-        .with_context(|| format!("cannot load the model '{}'", path.display()))
-}
-
 fn run_sample(args: SampleArgs) -> Result<()> {
     let extension = args
         .out
@@ -332,7 +330,7 @@ fn run_sample(args: SampleArgs) -> Result<()> {
         );
     }
     let device = crate::devices::open(args.device)?.device;
-    let (config, unet) = load_model(&args.model, &device)?;
+    let (config, unet) = crate::model_file::load(args.model.as_deref(), &device)?;
     let (sampler, default_steps) = match args.sampler {
         SamplerChoice::Ddpm => (SamplerKind::Ddpm, config.schedule.num_train_timesteps),
         SamplerChoice::Ddim => (SamplerKind::Ddim { eta: args.eta }, 50),
@@ -366,16 +364,16 @@ fn run_sample(args: SampleArgs) -> Result<()> {
     let total = request.steps;
     let started = Instant::now();
     let mut first_step = None;
+    let mut step = 0;
     let images = sample::generate(&unet, &config, &request, |output| {
+        step += 1;
         if first_step.is_none() {
             // Wait for the first step (kernel compilation included) so the later ones time alone.
             let _ = output.prev_sample.clone().into_data();
             first_step = Some(started.elapsed().as_secs_f64());
         }
-        // Keep about 60 frames of the trajectory, always including the last step.
-        let every = total.div_ceil(60).max(1);
-        let done = frames.len() * every;
-        if extension == "gif" && (done + every <= total || output.timestep == 0) {
+        if extension == "gif" && crate::images::keeps_frame(step, total, crate::images::GIF_FRAMES)
+        {
             if let Ok(frame) = Images::from_tensor(output.prev_sample.clone()) {
                 frames.push(frame);
             }
@@ -556,7 +554,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         seed: args.seed,
     };
     let report = crate::eval::evaluate(
-        &args.model,
+        args.model.as_deref(),
         &args.data,
         &args.classifier,
         settings,
@@ -576,7 +574,7 @@ fn run_check_devices(args: CheckArgs) -> Result<()> {
         !args.batches.is_empty() && !args.batches.contains(&0),
         "--batches must list sizes of at least 1"
     );
-    let (config, unet) = load_model(&args.model, &Device::flex())?;
+    let (config, unet) = crate::model_file::load(args.model.as_deref(), &Device::flex())?;
     let (devices, missing) = crate::devices::available();
     for reason in &missing {
         println!("not checked: {reason}");

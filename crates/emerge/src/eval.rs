@@ -65,13 +65,13 @@ fn draw(unet: &UNet, config: &ModelConfig, request: &SampleRequest) -> Result<Ve
 }
 
 pub fn evaluate(
-    model_path: &Path,
+    model_path: Option<&Path>,
     data_dir: &Path,
     classifier_path: &Path,
     settings: EvalSettings,
     device: &Device,
 ) -> Result<EvalReport> {
-    let (config, unet) = crate::cli::load_model(model_path, device)?;
+    let (config, unet) = crate::model_file::load(model_path, device)?;
     anyhow::ensure!(
         config.unet.sample_size == 28 && config.unet.in_channels == 1,
         "eval measures MNIST models (1×28×28); this one makes {}×{}×{}",

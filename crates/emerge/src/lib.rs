@@ -11,5 +11,6 @@ pub mod images;
 pub mod import;
 pub mod manifest;
 pub mod mnist;
+pub mod model_file;
 pub mod sample;
 pub mod train;

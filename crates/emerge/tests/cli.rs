@@ -77,10 +77,17 @@ fn sample_writes_png_gif_and_idx() {
     let decoder = png::Decoder::new(std::io::Cursor::new(png));
     let info = decoder.read_info().unwrap();
     assert_eq!((info.info().width, info.info().height), (42, 12));
-    assert_eq!(
-        &std::fs::read(dir.join("trajectory.gif")).unwrap()[..6],
-        b"GIF89a"
-    );
+    // One frame per step of the 5-step run, each the 4-image grid.
+    let gif = std::fs::read(dir.join("trajectory.gif")).unwrap();
+    let mut options = gif::DecodeOptions::new();
+    options.set_color_output(gif::ColorOutput::RGBA);
+    let mut decoder = options.read_info(std::io::Cursor::new(gif)).unwrap();
+    let mut frames = 0;
+    while let Some(frame) = decoder.read_next_frame().unwrap() {
+        assert_eq!((frame.width, frame.height), (42, 12));
+        frames += 1;
+    }
+    assert_eq!(frames, 5);
     let idx = std::fs::read(dir.join("digits.idx")).unwrap();
     let (pixels, dims) = emerge::mnist::parse_idx(&idx, 0x0803).unwrap();
     assert_eq!(dims, vec![4, 8, 8]);
@@ -210,4 +217,24 @@ fn import_then_sample_a_colour_model() {
         "{}",
         stderr(&output)
     );
+}
+
+#[test]
+fn sampling_works_from_any_directory_with_the_built_in_model() {
+    let dir = scratch("anywhere");
+    let output = Command::new(env!("CARGO_BIN_EXE_emerge"))
+        .current_dir(&dir)
+        .args(["sample", "--class", "4", "--count", "2", "--steps", "3"])
+        .args(["--out", "fours.idx"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let idx = std::fs::read(dir.join("fours.idx")).unwrap();
+    let (_, dims) = emerge::mnist::parse_idx(&idx, 0x0803).unwrap();
+    assert_eq!(
+        dims,
+        vec![2, 28, 28],
+        "the shipped 28×28 MNIST model drew them"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
 }

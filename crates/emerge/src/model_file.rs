@@ -1,0 +1,40 @@
+//! Where a command's model comes from: the file the user names, or the shipped MNIST model, which
+//! is built into the binary (1.4 MB) so that an installed `emerge` samples from any directory.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use burn::tensor::Device;
+use emerge_core::{ModelConfig, UNet, weights};
+
+/// The page's MNIST model (`www/models/mnist.bpk`), as this binary was built with it.
+pub const SHIPPED: &[u8] = include_bytes!("../../../www/models/mnist.bpk");
+
+/// Loads `path`, or the shipped model when there is none; errors name the file and the problem.
+pub fn load(path: Option<&Path>, device: &Device) -> Result<(ModelConfig, UNet)> {
+    match path {
+        Some(path) => Ok(weights::load(path, device)?),
+        None => weights::from_bytes(SHIPPED.to_vec(), device)
+            .context("the model built into this binary cannot be read"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_model_is_the_shipped_mnist_model() {
+        let (config, unet) = load(None, &Device::flex()).unwrap();
+        assert_eq!(config.unet, emerge_core::UNetConfig::mnist());
+        assert_eq!(burn::module::Module::num_params(&unet), 687_473);
+    }
+
+    #[test]
+    fn a_missing_file_is_named_with_the_reason_said_once() {
+        let missing = std::env::temp_dir().join("emerge-no-such-model.bpk");
+        let message = format!("{:#}", load(Some(&missing), &Device::flex()).unwrap_err());
+        assert!(message.contains("emerge-no-such-model.bpk"), "{message}");
+        assert_eq!(message.matches("os error 2").count(), 1, "{message}");
+    }
+}
