@@ -26,6 +26,16 @@ pub fn write_png_grid(path: &Path, images: &Images, columns: usize) -> Result<()
     Ok(())
 }
 
+/// Frames a trajectory GIF holds at most.
+pub const GIF_FRAMES: usize = 60;
+
+/// Whether step `step` (1-based) of a `total`-step run is one of at most `frames` frames spread
+/// evenly over the run: every ⌈total/frames⌉-th step, and always the last.
+pub fn keeps_frame(step: usize, total: usize, frames: usize) -> bool {
+    let every = total.div_ceil(frames.max(1)).max(1);
+    step % every == 0 || step == total
+}
+
 /// Writes frames (each a batch of the same shape) as a looping animated GIF, the last frame
 /// held for two seconds.
 pub fn write_gif(
@@ -69,4 +79,33 @@ pub fn write_idx(path: &Path, images: &Images) -> Result<()> {
         &crate::mnist::encode_idx_images(&bytes, count, rows, cols),
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trajectory_frames_are_spread_evenly_over_the_whole_run() {
+        for (total, frames) in [(1000, 60), (50, 60), (130, 60), (7, 3)] {
+            let kept: Vec<usize> = (1..=total)
+                .filter(|&s| keeps_frame(s, total, frames))
+                .collect();
+            assert!(kept.len() <= frames + 1, "{total}: {} frames", kept.len());
+            assert_eq!(
+                *kept.last().unwrap(),
+                total,
+                "the final image is the last frame"
+            );
+            let every = total.div_ceil(frames);
+            let mut previous = 0;
+            for &step in &kept {
+                assert!(
+                    step - previous <= every,
+                    "{total}: a gap from {previous} to {step}"
+                );
+                previous = step;
+            }
+        }
+    }
 }
