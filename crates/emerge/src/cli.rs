@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use emerge_core::{ModelConfig, SamplerKind, UNet, weights};
+use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::devices::DeviceChoice;
 use crate::manifest::{DEFAULT_GUIDANCE, Recommended};
@@ -205,9 +206,14 @@ pub struct SampleArgs {
     /// Images per row in grids and GIFs.
     #[arg(long, default_value_t = 8)]
     pub columns: usize,
-    /// Output: .png (grid), .gif (trajectory of x_t) or .idx (MNIST IDX3, u8).
+    /// Output: .png (grid), .gif (trajectory of x_t) or .idx (MNIST IDX3, u8, written batch by
+    /// batch).
     #[arg(long)]
     pub out: PathBuf,
+    /// Images sampled at once: memory grows with it, not with --count (batch k draws its noise
+    /// from seed + k).
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
     /// Where to compute: cpu (Flex) or gpu (wgpu; an error when no GPU adapter exists).
     #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
     pub device: DeviceChoice,
@@ -360,38 +366,82 @@ fn run_sample(args: SampleArgs) -> Result<()> {
         labels,
         guidance: args.guidance,
     };
-    let mut frames = Vec::new();
+    anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
+    anyhow::ensure!(
+        extension != "gif" || count <= args.batch,
+        "a GIF shows the trajectory of one batch: --count ({count}) must be at most --batch ({})",
+        args.batch
+    );
+    let (size, channels) = (config.unet.sample_size, config.unet.in_channels);
+    anyhow::ensure!(
+        extension != "idx" || channels == 1,
+        "IDX output holds greyscale images; this model makes {channels} channels"
+    );
     let total = request.steps;
+    let batches = count.div_ceil(args.batch);
+    let progress = if batches > 1 {
+        ProgressBar::new((batches * total) as u64).with_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} steps, {eta} left")
+                .expect("a valid template"),
+        )
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut idx = match extension.as_str() {
+        "idx" => Some(crate::images::IdxWriter::create(
+            &args.out, count, size, size,
+        )?),
+        _ => None,
+    };
+    let mut grid = Images {
+        values: Vec::new(),
+        shape: [0, channels, size, size],
+    };
+    let mut frames = Vec::new();
     let started = Instant::now();
     let mut first_step = None;
-    let mut step = 0;
-    let images = sample::generate(&unet, &config, &request, |output| {
-        step += 1;
-        if first_step.is_none() {
-            // Wait for the first step (kernel compilation included) so the later ones time alone.
-            let _ = output.prev_sample.clone().into_data();
-            first_step = Some(started.elapsed().as_secs_f64());
-        }
-        if extension == "gif" && crate::images::keeps_frame(step, total, crate::images::GIF_FRAMES)
-        {
-            if let Ok(frame) = Images::from_tensor(output.prev_sample.clone()) {
-                frames.push(frame);
+    for part in request.batches(args.batch) {
+        let mut step = 0;
+        let images = sample::generate(&unet, &config, &part, |output| {
+            step += 1;
+            progress.inc(1);
+            if first_step.is_none() {
+                // Wait for the first step (kernel compilation included) so the later ones time alone.
+                let _ = output.prev_sample.clone().into_data();
+                first_step = Some(started.elapsed().as_secs_f64());
             }
+            if extension == "gif"
+                && crate::images::keeps_frame(step, total, crate::images::GIF_FRAMES)
+            {
+                if let Ok(frame) = Images::from_tensor(output.prev_sample.clone()) {
+                    frames.push(frame);
+                }
+            }
+        })?;
+        match idx.as_mut() {
+            Some(writer) => writer.append(&images)?, // streamed: memory stays flat in --count
+            None if extension == "png" => {
+                grid.values.extend_from_slice(&images.values);
+                grid.shape[0] += images.shape[0];
+            }
+            None => {}
         }
-    })?;
+    }
+    progress.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     let first = first_step.unwrap_or(seconds);
-    match extension.as_str() {
-        "png" => crate::images::write_png_grid(&args.out, &images, args.columns)?,
-        "gif" => crate::images::write_gif(&args.out, &frames, args.columns, 60)?,
-        _ => crate::images::write_idx(&args.out, &images)?,
+    match (extension.as_str(), idx) {
+        (_, Some(writer)) => writer.finish()?,
+        ("png", None) => crate::images::write_png_grid(&args.out, &grid, args.columns)?,
+        _ => crate::images::write_gif(&args.out, &frames, args.columns, 60)?,
     }
+    let steps_run = batches * total;
     println!(
-        "wrote {count} samples to {}: {total} steps in {seconds:.2} s (first step {:.0} ms, \
-         then {:.2} ms per step)",
+        "wrote {count} samples to {}: {batches} × {total} steps in {seconds:.2} s (first step \
+         {:.0} ms, then {:.2} ms per step)",
         args.out.display(),
         first * 1000.0,
-        (seconds - first) * 1000.0 / (total.max(2) - 1) as f64
+        (seconds - first) * 1000.0 / (steps_run.max(2) - 1) as f64
     );
     Ok(())
 }

@@ -46,20 +46,10 @@ pub struct EvalReport {
 /// Draws `request.count` samples in batches of 100 and returns them as u8 images.
 fn draw(unet: &UNet, config: &ModelConfig, request: &SampleRequest) -> Result<Vec<u8>> {
     let mut pixels = Vec::new();
-    for (k, start) in (0..request.count).step_by(100).enumerate() {
-        let n = (request.count - start).min(100);
-        let part = SampleRequest {
-            count: n,
-            seed: request.seed.wrapping_add(k as u64),
-            labels: request
-                .labels
-                .as_ref()
-                .map(|l| l[start..start + n].to_vec()),
-            ..request.clone()
-        };
+    for part in request.batches(100) {
         let images = sample::generate(unet, config, &part, |_| {})?;
         pixels.extend(images.values.iter().map(|&v| to_byte(v)));
-        eprintln!("  sampled {}/{}", start + n, request.count);
+        eprintln!("  sampled {}/{}", pixels.len() / 784, request.count);
     }
     Ok(pixels)
 }

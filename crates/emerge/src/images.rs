@@ -1,6 +1,8 @@
 //! Writing images: PNG grids, animated GIF trajectories and MNIST IDX files.
 
-use std::path::Path;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use emerge_core::image::{rgba_grid, to_byte};
@@ -66,19 +68,67 @@ pub fn write_gif(
     Ok(())
 }
 
-/// Writes single-channel images as an MNIST-format IDX3 file (u8, 0 = black).
-pub fn write_idx(path: &Path, images: &Images) -> Result<()> {
-    let [count, channels, rows, cols] = images.shape;
-    anyhow::ensure!(
-        channels == 1,
-        "IDX output holds greyscale images; this model makes {channels} channels"
-    );
-    let bytes: Vec<u8> = images.values.iter().map(|&v| to_byte(v)).collect();
-    emerge_core::weights::write_atomically(
-        path,
-        &crate::mnist::encode_idx_images(&bytes, count, rows, cols),
-    )?;
-    Ok(())
+/// An MNIST-format IDX3 file (u8, 0 = black) written batch by batch, so that memory stays flat
+/// in the number of images; a temporary file is renamed into place once every image is in.
+pub struct IdxWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: BufWriter<File>,
+    expected: usize,
+    written: usize,
+}
+
+impl IdxWriter {
+    /// Starts `path` for `count` greyscale images of `rows`×`cols`.
+    pub fn create(path: &Path, count: usize, rows: usize, cols: usize) -> Result<Self> {
+        let name = path.file_name().context("the output is not a file path")?;
+        let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
+        let file =
+            File::create(&tmp).with_context(|| format!("cannot create '{}'", tmp.display()))?;
+        let mut file = BufWriter::new(file);
+        file.write_all(&crate::mnist::encode_idx_images(&[], count, rows, cols))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            tmp,
+            file,
+            expected: count,
+            written: 0,
+        })
+    }
+
+    /// Appends a batch (one channel; the file's image size).
+    pub fn append(&mut self, images: &Images) -> Result<()> {
+        let [count, channels, ..] = images.shape;
+        anyhow::ensure!(
+            channels == 1,
+            "IDX output holds greyscale images; this model makes {channels} channels"
+        );
+        let bytes: Vec<u8> = images.values.iter().map(|&v| to_byte(v)).collect();
+        self.file
+            .write_all(&bytes)
+            .with_context(|| format!("cannot write '{}'", self.tmp.display()))?;
+        self.written += count;
+        Ok(())
+    }
+
+    /// Checks that every image came, then moves the file into place.
+    pub fn finish(self) -> Result<()> {
+        anyhow::ensure!(
+            self.written == self.expected,
+            "{} of {} images were written",
+            self.written,
+            self.expected
+        );
+        let file = self.file.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&self.tmp, &self.path).with_context(|| {
+            format!(
+                "cannot move '{}' to '{}'",
+                self.tmp.display(),
+                self.path.display()
+            )
+        })
+    }
 }
 
 #[cfg(test)]

@@ -70,6 +70,26 @@ impl SampleRequest {
     }
 }
 
+impl SampleRequest {
+    /// The requests of a run split into batches of at most `batch` images: batch k draws its
+    /// noise from seed + k, so a run that fits one batch is the unsplit run.
+    pub fn batches(&self, batch: usize) -> impl Iterator<Item = SampleRequest> + '_ {
+        let batch = batch.max(1);
+        (0..self.count)
+            .step_by(batch)
+            .enumerate()
+            .map(move |(k, start)| {
+                let n = (self.count - start).min(batch);
+                SampleRequest {
+                    count: n,
+                    seed: self.seed.wrapping_add(k as u64),
+                    labels: self.labels.as_ref().map(|l| l[start..start + n].to_vec()),
+                    ..self.clone()
+                }
+            })
+    }
+}
+
 /// Runs the sampler to the end; `on_step` sees every step's output (for trajectories).
 pub fn generate(
     unet: &UNet,

@@ -238,3 +238,97 @@ fn sampling_works_from_any_directory_with_the_built_in_model() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn large_counts_are_sampled_in_batches_with_the_first_batch_unchanged() {
+    let dir = scratch("batches");
+    let model = tiny_model(&dir);
+    let run = |name: &str, count: usize, extra: &[&str]| {
+        let out = dir.join(name);
+        let output = sample(&model, count, 2, &out, extra);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let (pixels, dims) =
+            emerge::mnist::parse_idx(&std::fs::read(out).unwrap(), 0x0803).unwrap();
+        assert_eq!(dims, vec![count, 8, 8]);
+        pixels
+    };
+    let batched = run("batched.idx", 7, &["--batch", "3"]);
+    let alone = run("alone.idx", 3, &[]);
+    // Batch 0 is the unsplit run of its images; batch 1 draws other noise.
+    assert_eq!(&batched[..3 * 64], &alone[..]);
+    assert_ne!(&batched[3 * 64..6 * 64], &alone[..]);
+
+    let output = sample(&model, 4, 2, &dir.join("t.gif"), &["--batch", "2"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("--count (4) must be at most --batch (2)"),
+        "{}",
+        stderr(&output)
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Peak resident memory of one run of the binary, in KiB (polled from /proc while it runs).
+#[cfg(target_os = "linux")]
+fn peak_memory_kib(args: &[&str]) -> u64 {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_emerge"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        if let Ok(status) = std::fs::read_to_string(&status_file) {
+            let high_water = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+            peak = peak.max(high_water.unwrap_or(0));
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "emerge {args:?} failed");
+            return peak;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn memory_stays_flat_in_the_number_of_samples() {
+    let dir = scratch("memory");
+    let model = tiny_model(&dir);
+    let model = model.to_str().unwrap();
+    let peak = |count: &str, out: &str| {
+        let out = dir.join(out);
+        peak_memory_kib(&[
+            "sample",
+            "--model",
+            model,
+            "--sampler",
+            "ddim",
+            "--steps",
+            "1",
+            "--count",
+            count,
+            "--batch",
+            "500",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let small = peak("1000", "small.idx");
+    // 200,000 images of 8×8: 51 MB as f32 if they were held at once, 12.8 MB as u8.
+    let large = peak("200000", "large.idx");
+    assert_eq!(
+        std::fs::metadata(dir.join("large.idx")).unwrap().len(),
+        16 + 200_000 * 64
+    );
+    assert!(
+        large < small + 10_000,
+        "peak memory {small} KiB for 1000 images, {large} KiB for 200,000"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
