@@ -111,6 +111,27 @@ describe('the demo page', () => {
     await context.close();
   });
 
+  test('a step that fails while the run plays shows its error', TIMEOUT, async () => {
+    // The engine the worker loads, with its third step made to fail.
+    const context = await env.browser.newContext();
+    await context.route('**/pkg/emerge_web.js', async (route) => {
+      const response = await route.fetch();
+      const failing = `
+        const realStep = Engine.prototype.step;
+        let stepCalls = 0;
+        Engine.prototype.step = function (count) {
+          stepCalls += 1;
+          return stepCalls === 3 ? Promise.reject(new Error('injected step failure')) : realStep.call(this, count);
+        };`;
+      await route.fulfill({ response, body: (await response.text()) + failing });
+    });
+    const page = await context.newPage();
+    await page.goto(new URL('index.html?steps=10&batch=1&backend=cpu', env.server.url).href);
+    assert.equal(await waitForState(page, ['complete', 'error'], 60_000), 'error');
+    assert.match(await page.textContent('#status-message'), /injected step failure/);
+    await context.close();
+  });
+
   test('corrupt weights show an error message, not a blank page', TIMEOUT, async () => {
     const context = await env.browser.newContext();
     await context.route('**/models/mnist.bpk', async (route) => {
