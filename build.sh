@@ -2,7 +2,8 @@
 # The one entry point of the project.
 #   ./build.sh serve   set up, build the wasm module and serve the demo on 127.0.0.1
 #   ./build.sh site    build the static site into ./site (what GitHub Pages publishes)
-#   ./build.sh test    everything CI runs: unit tests, the wasm build, the browser tests
+#   ./build.sh test    everything CI runs: formatting, unit tests, the device check, the wasm
+#                      build, the browser tests and the page's engine on Dawn
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -87,6 +88,9 @@ case "${1:-}" in
   test)
     ensure_wasm_toolchain
     ensure_vulkan
+    log "formatting and syntax (cargo fmt --check, node --check on every module)"
+    cargo fmt --all --check
+    for module in www/js/*.js tests/*.mjs tests/e2e/*.mjs tests/dawn/*.mjs; do node --check "$module"; done
     log "unit tests (release build: burn is too slow unoptimised)"
     VK_ICD_FILENAMES=$SWIFTSHADER cargo test --release --workspace --locked
     log "device check: native wgpu on SwiftShader's Vulkan held to Flex (small cases: it is emulated)"
