@@ -2,8 +2,8 @@
 # The one entry point of the project.
 #   ./build.sh serve   set up, build the wasm module and serve the demo on 127.0.0.1
 #   ./build.sh site    build the static site into ./site (what GitHub Pages publishes)
-#   ./build.sh test    everything CI runs: formatting, unit tests, the device check, the wasm
-#                      build, the browser tests and the page's engine on Dawn
+#   ./build.sh test    everything CI runs: formatting, clippy, unit tests, the device check, the
+#                      wasm build, the browser tests and the page's engine on Dawn
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -91,13 +91,14 @@ case "${1:-}" in
     log "formatting and syntax (cargo fmt --check, node --check on every module)"
     cargo fmt --all --check
     for module in www/js/*.js tests/*.mjs tests/e2e/*.mjs tests/dawn/*.mjs; do node --check "$module"; done
+    log "clippy, warnings as errors: native, and wasm32 (the core and the page's engine compile there)"
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+    cargo clippy --locked --target wasm32-unknown-unknown -p emerge-core -p emerge-web -- -D warnings
     log "unit tests (release build: burn is too slow unoptimised)"
     VK_ICD_FILENAMES=$SWIFTSHADER cargo test --release --workspace --locked
     log "device check: native wgpu on SwiftShader's Vulkan held to Flex (small cases: it is emulated)"
     VK_ICD_FILENAMES=$SWIFTSHADER "$CARGO_TARGET_DIR/release/emerge" check-devices --require-gpu \
       --presets tiny --batches 1 --steps 10 --images 2
-    log "the core library compiles for wasm32-unknown-unknown"
-    cargo check --locked --target wasm32-unknown-unknown -p emerge-core
     build_wasm
     assemble_site
     ensure_node_packages

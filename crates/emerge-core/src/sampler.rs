@@ -77,13 +77,12 @@ impl Sampler {
         kind: SamplerKind,
         timesteps: Vec<usize>,
     ) -> Result<Self, EmergeError> {
-        if let SamplerKind::Ddim { eta } = kind {
-            if !(0.0..=1.0).contains(&eta) {
+        if let SamplerKind::Ddim { eta } = kind
+            && !(0.0..=1.0).contains(&eta) {
                 return Err(EmergeError::InvalidArgument(format!(
                     "DDIM eta must lie in [0, 1], got {eta}"
                 )));
             }
-        }
         Ok(Self {
             schedule,
             kind,

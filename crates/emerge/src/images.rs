@@ -35,7 +35,7 @@ pub const GIF_FRAMES: usize = 60;
 /// evenly over the run: every ⌈total/frames⌉-th step, and always the last.
 pub fn keeps_frame(step: usize, total: usize, frames: usize) -> bool {
     let every = total.div_ceil(frames.max(1)).max(1);
-    step % every == 0 || step == total
+    step.is_multiple_of(every) || step == total
 }
 
 /// Writes frames (each a batch of the same shape) as a looping animated GIF, the last frame

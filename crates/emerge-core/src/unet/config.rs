@@ -172,7 +172,7 @@ impl UNetConfig {
             ));
         }
         let downsamples = self.block_out_channels.len() - 1;
-        if self.sample_size == 0 || self.sample_size % (1 << downsamples) != 0 {
+        if self.sample_size == 0 || !self.sample_size.is_multiple_of(1 << downsamples) {
             return fail(format!(
                 "sample_size {} must be divisible by 2^{downsamples} for {} levels",
                 self.sample_size,
@@ -223,13 +223,12 @@ impl UNetConfig {
                 self.freq_shift
             ));
         }
-        if let Some(n) = self.num_class_embeds {
-            if n < 2 {
+        if let Some(n) = self.num_class_embeds
+            && n < 2 {
                 return fail(format!(
                     "num_class_embeds must count at least one class plus the null class, got {n}"
                 ));
             }
-        }
         Ok(())
     }
 }

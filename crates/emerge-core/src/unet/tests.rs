@@ -155,8 +155,7 @@ fn bad_weight_files_are_errors_that_say_what_is_wrong() {
     let good = weights::to_bytes(&unet, &config, Precision::Half).unwrap();
     let load = |bytes: Vec<u8>| {
         weights::from_bytes(bytes, &Device::flex())
-            .err()
-            .expect("must fail")
+            .expect_err("must fail")
             .to_string()
     };
 

@@ -87,8 +87,12 @@ fn losses(run: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Every parameter's name and bytes (ignoring parameter ids, which differ between runs).
-fn parameters_of(run: &Path) -> (Vec<(String, Vec<u8>)>, Vec<(String, Vec<u8>)>) {
+/// A network's parameters as (name, bytes), in order.
+type NamedParameters = Vec<(String, Vec<u8>)>;
+
+/// Every parameter's name and bytes of the model and its EMA (ignoring parameter ids, which
+/// differ between runs).
+fn parameters_of(run: &Path) -> (NamedParameters, NamedParameters) {
     use burn::store::ModuleSnapshot;
     let ckpt = checkpoint::load_latest(run, &Device::flex()).unwrap();
     let values = |unet: &emerge_core::UNet| {
