@@ -78,11 +78,12 @@ impl Sampler {
         timesteps: Vec<usize>,
     ) -> Result<Self, EmergeError> {
         if let SamplerKind::Ddim { eta } = kind
-            && !(0.0..=1.0).contains(&eta) {
-                return Err(EmergeError::InvalidArgument(format!(
-                    "DDIM eta must lie in [0, 1], got {eta}"
-                )));
-            }
+            && !(0.0..=1.0).contains(&eta)
+        {
+            return Err(EmergeError::InvalidArgument(format!(
+                "DDIM eta must lie in [0, 1], got {eta}"
+            )));
+        }
         Ok(Self {
             schedule,
             kind,

@@ -143,11 +143,12 @@ impl NoiseSchedule {
             }
         }
         if let BetaSchedule::Cosine { s } = config.beta_schedule
-            && !(s >= 0.0 && s.is_finite()) {
-                return Err(EmergeError::InvalidConfig(format!(
-                    "cosine schedule offset s must be ≥ 0, got {s}"
-                )));
-            }
+            && !(s >= 0.0 && s.is_finite())
+        {
+            return Err(EmergeError::InvalidConfig(format!(
+                "cosine schedule offset s must be ≥ 0, got {s}"
+            )));
+        }
         let betas = config.beta_schedule.betas(steps);
         let alphas: Vec<f64> = betas.iter().map(|b| 1.0 - b).collect();
         let alphas_cumprod: Vec<f64> = alphas

@@ -412,9 +412,10 @@ fn run_sample(args: SampleArgs) -> Result<()> {
             }
             if extension == "gif"
                 && crate::images::keeps_frame(step, total, crate::images::GIF_FRAMES)
-                && let Ok(frame) = Images::from_tensor(output.prev_sample.clone()) {
-                    frames.push(frame);
-                }
+                && let Ok(frame) = Images::from_tensor(output.prev_sample.clone())
+            {
+                frames.push(frame);
+            }
         })?;
         match idx.as_mut() {
             Some(writer) => writer.append(&images)?, // streamed: memory stays flat in --count

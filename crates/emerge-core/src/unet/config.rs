@@ -224,11 +224,12 @@ impl UNetConfig {
             ));
         }
         if let Some(n) = self.num_class_embeds
-            && n < 2 {
-                return fail(format!(
-                    "num_class_embeds must count at least one class plus the null class, got {n}"
-                ));
-            }
+            && n < 2
+        {
+            return fail(format!(
+                "num_class_embeds must count at least one class plus the null class, got {n}"
+            ));
+        }
         Ok(())
     }
 }
