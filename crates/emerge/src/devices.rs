@@ -2,7 +2,7 @@
 //! binary has the `gpu` feature (on by default) and an adapter exists.
 //!
 //! The GPU runs the page's configuration: WGSL shaders, fusion, no autotune (`check-devices`
-//! holds it to Flex; see README, "GPU correctness").
+//! holds it to Flex; see README, "On a real GPU").
 
 use anyhow::Result;
 use burn::tensor::Device;
