@@ -46,6 +46,14 @@ pub enum Command {
     CheckDevices(CheckArgs),
 }
 
+/// The `--device` of the commands that compute (train, sample, eval).
+#[derive(Debug, Args)]
+pub struct DeviceArg {
+    /// Where to compute: cpu (Flex) or gpu (wgpu; an error when no GPU adapter exists).
+    #[arg(long = "device", value_name = "DEVICE", value_enum, default_value_t = DeviceChoice::Cpu)]
+    pub choice: DeviceChoice,
+}
+
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// The model whose layers and sampling run are checked (default: the shipped MNIST model,
@@ -115,9 +123,8 @@ pub struct EvalArgs {
     /// Also write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Where to compute: cpu (Flex) or gpu (wgpu; an error when no GPU adapter exists).
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
-    pub device: DeviceChoice,
+    #[command(flatten)]
+    pub device: DeviceArg,
 }
 
 #[derive(Debug, Args)]
@@ -163,9 +170,8 @@ pub struct TrainArgs {
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
-    /// Where to compute: cpu (Flex) or gpu (wgpu; an error when no GPU adapter exists).
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
-    pub device: DeviceChoice,
+    #[command(flatten)]
+    pub device: DeviceArg,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -214,9 +220,8 @@ pub struct SampleArgs {
     /// from seed + k).
     #[arg(long, default_value_t = 100)]
     pub batch: usize,
-    /// Where to compute: cpu (Flex) or gpu (wgpu; an error when no GPU adapter exists).
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
-    pub device: DeviceChoice,
+    #[command(flatten)]
+    pub device: DeviceArg,
 }
 
 #[derive(Debug, Args)]
@@ -308,7 +313,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
         resume: args.resume,
         stop_at: args.stop_at,
         progress: !args.quiet,
-        device: crate::devices::open(args.device)?.device,
+        device: crate::devices::open(args.device.choice)?.device,
     };
     let summary = train::train(&config, &options)?;
     println!(
@@ -335,7 +340,7 @@ fn run_sample(args: SampleArgs) -> Result<()> {
             args.out.display()
         );
     }
-    let device = crate::devices::open(args.device)?.device;
+    let device = crate::devices::open(args.device.choice)?.device;
     let (config, unet) = crate::model_file::load(args.model.as_deref(), &device)?;
     let (sampler, default_steps) = match args.sampler {
         SamplerChoice::Ddpm => (SamplerKind::Ddpm, config.schedule.num_train_timesteps),
@@ -373,10 +378,6 @@ fn run_sample(args: SampleArgs) -> Result<()> {
         args.batch
     );
     let (size, channels) = (config.unet.sample_size, config.unet.in_channels);
-    anyhow::ensure!(
-        extension != "idx" || channels == 1,
-        "IDX output holds greyscale images; this model makes {channels} channels"
-    );
     let total = request.steps;
     let batches = count.div_ceil(args.batch);
     let progress = if batches > 1 {
@@ -389,7 +390,9 @@ fn run_sample(args: SampleArgs) -> Result<()> {
     };
     let mut idx = match extension.as_str() {
         "idx" => Some(crate::images::IdxWriter::create(
-            &args.out, count, size, size,
+            &args.out,
+            count,
+            [channels, size, size],
         )?),
         _ => None,
     };
@@ -607,7 +610,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         &args.data,
         &args.classifier,
         settings,
-        &crate::devices::open(args.device)?.device,
+        &crate::devices::open(args.device.choice)?.device,
     )?;
     print!("{}", crate::eval::table(&report));
     if let Some(path) = args.json {

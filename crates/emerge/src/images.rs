@@ -74,13 +74,21 @@ pub struct IdxWriter {
     path: PathBuf,
     tmp: PathBuf,
     file: BufWriter<File>,
+    /// [channels, rows, cols] of every image.
+    image: [usize; 3],
     expected: usize,
     written: usize,
 }
 
 impl IdxWriter {
-    /// Starts `path` for `count` greyscale images of `rows`×`cols`.
-    pub fn create(path: &Path, count: usize, rows: usize, cols: usize) -> Result<Self> {
+    /// Starts `path` for `count` images of `image` = [channels, rows, cols]; only greyscale
+    /// images (one channel) fit the format.
+    pub fn create(path: &Path, count: usize, image: [usize; 3]) -> Result<Self> {
+        let [channels, rows, cols] = image;
+        anyhow::ensure!(
+            channels == 1,
+            "IDX output holds greyscale images; this model makes {channels} channels"
+        );
         let name = path.file_name().context("the output is not a file path")?;
         let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
         let file =
@@ -91,17 +99,19 @@ impl IdxWriter {
             path: path.to_path_buf(),
             tmp,
             file,
+            image,
             expected: count,
             written: 0,
         })
     }
 
-    /// Appends a batch (one channel; the file's image size).
+    /// Appends a batch of the file's image shape.
     pub fn append(&mut self, images: &Images) -> Result<()> {
-        let [count, channels, ..] = images.shape;
+        let [count, image @ ..] = images.shape;
         anyhow::ensure!(
-            channels == 1,
-            "IDX output holds greyscale images; this model makes {channels} channels"
+            image == self.image,
+            "images of shape {image:?} do not fit an IDX file of {:?}",
+            self.image
         );
         let bytes: Vec<u8> = images.values.iter().map(|&v| to_byte(v)).collect();
         self.file
