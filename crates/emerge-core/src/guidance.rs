@@ -12,16 +12,63 @@ pub fn guided_noise(eps_uncond: Tensor<4>, eps_cond: Tensor<4>, guidance_scale: 
     eps_uncond.clone() + (eps_cond - eps_uncond).mul_scalar(guidance_scale)
 }
 
+/// The guidance of a conditional run: the scale w, and optionally the band of timesteps where it
+/// applies. Outside the band the plain conditional prediction is used (w = 1), as in
+/// Kynkäänniemi et al. 2024, "Applying guidance in a limited interval improves sample and
+/// distribution quality in diffusion models", §3.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Guidance {
+    pub scale: f64,
+    /// Inclusive timesteps `(low, high)`: w applies where low ≤ t ≤ high; `None`: at every t.
+    pub interval: Option<(usize, usize)>,
+}
+
+impl Guidance {
+    /// Guidance w at every timestep.
+    pub fn everywhere(scale: f64) -> Self {
+        Self {
+            scale,
+            interval: None,
+        }
+    }
+
+    /// w_t = w for t in [low, high], else 1  (Kynkäänniemi et al. 2024, eq. 3).
+    pub fn scale_at(&self, timestep: usize) -> f64 {
+        match self.interval {
+            Some((low, high)) if !(low..=high).contains(&timestep) => 1.0,
+            _ => self.scale,
+        }
+    }
+
+    /// Checks w ≥ 0 and an ordered band.
+    pub fn validate(&self) -> Result<(), EmergeError> {
+        if !self.scale.is_finite() || self.scale < 0.0 {
+            return Err(EmergeError::InvalidArgument(format!(
+                "guidance scale must be ≥ 0, got {}",
+                self.scale
+            )));
+        }
+        if let Some((low, high)) = self.interval
+            && low > high
+        {
+            return Err(EmergeError::InvalidArgument(format!(
+                "the guidance interval {low}..{high} is empty: its start must not exceed its end"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// What the samples are conditioned on.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Conditioning {
     /// No class: the null class of a conditional model, or no label for an unconditional one.
     Unconditional,
     /// One class per sample (the model's null class index means "any" for that sample), and the
-    /// guidance scale w.
+    /// guidance.
     Classes {
         labels: Vec<usize>,
-        guidance_scale: f64,
+        guidance: Guidance,
     },
 }
 
@@ -40,11 +87,7 @@ impl<'a> Denoiser<'a> {
         config: &'a UNetConfig,
         conditioning: Conditioning,
     ) -> Result<Self, EmergeError> {
-        if let Conditioning::Classes {
-            labels,
-            guidance_scale,
-        } = &conditioning
-        {
+        if let Conditioning::Classes { labels, guidance } = &conditioning {
             let Some(classes) = config.num_class_embeds else {
                 return Err(EmergeError::InvalidArgument(
                     "this model is unconditional: it takes no class labels".into(),
@@ -57,11 +100,7 @@ impl<'a> Denoiser<'a> {
                     classes - 1
                 )));
             }
-            if !guidance_scale.is_finite() || *guidance_scale < 0.0 {
-                return Err(EmergeError::InvalidArgument(format!(
-                    "guidance scale must be ≥ 0, got {guidance_scale}"
-                )));
-            }
+            guidance.validate()?;
         }
         Ok(Self {
             unet,
@@ -101,22 +140,17 @@ impl NoisePredictor for Denoiser<'_> {
                 self.run(sample, timestep, Some(&vec![null; batch]))
             }
             (Conditioning::Classes { .. }, None) => unreachable!("checked in Denoiser::new"),
-            (
-                Conditioning::Classes {
-                    labels,
-                    guidance_scale,
-                },
-                Some(null),
-            ) => {
+            (Conditioning::Classes { labels, guidance }, Some(null)) => {
                 if labels.len() != batch {
                     return Err(EmergeError::InvalidArgument(format!(
                         "{} class labels for a batch of {batch}",
                         labels.len()
                     )));
                 }
-                if *guidance_scale == 1.0 {
+                let guidance_scale = guidance.scale_at(timestep);
+                if guidance_scale == 1.0 {
                     self.run(sample, timestep, Some(labels))
-                } else if *guidance_scale == 0.0 {
+                } else if guidance_scale == 0.0 {
                     self.run(sample, timestep, Some(&vec![null; batch]))
                 } else {
                     // One forward pass over [conditional; unconditional] halves.
@@ -133,7 +167,7 @@ impl NoisePredictor for Denoiser<'_> {
                     let mut halves = both.chunk(2, 0);
                     let eps_uncond = halves.pop().expect("two halves");
                     let eps_cond = halves.pop().expect("two halves");
-                    guided_noise(eps_uncond, eps_cond, *guidance_scale)
+                    guided_noise(eps_uncond, eps_cond, guidance_scale)
                 }
             }
         })
@@ -155,15 +189,69 @@ mod tests {
     #[test]
     fn guided_noise_interpolates_and_extrapolates() {
         let device = Device::flex();
-        let mut rng = GaussianNoise::new(2);
-        let (u, c) = (
-            gaussian(&mut rng, [2, 1, 3, 3], &device),
-            gaussian(&mut rng, [2, 1, 3, 3], &device),
+        // ε_∅ = 1 and ε_c = 3 everywhere: ε̃ = 1 + w · 2.
+        let u = Tensor::<4>::ones([2, 1, 3, 3], &device);
+        let c = u.clone().mul_scalar(3.0);
+        for (w, expected) in [(0.0, 1.0), (1.0, 3.0), (0.5, 2.0), (3.0, 7.0)] {
+            let guided = guided_noise(u.clone(), c.clone(), w);
+            let expected = Tensor::<4>::full([2, 1, 3, 3], expected, &device);
+            assert!(max_abs_diff(guided, expected) < 1e-6, "w = {w}");
+        }
+    }
+
+    #[test]
+    fn guidance_applies_only_inside_its_interval() {
+        let banded = Guidance {
+            scale: 3.0,
+            interval: Some((200, 600)),
+        };
+        assert_eq!(banded.scale_at(199), 1.0);
+        assert_eq!(banded.scale_at(200), 3.0);
+        assert_eq!(banded.scale_at(600), 3.0);
+        assert_eq!(banded.scale_at(601), 1.0);
+        assert_eq!(Guidance::everywhere(3.0).scale_at(999), 3.0);
+        let err = Guidance {
+            scale: 2.0,
+            interval: Some((700, 100)),
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.to_string().contains("700..100 is empty"), "{err}");
+        let err = Guidance::everywhere(-1.0).validate().unwrap_err();
+        assert!(err.to_string().contains("must be ≥ 0"), "{err}");
+    }
+
+    #[test]
+    fn outside_the_interval_the_prediction_is_the_conditional_one() {
+        let device = Device::flex();
+        let config = UNetConfig::tiny();
+        let unet = UNet::new(&config, &device).unwrap();
+        let x = gaussian(&mut GaussianNoise::new(5), [2, 1, 8, 8], &device);
+        let predict = |guidance: Guidance, t: usize| {
+            Denoiser::new(
+                &unet,
+                &config,
+                Conditioning::Classes {
+                    labels: vec![2, 9],
+                    guidance,
+                },
+            )
+            .unwrap()
+            .predict_noise(x.clone(), t)
+            .unwrap()
+        };
+        let banded = Guidance {
+            scale: 3.0,
+            interval: Some((100, 300)),
+        };
+        let everywhere = Guidance::everywhere(3.0);
+        let conditional = Guidance::everywhere(1.0);
+        assert!(max_abs_diff(predict(banded, 200), predict(everywhere, 200)) < 1e-6);
+        assert!(max_abs_diff(predict(banded, 500), predict(conditional, 500)) < 1e-6);
+        assert!(
+            max_abs_diff(predict(everywhere, 500), predict(conditional, 500)) > 1e-4,
+            "w = 3 must differ from w = 1 at t = 500"
         );
-        assert!(max_abs_diff(guided_noise(u.clone(), c.clone(), 0.0), u.clone()) < 1e-7);
-        assert!(max_abs_diff(guided_noise(u.clone(), c.clone(), 1.0), c.clone()) < 1e-6);
-        let w3 = guided_noise(u.clone(), c.clone(), 3.0);
-        assert!(max_abs_diff(w3, u.clone() + (c - u).mul_scalar(3.0)) < 1e-6);
     }
 
     #[test]
@@ -182,16 +270,16 @@ mod tests {
         let uncond = predict(Conditioning::Unconditional);
         let cond = predict(Conditioning::Classes {
             labels: labels.clone(),
-            guidance_scale: 1.0,
+            guidance: Guidance::everywhere(1.0),
         });
         let w0 = predict(Conditioning::Classes {
             labels: labels.clone(),
-            guidance_scale: 0.0,
+            guidance: Guidance::everywhere(0.0),
         });
         // The batched cond+uncond pass must agree with the separate passes.
         let w2 = predict(Conditioning::Classes {
             labels: labels.clone(),
-            guidance_scale: 2.0,
+            guidance: Guidance::everywhere(2.0),
         });
         assert!(max_abs_diff(w0, uncond.clone()) < 1e-6);
         assert!(
@@ -211,7 +299,7 @@ mod tests {
             &config,
             Conditioning::Classes {
                 labels: vec![11],
-                guidance_scale: 1.0,
+                guidance: Guidance::everywhere(1.0),
             },
         )
         .err()
@@ -222,7 +310,7 @@ mod tests {
             &config,
             Conditioning::Classes {
                 labels: vec![1],
-                guidance_scale: 2.0,
+                guidance: Guidance::everywhere(2.0),
             },
         )
         .unwrap();
@@ -250,7 +338,7 @@ mod tests {
             &uncond_config,
             Conditioning::Classes {
                 labels: vec![1],
-                guidance_scale: 1.0,
+                guidance: Guidance::everywhere(1.0),
             },
         )
         .err()

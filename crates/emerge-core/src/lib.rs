@@ -22,7 +22,7 @@ pub mod unet;
 pub mod weights;
 
 pub use error::EmergeError;
-pub use guidance::{Conditioning, Denoiser, guided_noise};
+pub use guidance::{Conditioning, Denoiser, Guidance, guided_noise};
 pub use model::ModelConfig;
 pub use noise::GaussianNoise;
 pub use sampler::{NoisePredictor, Sampler, SamplerKind, Sampling, StepOutput};

@@ -1,6 +1,6 @@
 //! The settings of a sampling run as the page sends them (JSON), checked before anything runs.
 
-use emerge_core::{Conditioning, EmergeError, SamplerKind, UNetConfig};
+use emerge_core::{Conditioning, EmergeError, Guidance, SamplerKind, UNetConfig};
 use serde::Deserialize;
 
 /// Largest batch the page may ask for.
@@ -25,6 +25,10 @@ pub struct SamplingOptions {
     /// Classifier-free guidance scale w (0 = unconditional).
     #[serde(default)]
     pub guidance: f64,
+    /// Inclusive timesteps `[low, high]` where w applies (the conditional prediction elsewhere);
+    /// absent: at every step.
+    #[serde(default)]
+    pub guidance_interval: Option<[usize; 2]>,
 }
 
 impl SamplingOptions {
@@ -70,7 +74,10 @@ impl SamplingOptions {
             .collect();
         Ok(Conditioning::Classes {
             labels,
-            guidance_scale: self.guidance,
+            guidance: Guidance {
+                scale: self.guidance,
+                interval: self.guidance_interval.map(|[low, high]| (low, high)),
+            },
         })
     }
 }
@@ -82,7 +89,7 @@ mod tests {
     #[test]
     fn parses_and_checks_options() {
         let o = SamplingOptions::from_json(
-            r#"{"sampler":"ddim","steps":20,"eta":0.5,"seed":3,"batch":4,"guidance":2}"#,
+            r#"{"sampler":"ddim","steps":20,"eta":0.5,"seed":3,"batch":4,"guidance":2,"guidance_interval":[100,700]}"#,
         )
         .unwrap();
         assert_eq!(o.sampler_kind().unwrap(), SamplerKind::Ddim { eta: 0.5 });
@@ -91,7 +98,10 @@ mod tests {
             o.conditioning(&tiny).unwrap(),
             Conditioning::Classes {
                 labels: vec![0, 1, 2, 3],
-                guidance_scale: 2.0
+                guidance: Guidance {
+                    scale: 2.0,
+                    interval: Some((100, 700))
+                }
             }
         );
         let bad = SamplingOptions {

@@ -251,6 +251,7 @@ mod tests {
             batch,
             class: None,
             guidance: 2.0,
+            guidance_interval: None,
         }
     }
 

@@ -350,7 +350,7 @@ pub fn run(
             .unet
             .null_class()
             .map(|classes| (0..plan.images).map(|i| i % classes).collect()),
-        guidance: plan.guidance,
+        guidance: emerge_core::Guidance::everywhere(plan.guidance),
     };
     let what = format!(
         "DDIM {} steps (η = 1, w = {}), {} images, final pixels",

@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use emerge_core::{ModelConfig, SamplerKind, UNet, weights};
+use emerge_core::{Guidance, ModelConfig, SamplerKind, UNet, weights};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::devices::DeviceChoice;
@@ -44,6 +44,44 @@ pub enum Command {
     /// forward passes and a guided DDIM run, from the same inputs. Exits non-zero if any row is
     /// over its tolerance, naming the first.
     CheckDevices(CheckArgs),
+}
+
+/// The classifier-free guidance of the commands that sample (sample, eval, export's defaults).
+#[derive(Debug, Args)]
+pub struct GuidanceArgs {
+    /// Classifier-free guidance scale w (0 = unconditional, 1 = conditional, >1 sharper).
+    #[arg(long, default_value_t = DEFAULT_GUIDANCE)]
+    pub guidance: f64,
+    /// Apply w only for timesteps LOW ≤ t ≤ HIGH (the plain conditional prediction elsewhere;
+    /// Kynkäänniemi et al. 2024), e.g. `--guidance-interval 0:600`. Default: every step.
+    #[arg(long, value_name = "LOW:HIGH", value_parser = parse_interval)]
+    pub guidance_interval: Option<(usize, usize)>,
+}
+
+impl GuidanceArgs {
+    pub fn guidance(&self) -> Guidance {
+        Guidance {
+            scale: self.guidance,
+            interval: self.guidance_interval,
+        }
+    }
+}
+
+/// `LOW:HIGH` (inclusive timesteps, LOW ≤ HIGH).
+fn parse_interval(text: &str) -> Result<(usize, usize), String> {
+    let (low, high) = text
+        .split_once(':')
+        .ok_or_else(|| format!("'{text}' is not LOW:HIGH (for example 0:600)"))?;
+    let parse = |s: &str| {
+        s.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("'{s}' in '{text}' is not a timestep (a whole number ≥ 0)"))
+    };
+    let (low, high) = (parse(low)?, parse(high)?);
+    if low > high {
+        return Err(format!("'{text}' is empty: LOW must not exceed HIGH"));
+    }
+    Ok((low, high))
 }
 
 /// The `--device` of the commands that compute (train, sample, eval).
@@ -111,15 +149,22 @@ pub struct EvalArgs {
     /// Samples per measurement (and training images for the floor).
     #[arg(long, default_value_t = 1000)]
     pub count: usize,
-    #[arg(long, default_value_t = 50)]
-    pub steps: usize,
+    #[arg(long, value_enum, default_value_t = SamplerChoice::Ddim)]
+    pub sampler: SamplerChoice,
+    /// Denoising steps (default: T for DDPM, 50 for DDIM).
+    #[arg(long)]
+    pub steps: Option<usize>,
     /// DDIM's η.
     #[arg(long, default_value_t = 1.0)]
     pub eta: f64,
-    #[arg(long, default_value_t = DEFAULT_GUIDANCE)]
-    pub guidance: f64,
+    #[command(flatten)]
+    pub guidance: GuidanceArgs,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Images sampled at once (batch k draws its noise from seed + k: keep it to reproduce a
+    /// report).
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
     /// Also write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -135,6 +180,15 @@ pub struct TrainArgs {
     /// Network preset.
     #[arg(long, default_value = "mnist")]
     pub preset: String,
+    /// Channels per level, overriding the preset's (e.g. 32,64,128).
+    #[arg(long, value_delimiter = ',')]
+    pub channels: Option<Vec<usize>>,
+    /// Res blocks per level on the way down, overriding the preset's.
+    #[arg(long)]
+    pub layers_per_block: Option<usize>,
+    /// Noise schedule: the paper's linear β (1e-4 to 0.02) or Improved DDPM's cosine.
+    #[arg(long, value_enum, default_value_t = ScheduleChoice::Linear)]
+    pub schedule: ScheduleChoice,
     /// Run directory: config.json, log.csv, checkpoints/, samples/.
     #[arg(long)]
     pub out: PathBuf,
@@ -160,6 +214,10 @@ pub struct TrainArgs {
     /// unconditional preset.
     #[arg(long, default_value_t = 0.1)]
     pub label_dropout: f64,
+    /// Weight each image's loss by min(SNR(t), γ)/SNR(t) (Min-SNR-γ, Hang et al. 2023; 5 is
+    /// theirs); without it the paper's unweighted L_simple.
+    #[arg(long, value_name = "GAMMA")]
+    pub min_snr_gamma: Option<f64>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[arg(long, default_value_t = 250)]
@@ -167,11 +225,21 @@ pub struct TrainArgs {
     /// Write a sample grid every this many steps (0: never).
     #[arg(long, default_value_t = 1000)]
     pub sample_every: usize,
+    /// Also export the EMA weights after these steps (0: the untrained network) to
+    /// <out>/timeline/ (f16), for the page's training timeline.
+    #[arg(long, value_delimiter = ',')]
+    pub timeline: Vec<usize>,
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
     #[command(flatten)]
     pub device: DeviceArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ScheduleChoice {
+    Linear,
+    Cosine,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -206,9 +274,8 @@ pub struct SampleArgs {
     /// One row per class, `--columns` samples each (overrides --count).
     #[arg(long)]
     pub digit_rows: bool,
-    /// Classifier-free guidance scale w (0 = unconditional, 1 = conditional, >1 sharper).
-    #[arg(long, default_value_t = DEFAULT_GUIDANCE)]
-    pub guidance: f64,
+    #[command(flatten)]
+    pub guidance: GuidanceArgs,
     /// Images per row in grids and GIFs.
     #[arg(long, default_value_t = 8)]
     pub columns: usize,
@@ -239,10 +306,9 @@ pub struct ExportArgs {
     /// in this directory) to <out>/../data.
     #[arg(long)]
     pub digits: Option<PathBuf>,
-    /// Guidance scale w the page opens with (conditional models): the one `eval --guidance`
-    /// measured best.
-    #[arg(long, default_value_t = DEFAULT_GUIDANCE)]
-    pub guidance: f64,
+    /// The guidance the page opens with (conditional models): the one `eval` measured best.
+    #[command(flatten)]
+    pub guidance: GuidanceArgs,
 }
 
 #[derive(Debug, Args)]
@@ -286,7 +352,16 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn run_train(args: TrainArgs) -> Result<()> {
-    let model = ModelConfig::preset(&args.preset)?;
+    let mut model = ModelConfig::preset(&args.preset)?;
+    if let Some(channels) = args.channels {
+        model.unet.block_out_channels = channels;
+    }
+    if let Some(layers) = args.layers_per_block {
+        model.unet.layers_per_block = layers;
+    }
+    if let ScheduleChoice::Cosine = args.schedule {
+        model.schedule.beta_schedule = emerge_core::BetaSchedule::COSINE;
+    }
     let label_dropout = if model.unet.is_conditional() {
         args.label_dropout
     } else {
@@ -303,6 +378,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
         grad_clip_norm: 1.0,
         ema_decay: args.ema_decay,
         label_dropout,
+        min_snr_gamma: args.min_snr_gamma,
         seed: args.seed,
         checkpoint_every: args.checkpoint_every,
         sample_every: args.sample_every,
@@ -314,6 +390,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
         stop_at: args.stop_at,
         progress: !args.quiet,
         device: crate::devices::open(args.device.choice)?.device,
+        timeline: args.timeline,
     };
     let summary = train::train(&config, &options)?;
     println!(
@@ -369,7 +446,7 @@ fn run_sample(args: SampleArgs) -> Result<()> {
         sampler,
         steps: args.steps.unwrap_or(default_steps),
         labels,
-        guidance: args.guidance,
+        guidance: args.guidance.guidance(),
     };
     anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
     anyhow::ensure!(
@@ -460,7 +537,7 @@ fn run_export(args: ExportArgs) -> Result<()> {
         &args.name,
         Recommended {
             source,
-            guidance: args.guidance,
+            guidance: args.guidance.guidance(),
         },
     )?;
     if let Some(mnist_dir) = args.digits {
@@ -492,7 +569,7 @@ fn run_import(args: ImportArgs) -> Result<()> {
         .unwrap_or_else(|| format!("diffusers checkpoint {name}"));
     let recommended = Recommended {
         source,
-        guidance: DEFAULT_GUIDANCE,
+        guidance: Guidance::everywhere(DEFAULT_GUIDANCE),
     };
     publish(
         &imported.unet,
@@ -517,11 +594,18 @@ fn publish(
     name: &str,
     recommended: Recommended,
 ) -> Result<()> {
+    let scale = recommended.guidance.scale;
     anyhow::ensure!(
-        recommended.guidance.is_finite() && (0.0..=10.0).contains(&recommended.guidance),
-        "--guidance must be between 0 and 10 (the page's range), got {}",
-        recommended.guidance
+        scale.is_finite() && (0.0..=10.0).contains(&scale),
+        "--guidance must be between 0 and 10 (the page's range), got {scale}"
     );
+    if let Some((_, high)) = recommended.guidance.interval {
+        anyhow::ensure!(
+            high < config.schedule.num_train_timesteps,
+            "--guidance-interval ends at {high}, past the model's last timestep {}",
+            config.schedule.num_train_timesteps - 1
+        );
+    }
     anyhow::ensure!(
         !name.is_empty()
             && name
@@ -598,12 +682,18 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         args.count >= 2 && args.count <= 60_000,
         "--count must be 2 to 60000"
     );
+    let sampler = match args.sampler {
+        SamplerChoice::Ddpm => SamplerKind::Ddpm,
+        SamplerChoice::Ddim => SamplerKind::Ddim { eta: args.eta },
+    };
     let settings = crate::eval::EvalSettings {
         count: args.count,
+        sampler,
         steps: args.steps,
-        eta: args.eta,
-        guidance: args.guidance,
+        guidance: args.guidance.guidance,
+        guidance_interval: args.guidance.guidance_interval,
         seed: args.seed,
+        batch: args.batch,
     };
     let report = crate::eval::evaluate(
         args.model.as_deref(),
@@ -746,25 +836,30 @@ mod tests {
             stop_at: None,
             progress: false,
             device: Device::flex(),
+            timeline: Vec::new(),
         };
         train::train(&config, &options).unwrap();
-        let export = |guidance: f64| {
+        let export = |guidance: f64, guidance_interval: Option<(usize, usize)>| {
             run_export(ExportArgs {
                 run: run.clone(),
                 out: root.join("models"),
                 name: "tiny".into(),
                 digits: None,
-                guidance,
+                guidance: GuidanceArgs {
+                    guidance,
+                    guidance_interval,
+                },
             })
         };
 
-        export(1.5).unwrap();
+        export(1.5, Some((0, 6))).unwrap();
         let manifest: crate::manifest::Manifest = serde_json::from_str(
             &std::fs::read_to_string(root.join("models/manifest.json")).unwrap(),
         )
         .unwrap();
         let entry = &manifest.models[0];
         assert_eq!(entry.default_guidance, 1.5);
+        assert_eq!(entry.default_guidance_interval, Some([0, 6]));
         assert_eq!(
             entry.source,
             format!("trained by emerge for {} steps", config.steps)
@@ -774,8 +869,14 @@ mod tests {
         let (_, unet) = weights::from_bytes(bytes, &Device::flex()).unwrap();
         assert_eq!(entry.parameters, burn::module::Module::num_params(&unet));
 
-        let err = export(11.0).unwrap_err().to_string();
+        let err = export(11.0, None).unwrap_err().to_string();
         assert!(err.contains("--guidance must be between 0 and 10"), "{err}");
+        let last = config.model.schedule.num_train_timesteps - 1;
+        let err = export(1.5, Some((0, last + 1))).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("past the model's last timestep {last}")),
+            "{err}"
+        );
         std::fs::remove_dir_all(root).unwrap();
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Result;
 use burn::tensor::Device;
 use emerge_core::image::to_byte;
-use emerge_core::{ModelConfig, SamplerKind, UNet};
+use emerge_core::{Guidance, ModelConfig, SamplerKind, UNet};
 use serde::Serialize;
 
 use crate::classifier::{self, Classifier, FEATURES};
@@ -19,11 +19,16 @@ use crate::sample::{self, SampleRequest};
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalSettings {
     pub count: usize,
-    pub steps: usize,
-    /// DDIM's η.
-    pub eta: f64,
+    pub sampler: SamplerKind,
+    /// Denoising steps; `None` until resolved from the model (T for DDPM, 50 for DDIM).
+    pub steps: Option<usize>,
     pub guidance: f64,
+    /// Inclusive timesteps where the guidance applies (conditional prediction elsewhere); `None`:
+    /// every step.
+    pub guidance_interval: Option<(usize, usize)>,
     pub seed: u64,
+    /// Images sampled at once (batch k draws its noise from seed + k).
+    pub batch: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -43,10 +48,15 @@ pub struct EvalReport {
     pub unconditional_histogram: Vec<usize>,
 }
 
-/// Draws `request.count` samples in batches of 100 and returns them as u8 images.
-fn draw(unet: &UNet, config: &ModelConfig, request: &SampleRequest) -> Result<Vec<u8>> {
+/// Draws `request.count` samples in batches of `batch` and returns them as u8 images.
+fn draw(
+    unet: &UNet,
+    config: &ModelConfig,
+    request: &SampleRequest,
+    batch: usize,
+) -> Result<Vec<u8>> {
     let mut pixels = Vec::new();
-    for part in request.batches(100) {
+    for part in request.batches(batch) {
         let images = sample::generate(unet, config, &part, |_| {})?;
         pixels.extend(images.values.iter().map(|&v| to_byte(v)));
         eprintln!("  sampled {}/{}", pixels.len() / 784, request.count);
@@ -58,10 +68,14 @@ pub fn evaluate(
     model_path: Option<&Path>,
     data_dir: &Path,
     classifier_path: &Path,
-    settings: EvalSettings,
+    mut settings: EvalSettings,
     device: &Device,
 ) -> Result<EvalReport> {
     let (config, unet) = crate::model_file::load(model_path, device)?;
+    let steps = *settings.steps.get_or_insert(match settings.sampler {
+        SamplerKind::Ddpm => config.schedule.num_train_timesteps,
+        SamplerKind::Ddim { .. } => 50,
+    });
     anyhow::ensure!(
         config.unet.sample_size == 28 && config.unet.in_channels == 1,
         "eval measures MNIST models (1×28×28); this one makes {}×{}×{}",
@@ -83,10 +97,13 @@ pub fn evaluate(
     let base = SampleRequest {
         count: n,
         seed: settings.seed,
-        sampler: SamplerKind::Ddim { eta: settings.eta },
-        steps: settings.steps,
+        sampler: settings.sampler,
+        steps,
         labels: None,
-        guidance: settings.guidance,
+        guidance: Guidance {
+            scale: settings.guidance,
+            interval: settings.guidance_interval,
+        },
     };
     let (frechet_conditional, conditional_accuracy, per_digit) =
         if let Some(classes) = config.unet.null_class() {
@@ -99,6 +116,7 @@ pub fn evaluate(
                     labels: Some(labels.clone()),
                     ..base.clone()
                 },
+                settings.batch,
             )?;
             let predicted = classifier::predict(&classifier, &pixels, n, device)?;
             let mut hits = vec![(0usize, 0usize); classes];
@@ -131,6 +149,7 @@ pub fn evaluate(
             seed: settings.seed ^ 0xABCD,
             ..base
         },
+        settings.batch,
     )?;
     let mut histogram = vec![0; 10];
     for p in classifier::predict(&classifier, &pixels, n, device)? {
@@ -151,25 +170,30 @@ pub fn evaluate(
 /// The report as a Markdown table.
 pub fn table(report: &EvalReport) -> String {
     let s = &report.settings;
+    let steps = s.steps.unwrap_or_default();
+    let sampler = match s.sampler {
+        SamplerKind::Ddpm => format!("DDPM {steps} steps"),
+        SamplerKind::Ddim { eta } => format!("DDIM {steps} steps, η = {eta}"),
+    };
     let mut out = format!(
-        "| metric | value |\n| --- | --- |\n| samples per measurement | {} (DDIM {} steps, η = {}, seed {}) |\n| classifier accuracy on the MNIST test set | {:.2} % |\n| Fréchet distance, train vs test (floor) | {:.3} |\n",
+        "| metric | value |\n| --- | --- |\n| samples per measurement | {} ({sampler}, seed {}) |\n| classifier accuracy on the MNIST test set | {:.2} % |\n| Fréchet distance, train vs test (floor) | {:.3} |\n",
         s.count,
-        s.steps,
-        s.eta,
         s.seed,
         100.0 * report.classifier_test_accuracy,
         report.frechet_floor_train_vs_test
     );
+    let guidance = match s.guidance_interval {
+        Some((low, high)) => format!("w = {} for {low} ≤ t ≤ {high}", s.guidance),
+        None => format!("w = {}", s.guidance),
+    };
     if let (Some(fd), Some(acc), Some(per)) = (
         report.frechet_conditional,
         report.conditional_accuracy,
         &report.conditional_accuracy_per_digit,
     ) {
         out += &format!(
-            "| Fréchet distance, conditional samples (w = {}) vs test | {fd:.3} ({:.2}× the floor) |\n| classifier accuracy on conditional samples (w = {}) | {:.2} % |\n| per digit 0–9 | {} |\n",
-            s.guidance,
+            "| Fréchet distance, conditional samples ({guidance}) vs test | {fd:.3} ({:.2}× the floor) |\n| classifier accuracy on conditional samples ({guidance}) | {:.2} % |\n| per digit 0–9 | {} |\n",
             fd / report.frechet_floor_train_vs_test,
-            s.guidance,
             100.0 * acc,
             per.iter()
                 .map(|a| format!("{:.0}", 100.0 * a))

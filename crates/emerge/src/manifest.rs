@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use emerge_core::ModelConfig;
+use emerge_core::{Guidance, ModelConfig};
 use serde::{Deserialize, Serialize};
 
 /// The guidance scale w a conditional model is sampled with unless told otherwise (the page,
@@ -25,6 +25,9 @@ pub struct ManifestEntry {
     pub default_sampler: String,
     pub default_steps: usize,
     pub default_guidance: f64,
+    /// Inclusive timesteps `[low, high]` where the default guidance applies; absent: every step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_guidance_interval: Option<[usize; 2]>,
     /// Where the weights come from, in words the page shows.
     pub source: String,
 }
@@ -34,8 +37,8 @@ pub struct ManifestEntry {
 pub struct Recommended {
     /// Where the weights come from, in words.
     pub source: String,
-    /// The guidance scale the page opens with (an unconditional model gets 0).
-    pub guidance: f64,
+    /// The guidance the page opens with (an unconditional model gets w = 0).
+    pub guidance: Guidance,
 }
 
 impl ManifestEntry {
@@ -62,10 +65,15 @@ impl ManifestEntry {
             default_sampler: "ddim".into(),
             default_steps: 50,
             default_guidance: if config.unet.is_conditional() {
-                recommended.guidance
+                recommended.guidance.scale
             } else {
                 0.0
             },
+            default_guidance_interval: recommended
+                .guidance
+                .interval
+                .filter(|_| config.unet.is_conditional())
+                .map(|(low, high)| [low, high]),
             source: recommended.source,
         }
     }

@@ -4,8 +4,8 @@ use anyhow::Result;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use emerge_core::{
-    Conditioning, Denoiser, ModelConfig, Sampler, SamplerKind, Sampling, StepOutput, UNet,
-    UNetConfig,
+    Conditioning, Denoiser, Guidance, ModelConfig, Sampler, SamplerKind, Sampling, StepOutput,
+    UNet, UNetConfig,
 };
 
 /// Host-side images in model space (values in [−1, 1]) with their `[B, C, H, W]` shape.
@@ -35,7 +35,7 @@ pub struct SampleRequest {
     pub steps: usize,
     /// One class per sample for a conditional model; `None` samples unconditionally.
     pub labels: Option<Vec<usize>>,
-    pub guidance: f64,
+    pub guidance: Guidance,
 }
 
 impl SampleRequest {
@@ -55,7 +55,7 @@ impl SampleRequest {
             sampler: SamplerKind::Ddim { eta: 1.0 },
             steps: 50,
             labels,
-            guidance: crate::manifest::DEFAULT_GUIDANCE,
+            guidance: Guidance::everywhere(crate::manifest::DEFAULT_GUIDANCE),
         }
     }
 
@@ -63,7 +63,7 @@ impl SampleRequest {
         match &self.labels {
             Some(labels) => Conditioning::Classes {
                 labels: labels.clone(),
-                guidance_scale: self.guidance,
+                guidance: self.guidance,
             },
             None => Conditioning::Unconditional,
         }

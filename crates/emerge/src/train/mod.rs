@@ -34,6 +34,9 @@ pub struct TrainOptions {
     pub progress: bool,
     /// Where the model trains (the autodiff decorator is added here).
     pub device: Device,
+    /// Steps after which the EMA weights are also exported (f16 model files in
+    /// `<run>/timeline/`) for the page's training timeline; 0 is the untrained network.
+    pub timeline: Vec<usize>,
 }
 
 /// What a finished invocation reports.
@@ -149,6 +152,9 @@ pub fn train(config: &TrainingConfig, options: &TrainOptions) -> Result<TrainSum
         (model, ema, state)
     };
     let mut log = LossLog::open(&options.run_dir.join("log.csv"), state.step)?;
+    if state.step == 0 && options.timeline.contains(&0) {
+        save_timeline(&options.run_dir, &config.model, &ema, 0)?;
+    }
 
     let stop = options.stop_at.unwrap_or(config.steps).min(config.steps);
     let progress = progress_bar(options.progress, config.steps as u64, state.step as u64);
@@ -161,7 +167,7 @@ pub fn train(config: &TrainingConfig, options: &TrainOptions) -> Result<TrainSum
         let batch = next_batch(config, &data, &schedule, &mut state, &mut order_cache);
         // Dropout draws from the device's generator: reseed per step so resumed runs match.
         device.seed(config.seed.wrapping_add(state.step as u64));
-        let loss = training_loss(&model, &schedule, &batch, data.image_size, &device)?;
+        let loss = training_loss(&model, config, &schedule, &batch, data.image_size, &device)?;
         let gradients = GradientsParams::from_grads(loss.backward(), &model);
         model = optimizer.step(config.learning_rate_at(state.step), model, gradients);
         ema = ema::update(
@@ -197,6 +203,9 @@ pub fn train(config: &TrainingConfig, options: &TrainOptions) -> Result<TrainSum
                 &optimizer,
                 &state,
             )?;
+        }
+        if options.timeline.contains(&state.step) {
+            save_timeline(&options.run_dir, &config.model, &ema, state.step)?;
         }
         if config.sample_every > 0 && state.step % config.sample_every == 0 {
             write_sample_grid(&ema, config, &options.run_dir, state.step)?;
@@ -252,9 +261,11 @@ fn next_batch(
     batch
 }
 
-/// ‖ε − ε_θ(√ᾱ_t x_0 + √(1 − ᾱ_t) ε, t)‖²  (Algorithm 1, line 5: L_simple).
+/// Σ_i λ_i ‖ε_i − ε_θ(√ᾱ_t x_0 + √(1 − ᾱ_t) ε, t)‖² / B  (Algorithm 1, line 5: L_simple with
+/// λ = 1, or Min-SNR-γ's λ_t = min(SNR(t), γ)/SNR(t) (Hang et al. 2023, eq. 7 for ε-prediction)).
 fn training_loss(
     model: &UNet,
+    config: &TrainingConfig,
     schedule: &NoiseSchedule,
     batch: &Batch,
     size: usize,
@@ -272,7 +283,41 @@ fn training_loss(
         .is_some()
         .then(|| Tensor::<1, Int>::from_data(TensorData::new(batch.labels.clone(), [b]), device));
     let predicted = model.forward(x_t, timesteps, labels);
-    Ok((predicted - noise).square().mean())
+    let squared = (predicted - noise).square();
+    let Some(gamma) = config.min_snr_gamma else {
+        return Ok(squared.mean());
+    };
+    let weights: Vec<f32> = batch
+        .timesteps
+        .iter()
+        .map(|&t| min_snr_weight(schedule.snr(t), gamma) as f32)
+        .collect();
+    let weights = Tensor::<1>::from_data(TensorData::new(weights, [b]), device);
+    let per_image: Tensor<1> = squared.flatten::<2>(1, 3).mean_dim(1).squeeze_dim(1);
+    Ok((per_image * weights).mean())
+}
+
+/// λ_t = min(SNR(t), γ)/SNR(t)  (Hang et al. 2023, eq. 7: Min-SNR-γ for ε-prediction).
+fn min_snr_weight(snr: f64, gamma: f64) -> f64 {
+    snr.min(gamma) / snr
+}
+
+/// Exports the EMA weights at `step` to `<run>/timeline/step-NNNNNNN.bpk` (f16, as shipped).
+fn save_timeline(
+    run: &Path,
+    config: &emerge_core::ModelConfig,
+    ema: &UNet,
+    step: usize,
+) -> Result<()> {
+    let dir = run.join("timeline");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create '{}'", dir.display()))?;
+    emerge_core::weights::save(
+        &dir.join(format!("step-{step:07}.bpk")),
+        ema,
+        config,
+        emerge_core::weights::Precision::Half,
+    )?;
+    Ok(())
 }
 
 /// A grid with one row per digit (or 8 unconditional rows), sampled from the EMA weights.

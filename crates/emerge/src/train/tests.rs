@@ -55,6 +55,7 @@ pub(crate) fn tiny_config() -> TrainingConfig {
         grad_clip_norm: 1.0,
         ema_decay: 0.9,
         label_dropout: 0.2,
+        min_snr_gamma: None,
         seed: 3,
         checkpoint_every: 2,
         sample_every: 0,
@@ -75,6 +76,7 @@ fn options(data: &Path, run: &Path, resume: bool, stop_at: Option<usize>) -> Tra
         stop_at,
         progress: false,
         device: Device::flex(),
+        timeline: Vec::new(),
     }
 }
 
@@ -203,6 +205,105 @@ fn training_reduces_the_loss_on_learnable_data() {
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
     let (first, last) = (mean(&values[..10]), mean(&values[50..]));
     assert!(last < 0.6 * first, "loss went from {first:.3} to {last:.3}");
+    std::fs::remove_dir_all(root).unwrap();
+}
+
+#[test]
+fn min_snr_weights_clip_the_high_snr_steps_only() {
+    assert_eq!(min_snr_weight(10.0, 5.0), 0.5);
+    assert_eq!(min_snr_weight(5.0, 5.0), 1.0);
+    assert_eq!(min_snr_weight(0.01, 5.0), 1.0);
+    // Over the paper's schedule the weight falls with SNR: 1 at the noisy end, tiny at t = 0.
+    let schedule = ModelConfig::preset("tiny")
+        .unwrap()
+        .noise_schedule()
+        .unwrap();
+    let last = schedule.num_train_timesteps() - 1;
+    assert_eq!(min_snr_weight(schedule.snr(last), 5.0), 1.0);
+    assert!(min_snr_weight(schedule.snr(0), 5.0) < 1e-3);
+}
+
+#[test]
+fn min_snr_weighting_changes_the_loss_but_still_learns() {
+    let _rng = device_rng_lock();
+    let root = scratch("minsnr");
+    let data = root.join("data");
+    write_tiny_mnist(&data, 40);
+    let mut config = tiny_config();
+    config.steps = 60;
+    config.batch_size = 16;
+    config.checkpoint_every = 60;
+    config.learning_rate = 3e-3;
+    let plain = root.join("plain");
+    train(&config, &options(&data, &plain, false, Some(1))).unwrap();
+    config.min_snr_gamma = Some(5.0);
+    let weighted = root.join("weighted");
+    train(&config, &options(&data, &weighted, false, None)).unwrap();
+    let values: Vec<f64> = losses(&weighted)
+        .iter()
+        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+        .collect();
+    let first_plain: f64 = losses(&plain)[0]
+        .split(',')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Same weights, batch and noise at step 1: only the weighting differs (it only shrinks terms).
+    assert!(values[0] < first_plain, "{} vs {first_plain}", values[0]);
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+    let (first, last) = (mean(&values[..10]), mean(&values[50..]));
+    assert!(last < 0.6 * first, "loss went from {first:.3} to {last:.3}");
+    std::fs::remove_dir_all(root).unwrap();
+}
+
+#[test]
+fn the_timeline_exports_the_ema_weights_at_the_steps_asked() {
+    let _rng = device_rng_lock();
+    let root = scratch("timeline");
+    let data = root.join("data");
+    write_tiny_mnist(&data, 40);
+    let config = tiny_config();
+    let run = root.join("run");
+    let mut opts = options(&data, &run, false, Some(4));
+    opts.timeline = vec![0, 2, 5];
+    train(&config, &opts).unwrap();
+    opts.resume = true;
+    opts.stop_at = None;
+    train(&config, &opts).unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(run.join("timeline"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["step-0000000.bpk", "step-0000002.bpk", "step-0000005.bpk"]
+    );
+    let load = |name: &str| {
+        let (model, unet) =
+            emerge_core::weights::load(&run.join("timeline").join(name), &Device::flex()).unwrap();
+        assert_eq!(model, config.model);
+        unet
+    };
+    let first_layer = |unet: UNet| -> Vec<f32> {
+        unet.conv_in
+            .weight
+            .val()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap()
+    };
+    let step_0 = first_layer(load("step-0000000.bpk"));
+    let step_5 = first_layer(load("step-0000005.bpk"));
+    assert_ne!(step_0, step_5, "training must move the EMA weights");
+    // The step-0 export is the freshly seeded network (f16-rounded, as the timeline stores it).
+    let device = Device::flex().autodiff();
+    device.seed(config.seed);
+    let fresh = first_layer(UNet::new(&config.model.unet, &device).unwrap().valid());
+    for (a, b) in fresh.iter().zip(&step_0) {
+        assert!((a - b).abs() <= 1e-3 * a.abs().max(1e-2), "{a} vs {b}");
+    }
     std::fs::remove_dir_all(root).unwrap();
 }
 
