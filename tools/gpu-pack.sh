@@ -6,6 +6,8 @@
 #
 #   tools/gpu-pack.sh FOLDER                     the shipped GPU build only
 #   VARIANTS="autotune spirv" tools/gpu-pack.sh FOLDER
+#   DATA=<MNIST dir> tools/gpu-pack.sh FOLDER    also the data set and the classifier, for
+#                                                tools/gpu-train.sh (11 MB more)
 #
 # Run from a checkout after ./build.sh site (or it runs that) and with tests/node_modules
 # installed (./build.sh test or `cd tests && npm ci`).
@@ -35,7 +37,12 @@ pack tests/node_modules/webgpu/dist/linux-x64/dawn.node dawn.node
 mkdir -p "$OUT/dawn" "$OUT/models"
 cp tests/dawn/harness.mjs "$OUT/dawn/" && cp tests/grid.mjs "$OUT/"
 cp www/models/mnist.bpk "$OUT/models/"
-cp tools/gpu-check.sh "$OUT/"
+cp tools/gpu-setup.sh tools/gpu-check.sh tools/gpu-train.sh "$OUT/"
+if [ -n "${DATA:-}" ]; then
+  mkdir -p "$OUT/mnist"
+  cp "$DATA"/*-ubyte.gz "$OUT/mnist/"
+  cp crates/emerge/assets/mnist-classifier.bpk "$OUT/models/"
+fi
 (cd "$OUT" && rm -f ./*.deb && apt-get download libvulkan1 libglvnd0 libegl1 libgl1 libglx0 libopengl0 libgles2 >/dev/null)
 du -sh "$OUT"
 ls -la "$OUT"
