@@ -15,6 +15,14 @@ use crate::noise::GaussianNoise;
 use crate::schedule::NoiseSchedule;
 use crate::tensor_util::gaussian;
 
+/// The Gaussian q(x_{t−1} | x_t, x_0) of one DDPM step: mean c₀ x_0 + c_t x_t, variance σ².
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Posterior {
+    pub x0_coefficient: f64,
+    pub sample_coefficient: f64,
+    pub variance: f64,
+}
+
 /// Which reverse process to run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -111,6 +119,32 @@ impl Sampler {
             .map_or(1.0, |&t| self.schedule.alphas_cumprod[t])
     }
 
+    /// q(x_{t−1} | x_t, x_0) = N(c₀ x_0 + c_t x_t, σ² I) from step `index`'s timestep t to the
+    /// next one s (DDPM eq. 6–7 with ᾱ_{t−1} → ᾱ_s and β_t → 1 − ᾱ_t/ᾱ_s, so it also holds for
+    /// respaced runs; diffusers' `DDPMScheduler._get_variance`). σ² is β̃ (fixed small) or β
+    /// (fixed large), DDPM §3.2.
+    pub fn ddpm_posterior(&self, index: usize) -> Posterior {
+        let timestep = self.timesteps[index];
+        let alpha_prod_t = self.schedule.alphas_cumprod[timestep];
+        let alpha_prod_t_prev = self.alpha_prod_prev(index);
+        let (beta_prod_t, beta_prod_t_prev) = (1.0 - alpha_prod_t, 1.0 - alpha_prod_t_prev);
+        let current_alpha_t = alpha_prod_t / alpha_prod_t_prev;
+        let current_beta_t = 1.0 - current_alpha_t;
+        Posterior {
+            // c₀ = √ᾱ_{t−1}·β_t/(1 − ᾱ_t)  (DDPM eq. 7)
+            x0_coefficient: alpha_prod_t_prev.sqrt() * current_beta_t / beta_prod_t,
+            // c_t = √α_t·(1 − ᾱ_{t−1})/(1 − ᾱ_t)  (DDPM eq. 7)
+            sample_coefficient: current_alpha_t.sqrt() * beta_prod_t_prev / beta_prod_t,
+            variance: match self.schedule.config.variance_type {
+                // β̃_t = (1 − ᾱ_{t−1})/(1 − ᾱ_t)·β_t  (DDPM eq. 7)
+                crate::schedule::VarianceType::FixedSmall => {
+                    beta_prod_t_prev / beta_prod_t * current_beta_t
+                }
+                crate::schedule::VarianceType::FixedLarge => current_beta_t,
+            },
+        }
+    }
+
     /// One reverse step from `sample` = x_t at `timesteps[index]`, given the model's
     /// ε_θ(x_t, t). Noise, where the step needs it, is drawn from `noise`.
     pub fn step(
@@ -166,30 +200,19 @@ impl Sampler {
 
         let (mean, std_dev_t) = match self.kind {
             SamplerKind::Ddpm => {
-                let current_alpha_t = alpha_prod_t / alpha_prod_t_prev;
-                let current_beta_t = 1.0 - current_alpha_t;
-                // 4. posterior mean coefficients of q(x_{t−1} | x_t, x_0)  (DDPM eq. 7)
-                let pred_original_sample_coeff =
-                    alpha_prod_t_prev.sqrt() * current_beta_t / beta_prod_t;
-                let current_sample_coeff = current_alpha_t.sqrt() * beta_prod_t_prev / beta_prod_t;
-                // 5. μ̃_t = c₀ x̂_0 + c_t x_t
+                let posterior = self.ddpm_posterior(index);
+                // 4. μ̃_t = c₀ x̂_0 + c_t x_t  (DDPM eq. 7)
                 let mean = pred_original_sample
                     .clone()
-                    .mul_scalar(pred_original_sample_coeff)
-                    + sample.mul_scalar(current_sample_coeff);
-                // 6. σ_t² = β̃_t (fixed small) or β_t (fixed large); no noise at the last step
-                let variance = match self.schedule.config.variance_type {
-                    crate::schedule::VarianceType::FixedSmall => {
-                        beta_prod_t_prev / beta_prod_t * current_beta_t
-                    }
-                    crate::schedule::VarianceType::FixedLarge => current_beta_t,
-                };
+                    .mul_scalar(posterior.x0_coefficient)
+                    + sample.mul_scalar(posterior.sample_coefficient);
+                // 5. σ_t per the variance type; no noise at the last step
                 (
                     mean,
                     if is_last {
                         0.0
                     } else {
-                        variance.max(1e-20).sqrt()
+                        posterior.variance.max(1e-20).sqrt()
                     },
                 )
             }
@@ -344,6 +367,60 @@ mod tests {
 
     use super::*;
     use crate::schedule::{ScheduleConfig, VarianceType};
+
+    fn full_ddpm(variance_type: VarianceType) -> Sampler {
+        let schedule = NoiseSchedule::new(ScheduleConfig {
+            variance_type,
+            ..Default::default()
+        })
+        .unwrap();
+        Sampler::new(schedule, SamplerKind::Ddpm, 1000).unwrap()
+    }
+
+    /// Index of timestep t in a full 1000-step DDPM run (timesteps run 999, 998, …, 0).
+    fn index_of(t: usize) -> usize {
+        999 - t
+    }
+
+    #[test]
+    fn posterior_variance_matches_diffusers_pinned_values() {
+        // diffusers' test_scheduler_ddpm pins the fixed_small variance at t = 0, 487, 999.
+        let small = full_ddpm(VarianceType::FixedSmall);
+        assert_eq!(small.ddpm_posterior(index_of(0)).variance, 0.0);
+        assert!((small.ddpm_posterior(index_of(487)).variance - 0.00979).abs() < 1e-5);
+        assert!((small.ddpm_posterior(index_of(999)).variance - 0.02).abs() < 1e-5);
+        // Fixed large is β_t itself, and β̃_t < β_t.
+        let large = full_ddpm(VarianceType::FixedLarge);
+        let betas = &large.schedule().betas;
+        for t in [1, 300, 999] {
+            assert!((large.ddpm_posterior(index_of(t)).variance - betas[t]).abs() < 1e-15);
+            assert!(small.ddpm_posterior(index_of(t)).variance < betas[t]);
+        }
+    }
+
+    #[test]
+    fn posterior_mean_takes_a_noiseless_x_t_to_the_previous_noiseless_x() {
+        // μ̃(x_t, x_0) with x_t = √ᾱ_t x_0 (no noise) must be √ᾱ_{t−1} x_0  (DDPM eq. 7), for
+        // the full run and for a respaced one alike.
+        for sampler in [
+            full_ddpm(VarianceType::FixedSmall),
+            Sampler::new(
+                NoiseSchedule::new(ScheduleConfig::default()).unwrap(),
+                SamplerKind::Ddpm,
+                50,
+            )
+            .unwrap(),
+        ] {
+            let a = &sampler.schedule().alphas_cumprod;
+            let steps = sampler.timesteps();
+            for index in [0, 10, steps.len() - 2] {
+                let p = sampler.ddpm_posterior(index);
+                let (t, s) = (steps[index], steps[index + 1]);
+                let mu = p.x0_coefficient + p.sample_coefficient * a[t].sqrt();
+                assert!((mu - a[s].sqrt()).abs() < 1e-12, "t = {t}, s = {s}");
+            }
+        }
+    }
 
     /// The exact ε-predictor for data x_0 ~ N(μ, s² I): with x_t = √ᾱ x_0 + √(1−ᾱ) ε,
     /// E[ε | x_t] = √(1−ᾱ)(x_t − √ᾱ μ)/(ᾱ s² + 1 − ᾱ).

@@ -96,7 +96,8 @@ impl Default for ScheduleConfig {
     }
 }
 
-/// Every per-timestep table of the forward process and of the true posterior, in f64.
+/// Every per-timestep table of the forward process, in f64. (The posterior q(x_{t−1} | x_t, x_0)
+/// is computed by the sampler between whichever timesteps it steps, as diffusers' schedulers do.)
 #[derive(Debug, Clone)]
 pub struct NoiseSchedule {
     pub config: ScheduleConfig,
@@ -112,14 +113,6 @@ pub struct NoiseSchedule {
     pub sqrt_alphas_cumprod: Vec<f64>,
     /// √(1 − ᾱ_t)
     pub sqrt_one_minus_alphas_cumprod: Vec<f64>,
-
-    // q(x_{t−1} | x_t, x_0) = N(μ̃_t, β̃_t I)  (DDPM eq. 6–7)
-    /// β̃_t = (1 − ᾱ_{t−1})/(1 − ᾱ_t)·β_t, with ᾱ_{−1} = 1 (so β̃ at index 0 is 0)
-    pub posterior_variance: Vec<f64>,
-    /// coefficient of x_0 in μ̃_t: √ᾱ_{t−1}·β_t/(1 − ᾱ_t)
-    pub posterior_mean_coef1: Vec<f64>,
-    /// coefficient of x_t in μ̃_t: √α_t·(1 − ᾱ_{t−1})/(1 − ᾱ_t)
-    pub posterior_mean_coef2: Vec<f64>,
 }
 
 impl NoiseSchedule {
@@ -158,16 +151,6 @@ impl NoiseSchedule {
                 Some(*prod)
             })
             .collect();
-        let alphas_cumprod_prev = |t: usize| if t == 0 { 1.0 } else { alphas_cumprod[t - 1] };
-        let posterior_variance = (0..steps)
-            .map(|t| (1.0 - alphas_cumprod_prev(t)) / (1.0 - alphas_cumprod[t]) * betas[t])
-            .collect();
-        let posterior_mean_coef1 = (0..steps)
-            .map(|t| alphas_cumprod_prev(t).sqrt() * betas[t] / (1.0 - alphas_cumprod[t]))
-            .collect();
-        let posterior_mean_coef2 = (0..steps)
-            .map(|t| alphas[t].sqrt() * (1.0 - alphas_cumprod_prev(t)) / (1.0 - alphas_cumprod[t]))
-            .collect();
         Ok(Self {
             config,
             sqrt_alphas_cumprod: alphas_cumprod.iter().map(|a| a.sqrt()).collect(),
@@ -178,23 +161,12 @@ impl NoiseSchedule {
             betas,
             alphas,
             alphas_cumprod,
-            posterior_variance,
-            posterior_mean_coef1,
-            posterior_mean_coef2,
         })
     }
 
     /// T, the number of training timesteps.
     pub fn num_train_timesteps(&self) -> usize {
         self.betas.len()
-    }
-
-    /// The reverse-process variance σ_t² the configuration selects (DDPM §3.2).
-    pub fn reverse_variance(&self, t: usize) -> f64 {
-        match self.config.variance_type {
-            VarianceType::FixedSmall => self.posterior_variance[t],
-            VarianceType::FixedLarge => self.betas[t],
-        }
     }
 
     /// Signal-to-noise ratio of x_t: SNR(t) = ᾱ_t/(1 − ᾱ_t)  (Kingma et al. 2021, eq. 2).
@@ -246,43 +218,6 @@ mod tests {
                 .abs()
                 < 1e-12
         );
-    }
-
-    #[test]
-    fn posterior_variance_matches_diffusers_pinned_values() {
-        // diffusers' test_scheduler_ddpm pins the fixed_small variance at t = 0, 487, 999.
-        let s = linear();
-        assert_eq!(s.posterior_variance[0], 0.0);
-        assert!((s.posterior_variance[487] - 0.00979).abs() < 1e-5);
-        assert!((s.posterior_variance[999] - 0.02).abs() < 1e-5);
-        // β̃_t = (1 − ᾱ_{t−1})/(1 − ᾱ_t)·β_t at an arbitrary t.
-        let t = 300;
-        let expected = (1.0 - s.alphas_cumprod[t - 1]) / (1.0 - s.alphas_cumprod[t]) * s.betas[t];
-        assert!((s.posterior_variance[t] - expected).abs() < 1e-15);
-        assert!(s.posterior_variance[t] < s.betas[t]);
-    }
-
-    #[test]
-    fn reverse_variance_choices() {
-        let small = linear();
-        let large = NoiseSchedule::new(ScheduleConfig {
-            variance_type: VarianceType::FixedLarge,
-            ..Default::default()
-        })
-        .unwrap();
-        assert_eq!(small.reverse_variance(10), small.posterior_variance[10]);
-        assert_eq!(large.reverse_variance(10), large.betas[10]);
-    }
-
-    #[test]
-    fn posterior_mean_coefficients_reproduce_x0_and_xt_weights() {
-        // μ̃_t(x_t, x_0) with x_t = √ᾱ_t x_0 (no noise) must equal √ᾱ_{t−1} x_0 (DDPM eq. 7).
-        let s = linear();
-        for t in [1, 10, 500, 999] {
-            let mu =
-                s.posterior_mean_coef1[t] + s.posterior_mean_coef2[t] * s.sqrt_alphas_cumprod[t];
-            assert!((mu - s.alphas_cumprod[t - 1].sqrt()).abs() < 1e-12, "t={t}");
-        }
     }
 
     #[test]
