@@ -12,6 +12,10 @@ pub fn guided_noise(eps_uncond: Tensor<4>, eps_cond: Tensor<4>, guidance_scale: 
     eps_uncond.clone() + (eps_cond - eps_uncond).mul_scalar(guidance_scale)
 }
 
+/// The largest guidance scale the page and the exported defaults accept (beyond it samples are
+/// saturated strokes).
+pub const MAX_GUIDANCE: f64 = 10.0;
+
 /// The guidance of a conditional run: the scale w, and optionally the band of timesteps where it
 /// applies. Outside the band the plain conditional prediction is used (w = 1), as in
 /// Kynkäänniemi et al. 2024, "Applying guidance in a limited interval improves sample and

@@ -9,6 +9,7 @@
 //!
 //! Nothing here knows about the browser: the same code trains natively and samples in wasm.
 
+pub mod atomic_file;
 pub mod error;
 pub mod forward;
 pub mod guidance;
@@ -22,7 +23,7 @@ pub mod unet;
 pub mod weights;
 
 pub use error::EmergeError;
-pub use guidance::{Conditioning, Denoiser, Guidance, guided_noise};
+pub use guidance::{Conditioning, Denoiser, Guidance, MAX_GUIDANCE, guided_noise};
 pub use model::ModelConfig;
 pub use noise::GaussianNoise;
 pub use sampler::{NoisePredictor, Sampler, SamplerKind, Sampling, StepOutput};

@@ -6,6 +6,11 @@
 
 /// A seeded stream of standard normal f32 values, identical on every platform. Its state
 /// serialises, so a training run can resume the exact stream.
+///
+/// Written here rather than taken from `rand`/`rand_distr` on purpose: it is small (xoshiro256++
+/// and Box–Muller, a few lines each, with its output pinned and its moments tested below), and pinning the
+/// exact algorithm keeps every seed's images the same across platforms and dependency updates,
+/// which the samplers' "same seed, same images" promise and the browser–CLI tests rely on.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GaussianNoise {
     state: [u64; 4],

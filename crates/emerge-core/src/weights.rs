@@ -84,30 +84,7 @@ pub fn save(
     config: &ModelConfig,
     precision: Precision,
 ) -> Result<(), EmergeError> {
-    write_atomically(path, &to_bytes(unet, config, precision)?)
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), EmergeError> {
-    let io = |context: String| move |source| EmergeError::Io { context, source };
-    let file_name = path.file_name().ok_or_else(|| {
-        EmergeError::InvalidArgument(format!("'{}' is not a file path", path.display()))
-    })?;
-    let tmp = path.with_file_name(format!(".{}.tmp", file_name.to_string_lossy()));
-    {
-        use std::io::Write;
-        let mut file = std::fs::File::create(&tmp)
-            .map_err(io(format!("cannot create '{}'", tmp.display())))?;
-        file.write_all(bytes)
-            .map_err(io(format!("cannot write '{}'", tmp.display())))?;
-        file.sync_all()
-            .map_err(io(format!("cannot sync '{}'", tmp.display())))?;
-    }
-    std::fs::rename(&tmp, path).map_err(io(format!(
-        "cannot move '{}' to '{}'",
-        tmp.display(),
-        path.display()
-    )))
+    crate::atomic_file::write_atomically(path, &to_bytes(unet, config, precision)?)
 }
 
 /// Reads only the configuration of a model file (cheap: no tensor is touched).
