@@ -1,112 +1,39 @@
 //! The Fréchet distance between two sets of feature vectors, each summarised by a Gaussian
 //! (Heusel et al. 2017, FID):  d² = ‖μ₁ − μ₂‖² + Tr(Σ₁ + Σ₂ − 2 (Σ₁ Σ₂)^{1/2}).
+//! The linear algebra is nalgebra's (symmetric eigendecomposition, products).
 
-/// Mean and covariance (unbiased) of `rows` vectors of width `dim`, in f64.
-pub fn moments(features: &[f32], dim: usize) -> (Vec<f64>, Vec<f64>) {
-    let n = features.len() / dim;
-    let mut mean = vec![0.0; dim];
-    for row in features.chunks_exact(dim) {
-        for (m, &v) in mean.iter_mut().zip(row) {
-            *m += v as f64 / n as f64;
-        }
-    }
-    let mut cov = vec![0.0; dim * dim];
-    for row in features.chunks_exact(dim) {
-        let centred: Vec<f64> = row.iter().zip(&mean).map(|(&v, m)| v as f64 - m).collect();
-        for i in 0..dim {
-            for j in i..dim {
-                cov[i * dim + j] += centred[i] * centred[j];
-            }
-        }
-    }
-    for i in 0..dim {
-        for j in i..dim {
-            let v = cov[i * dim + j] / (n as f64 - 1.0).max(1.0);
-            cov[i * dim + j] = v;
-            cov[j * dim + i] = v;
-        }
-    }
-    (mean, cov)
+use nalgebra::{DMatrix, DVector, SymmetricEigen};
+
+/// Mean and covariance (unbiased) of the rows of `features`, vectors of width `dim`, in f64.
+pub fn moments(features: &[f32], dim: usize) -> (DVector<f64>, DMatrix<f64>) {
+    let rows = DMatrix::from_row_iterator(
+        features.len() / dim,
+        dim,
+        features.iter().map(|&v| f64::from(v)),
+    );
+    let n = rows.nrows() as f64;
+    let mean = rows.row_mean().transpose();
+    let centred = DMatrix::from_fn(rows.nrows(), dim, |i, j| rows[(i, j)] - mean[j]);
+    // Σ = Xᶜᵀ Xᶜ / (n − 1)
+    let covariance = centred.tr_mul(&centred) / (n - 1.0).max(1.0);
+    (mean, covariance)
 }
 
-/// Eigenvalues and eigenvectors (columns) of a symmetric matrix, by cyclic Jacobi rotations.
-pub fn symmetric_eigen(matrix: &[f64], dim: usize) -> (Vec<f64>, Vec<f64>) {
-    let mut a = matrix.to_vec();
-    let mut v = vec![0.0; dim * dim];
-    for i in 0..dim {
-        v[i * dim + i] = 1.0;
-    }
-    for _sweep in 0..100 {
-        let off: f64 = (0..dim)
-            .flat_map(|i| (0..dim).filter(move |&j| j != i).map(move |j| (i, j)))
-            .map(|(i, j)| a[i * dim + j].powi(2))
-            .sum();
-        if off < 1e-22 * (1.0 + (0..dim).map(|i| a[i * dim + i].powi(2)).sum::<f64>()) {
-            break;
-        }
-        for p in 0..dim {
-            for q in p + 1..dim {
-                let apq = a[p * dim + q];
-                if apq.abs() < 1e-300 {
-                    continue;
-                }
-                // rotation angle that zeroes a[p][q]
-                let theta = (a[q * dim + q] - a[p * dim + p]) / (2.0 * apq);
-                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let t = if theta == 0.0 { 1.0 } else { t };
-                let (c, s) = (1.0 / (t * t + 1.0).sqrt(), t / (t * t + 1.0).sqrt());
-                for k in 0..dim {
-                    let (akp, akq) = (a[k * dim + p], a[k * dim + q]);
-                    a[k * dim + p] = c * akp - s * akq;
-                    a[k * dim + q] = s * akp + c * akq;
-                }
-                for k in 0..dim {
-                    let (apk, aqk) = (a[p * dim + k], a[q * dim + k]);
-                    a[p * dim + k] = c * apk - s * aqk;
-                    a[q * dim + k] = s * apk + c * aqk;
-                }
-                for k in 0..dim {
-                    let (vkp, vkq) = (v[k * dim + p], v[k * dim + q]);
-                    v[k * dim + p] = c * vkp - s * vkq;
-                    v[k * dim + q] = s * vkp + c * vkq;
-                }
-            }
-        }
-    }
-    ((0..dim).map(|i| a[i * dim + i]).collect(), v)
-}
-
-fn matmul(a: &[f64], b: &[f64], dim: usize) -> Vec<f64> {
-    let mut out = vec![0.0; dim * dim];
-    for i in 0..dim {
-        for k in 0..dim {
-            let aik = a[i * dim + k];
-            for j in 0..dim {
-                out[i * dim + j] += aik * b[k * dim + j];
-            }
-        }
-    }
-    out
+/// A² = S for a symmetric positive semi-definite S: V diag(√max(λ, 0)) Vᵀ.
+fn symmetric_sqrt(matrix: &DMatrix<f64>) -> DMatrix<f64> {
+    let eigen = SymmetricEigen::new(matrix.clone());
+    let roots = eigen.eigenvalues.map(|l| l.max(0.0).sqrt());
+    &eigen.eigenvectors * DMatrix::from_diagonal(&roots) * eigen.eigenvectors.transpose()
 }
 
 /// Tr((Σ₁ Σ₂)^{1/2}) = Σᵢ √λᵢ(Σ₁^{1/2} Σ₂ Σ₁^{1/2}), the symmetric form of the same eigenvalues.
-fn trace_sqrt_product(s1: &[f64], s2: &[f64], dim: usize) -> f64 {
-    let (values, vectors) = symmetric_eigen(s1, dim);
-    // Σ₁^{1/2} = V diag(√λ) Vᵀ
-    let mut root = vec![0.0; dim * dim];
-    for i in 0..dim {
-        for j in 0..dim {
-            root[i * dim + j] = (0..dim)
-                .map(|k| vectors[i * dim + k] * values[k].max(0.0).sqrt() * vectors[j * dim + k])
-                .sum();
-        }
-    }
-    let m = matmul(&matmul(&root, s2, dim), &root, dim);
-    let sym: Vec<f64> = (0..dim * dim)
-        .map(|idx| 0.5 * (m[idx] + m[(idx % dim) * dim + idx / dim]))
-        .collect();
-    symmetric_eigen(&sym, dim)
-        .0
+fn trace_sqrt_product(s1: &DMatrix<f64>, s2: &DMatrix<f64>) -> f64 {
+    let root = symmetric_sqrt(s1);
+    let product = &root * s2 * &root;
+    // Symmetrise away rounding before the symmetric eigensolver.
+    let symmetric = (&product + product.transpose()) * 0.5;
+    SymmetricEigen::new(symmetric)
+        .eigenvalues
         .iter()
         .map(|l| l.max(0.0).sqrt())
         .sum()
@@ -116,9 +43,9 @@ fn trace_sqrt_product(s1: &[f64], s2: &[f64], dim: usize) -> f64 {
 pub fn frechet_distance(a: &[f32], b: &[f32], dim: usize) -> f64 {
     let (m1, s1) = moments(a, dim);
     let (m2, s2) = moments(b, dim);
-    let mean_term: f64 = m1.iter().zip(&m2).map(|(x, y)| (x - y).powi(2)).sum();
-    let trace: f64 = (0..dim).map(|i| s1[i * dim + i] + s2[i * dim + i]).sum();
-    (mean_term + trace - 2.0 * trace_sqrt_product(&s1, &s2, dim)).max(0.0)
+    let mean_term = (m1 - m2).norm_squared();
+    let trace = s1.trace() + s2.trace();
+    (mean_term + trace - 2.0 * trace_sqrt_product(&s1, &s2)).max(0.0)
 }
 
 #[cfg(test)]
@@ -128,10 +55,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn jacobi_finds_known_eigenvalues() {
-        let (mut values, _) = symmetric_eigen(&[2.0, 1.0, 1.0, 2.0], 2);
-        values.sort_by(f64::total_cmp);
-        assert!((values[0] - 1.0).abs() < 1e-12 && (values[1] - 3.0).abs() < 1e-12);
+    fn moments_are_the_mean_and_the_unbiased_covariance() {
+        // Rows (1, 2), (3, 6): mean (2, 4), covariance [[2, 4], [4, 8]] (divided by n − 1 = 1).
+        let (mean, cov) = moments(&[1.0, 2.0, 3.0, 6.0], 2);
+        assert_eq!(mean.as_slice(), &[2.0, 4.0]);
+        assert_eq!(cov, DMatrix::from_row_slice(2, 2, &[2.0, 4.0, 4.0, 8.0]));
+    }
+
+    #[test]
+    fn trace_of_the_root_of_a_product_matches_the_closed_form() {
+        // Σ₁ = diag(1, 4), Σ₂ = diag(9, 1): (Σ₁Σ₂)^{1/2} = diag(3, 2), trace 5; and for a
+        // rotated pair sharing eigenvectors the trace is unchanged.
+        let s1 = DMatrix::from_diagonal(&DVector::from_vec(vec![1.0, 4.0]));
+        let s2 = DMatrix::from_diagonal(&DVector::from_vec(vec![9.0, 1.0]));
+        assert!((trace_sqrt_product(&s1, &s2) - 5.0).abs() < 1e-12);
+        let (c, s) = (0.6f64, 0.8f64);
+        let r = DMatrix::from_row_slice(2, 2, &[c, -s, s, c]);
+        let rotate = |m: &DMatrix<f64>| &r * m * r.transpose();
+        assert!((trace_sqrt_product(&rotate(&s1), &rotate(&s2)) - 5.0).abs() < 1e-12);
     }
 
     #[test]
