@@ -2,8 +2,8 @@
 //!
 //! Rows run from the smallest piece to the whole run, so that the first failing row names the
 //! kernel at fault rather than only a wrong final image: each layer type of the UNet (with the
-//! shipped model's own weights), full forward passes, then a guided DDIM run from the same host
-//! noise. Flex is the reference; a device passes a row when its output is within the tolerance.
+//! shipped model's own weights), full forward passes, one training step's loss and gradients
+//! (through the autodiff decorator), then a guided DDIM run from the same host noise. Flex is the reference; a device passes a row when its output is within the tolerance.
 
 use anyhow::Result;
 use burn::module::Module;
@@ -271,6 +271,91 @@ fn forward_piece<'a>(unet: &'a UNet, config: &'a ModelConfig, batch: usize) -> P
     })
 }
 
+/// The shipped network with dropout off (its masks are random per device), as model-file bytes:
+/// loaded onto an autodiff device, its parameters are tracked for gradients.
+fn without_dropout(unet: &UNet, config: &ModelConfig) -> Result<Vec<u8>> {
+    let mut config = config.clone();
+    config.unet.dropout = 0.0;
+    Ok(emerge_core::weights::to_bytes(
+        unet,
+        &config,
+        emerge_core::weights::Precision::Full,
+    )?)
+}
+
+/// A training batch from host draws: x_0 in [−1, 1], labels, timesteps spread over [0, T), ε.
+fn training_batch(config: &ModelConfig, batch: usize) -> crate::train::Batch {
+    let c = &config.unet;
+    let len = batch * c.in_channels * c.sample_size * c.sample_size;
+    let mut rng = GaussianNoise::new(3000 + batch as u64);
+    let t_max = config.schedule.num_train_timesteps;
+    crate::train::Batch {
+        x0: (0..len)
+            .map(|_| rng.next_uniform() as f32 * 2.0 - 1.0)
+            .collect(),
+        labels: (0..batch)
+            .map(|i| (i % c.num_class_embeds.unwrap_or(1)) as i64)
+            .collect(),
+        timesteps: (0..batch).map(|i| (i * 397 + 11) % t_max).collect(),
+        noise: rng.normals(len),
+    }
+}
+
+/// Every float parameter's gradient, in the module's order, flattened (missing ones as NaN).
+struct GradientValues<'a> {
+    gradients: &'a burn::optim::GradientsParams,
+    values: Vec<f32>,
+}
+
+impl burn::module::ModuleVisitor for GradientValues<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+        match self.gradients.get::<D>(param.id) {
+            Some(gradient) => self
+                .values
+                .extend(host_values(gradient).unwrap_or_else(|_| vec![f32::NAN])),
+            None => self.values.push(f32::NAN),
+        }
+    }
+}
+
+/// One training step's numbers on a device's autodiff decorator: the loss (L_simple, or with
+/// `min_snr_gamma` its Min-SNR weighting) and, with `gradients`, ∂loss/∂θ of every parameter.
+fn training_piece<'a>(
+    model_file: &'a [u8],
+    batch: usize,
+    min_snr_gamma: Option<f64>,
+    gradients: bool,
+) -> Piece<'a> {
+    Box::new(move |device: &Device| {
+        let training = device.clone().autodiff();
+        let (config, model) = emerge_core::weights::from_bytes(model_file.to_vec(), &training)?;
+        let config = &config;
+        let schedule = config.noise_schedule()?;
+        let settings = crate::train::TrainingConfig {
+            min_snr_gamma,
+            ..crate::train::TrainingConfig::for_check(config.clone())
+        };
+        let loss = crate::train::training_loss(
+            &model,
+            &settings,
+            &schedule,
+            &training_batch(config, batch),
+            config.unet.sample_size,
+            &training,
+        )?;
+        if !gradients {
+            return host_values(loss);
+        }
+        let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &model);
+        let mut visitor = GradientValues {
+            gradients: &grads,
+            values: Vec::new(),
+        };
+        model.visit(&mut visitor);
+        Ok(visitor.values)
+    })
+}
+
 /// Runs every row on every device in `devices` (Flex, the reference, is not in it).
 /// `on_row` sees each row as it finishes, for printing progress.
 pub fn run(
@@ -291,6 +376,7 @@ pub fn run(
             Ok((name.clone(), preset, net))
         })
         .collect::<Result<_>>()?;
+    let trainable = without_dropout(unet, config)?;
     let mut pieces: Vec<(String, Piece)> = Vec::new();
     for &batch in &plan.batches {
         pieces.extend(layer_pieces(unet, config, batch));
@@ -306,6 +392,19 @@ pub fn run(
             pieces.push((
                 format!("forward, {name} (fresh weights), batch {batch}"),
                 forward_piece(net, preset, batch),
+            ));
+        }
+    }
+    // Training: the loss through the autodiff decorator, then its gradients (backward).
+    for &batch in &plan.batches {
+        for (gamma, loss_name) in [(None, "L_simple"), (Some(5.0), "Min-SNR-5")] {
+            pieces.push((
+                format!("training loss ({loss_name}, autodiff), shipped model, batch {batch}"),
+                training_piece(&trainable, batch, gamma, false),
+            ));
+            pieces.push((
+                format!("gradients of {loss_name} (backward), shipped model, batch {batch}"),
+                training_piece(&trainable, batch, gamma, true),
             ));
         }
     }
@@ -425,8 +524,10 @@ mod tests {
             |row| seen.push(row.what.clone()),
         )
         .unwrap();
-        // Every layer type at each batch, the two forward passes at each batch, then the run.
-        assert_eq!(rows.len(), 2 * 7 + 2 * 2 + 1, "{seen:#?}");
+        // Every layer type at each batch, the two forward passes at each batch, the training
+        // loss and gradients (L_simple, Min-SNR) at each batch, then the run.
+        assert_eq!(rows.len(), 2 * 7 + 2 * 2 + 2 * 4 + 1, "{seen:#?}");
+        assert!(seen.iter().any(|w| w.starts_with("gradients of Min-SNR-5")));
         assert!(rows[0].what.starts_with("time embedding"));
         assert!(rows.last().unwrap().what.starts_with("DDIM 3 steps"));
         for row in &rows {
