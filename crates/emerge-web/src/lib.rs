@@ -10,5 +10,5 @@ mod session;
 mod web;
 
 pub use device::DeviceInfo;
-pub use options::SamplingOptions;
+pub use options::{Limits, MAX_BATCH, SamplingOptions};
 pub use session::{Frame, Session};

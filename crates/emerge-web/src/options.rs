@@ -1,10 +1,36 @@
 //! The settings of a sampling run as the page sends them (JSON), checked before anything runs.
 
-use emerge_core::{Conditioning, EmergeError, Guidance, SamplerKind, UNetConfig};
-use serde::Deserialize;
+use emerge_core::{
+    Conditioning, EmergeError, Guidance, MAX_GUIDANCE, ModelConfig, SamplerKind, UNetConfig,
+};
+use serde::{Deserialize, Serialize};
 
 /// Largest batch the page may ask for.
 pub const MAX_BATCH: usize = 64;
+
+/// What the loaded model and the engine accept: the page builds its controls from these.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Limits {
+    /// T: the model's training timesteps (DDPM runs all of them; t lies in 0..T).
+    pub timesteps: usize,
+    pub max_batch: usize,
+    /// Guidance scales run from 0 to this (0 for an unconditional model).
+    pub max_guidance: f64,
+    /// Digit classes, 0 for an unconditional model.
+    pub classes: usize,
+}
+
+impl Limits {
+    pub fn of(config: &ModelConfig) -> Self {
+        let classes = config.unet.null_class().unwrap_or(0);
+        Self {
+            timesteps: config.schedule.num_train_timesteps,
+            max_batch: MAX_BATCH,
+            max_guidance: if classes > 0 { MAX_GUIDANCE } else { 0.0 },
+            classes,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,6 +95,12 @@ impl SamplingOptions {
                 classes - 1
             )));
         }
+        if !(0.0..=MAX_GUIDANCE).contains(&self.guidance) {
+            return Err(EmergeError::InvalidArgument(format!(
+                "guidance must be 0 to {MAX_GUIDANCE}, got {}",
+                self.guidance
+            )));
+        }
         let labels = (0..self.batch)
             .map(|i| self.class.unwrap_or(i % classes))
             .collect();
@@ -85,6 +117,27 @@ impl SamplingOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_follow_the_model() {
+        let mut config = ModelConfig::preset("tiny").unwrap();
+        config.schedule.num_train_timesteps = 500;
+        assert_eq!(
+            Limits::of(&config),
+            Limits {
+                timesteps: 500,
+                max_batch: 64,
+                max_guidance: 10.0,
+                classes: 10
+            }
+        );
+        config.unet.num_class_embeds = None;
+        let unconditional = Limits::of(&config);
+        assert_eq!(
+            (unconditional.classes, unconditional.max_guidance),
+            (0, 0.0)
+        );
+    }
 
     #[test]
     fn parses_and_checks_options() {
@@ -113,6 +166,16 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("batch must be 1 to 64")
+        );
+        let bad = SamplingOptions {
+            guidance: 10.5,
+            ..o.clone()
+        };
+        assert!(
+            bad.conditioning(&tiny)
+                .unwrap_err()
+                .to_string()
+                .contains("guidance must be 0 to 10")
         );
         let bad = SamplingOptions {
             class: Some(10),

@@ -147,6 +147,14 @@ impl Engine {
         Ok(json)
     }
 
+    /// What the loaded model and the engine accept, as JSON:
+    /// `{timesteps, max_batch, max_guidance, classes}`.
+    #[wasm_bindgen(getter)]
+    pub fn limits(&self) -> Result<String, JsError> {
+        let limits = crate::options::Limits::of(&self.model()?.config);
+        serde_json::to_string(&limits).map_err(|e| JsError::new(&e.to_string()))
+    }
+
     fn model(&self) -> Result<&Model, JsError> {
         self.model
             .as_ref()

@@ -12,7 +12,7 @@ use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::store::{BurnpackStore, ModuleSnapshot};
 use burn::tensor::activation::{log_softmax, relu};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
 use emerge_core::GaussianNoise;
 
 use crate::mnist::{self, Digits, Split};
@@ -63,18 +63,31 @@ impl Classifier {
             .map_err(|e| anyhow::anyhow!("cannot write '{}': {e}", path.display()))
     }
 
-    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+    /// Loads `path`, or the classifier built into this binary when there is none.
+    pub fn load(path: Option<&Path>, device: &Device) -> Result<Self> {
         let mut model = Self::new(device);
-        let mut store = BurnpackStore::from_file(path);
+        let (mut store, name) = match path {
+            Some(path) => (
+                BurnpackStore::from_file(path),
+                format!("'{}'", path.display()),
+            ),
+            None => (
+                BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(BUILT_IN.to_vec()))),
+                "built into this binary".to_string(),
+            ),
+        };
         model.load_from(&mut store).map_err(|e| {
             anyhow::anyhow!(
-                "cannot load the classifier '{}': {e} (train one with `emerge train-classifier`)",
-                path.display()
+                "cannot load the classifier {name}: {e} (train one with `emerge train-classifier`)"
             )
         })?;
         Ok(model)
     }
 }
+
+/// The project's classifier (`crates/emerge/assets/mnist-classifier.bpk`), built in so that
+/// `eval` works from any directory.
+pub const BUILT_IN: &[u8] = include_bytes!("../assets/mnist-classifier.bpk");
 
 /// u8 images `[n, 28, 28]` as a model-space batch.
 pub fn batch_tensor(pixels: &[u8], count: usize, device: &Device) -> Tensor<4> {
@@ -182,4 +195,27 @@ pub fn train(data_dir: &Path, epochs: usize, seed: u64) -> Result<(Classifier, f
     let model = model.valid();
     let acc = accuracy(&model, &test_set, &Device::flex()).context("evaluating the classifier")?;
     Ok((model, acc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_classifier_loads_and_a_missing_file_is_named() {
+        let device = Device::flex();
+        let classifier = Classifier::load(None, &device).unwrap();
+        let logits = classifier.forward(Tensor::<4>::zeros([2, 1, 28, 28], &device));
+        assert_eq!(logits.dims(), [2, 10]);
+        let missing = std::env::temp_dir().join("emerge-no-such-classifier.bpk");
+        let message = format!(
+            "{:#}",
+            Classifier::load(Some(&missing), &device).err().unwrap()
+        );
+        assert!(
+            message.contains("emerge-no-such-classifier.bpk"),
+            "{message}"
+        );
+        assert!(message.contains("emerge train-classifier"), "{message}");
+    }
 }

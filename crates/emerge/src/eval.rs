@@ -67,7 +67,7 @@ fn draw(
 pub fn evaluate(
     model_path: Option<&Path>,
     data_dir: &Path,
-    classifier_path: &Path,
+    classifier_path: Option<&Path>,
     mut settings: EvalSettings,
     device: &Device,
 ) -> Result<EvalReport> {

@@ -24,7 +24,7 @@ pub fn png_bytes(rgba: &[u8], width: usize, height: usize) -> Result<Vec<u8>> {
 /// Writes a batch as a PNG grid with `columns` images per row.
 pub fn write_png_grid(path: &Path, images: &Images, columns: usize) -> Result<()> {
     let (rgba, w, h) = rgba_grid(&images.values, images.shape, columns, 2);
-    emerge_core::weights::write_atomically(path, &png_bytes(&rgba, w, h)?)?;
+    emerge_core::atomic_file::write_atomically(path, &png_bytes(&rgba, w, h)?)?;
     Ok(())
 }
 
@@ -64,7 +64,7 @@ pub fn write_gif(
             encoder.write_frame(&frame)?;
         }
     }
-    emerge_core::weights::write_atomically(path, &out)?;
+    emerge_core::atomic_file::write_atomically(path, &out)?;
     Ok(())
 }
 

@@ -12,5 +12,6 @@ pub mod import;
 pub mod manifest;
 pub mod mnist;
 pub mod model_file;
+pub mod publish;
 pub mod sample;
 pub mod train;

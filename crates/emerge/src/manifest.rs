@@ -100,7 +100,7 @@ pub fn upsert(path: &Path, entry: ManifestEntry) -> Result<()> {
         Some(existing) => *existing = entry,
         None => manifest.models.push(entry),
     }
-    emerge_core::weights::write_atomically(
+    emerge_core::atomic_file::write_atomically(
         path,
         serde_json::to_string_pretty(&manifest)?.as_bytes(),
     )?;

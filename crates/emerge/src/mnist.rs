@@ -173,6 +173,34 @@ pub fn encode_idx_labels(labels: &[u8]) -> Vec<u8> {
     out
 }
 
+/// `per_class` test images of each digit, in IDX format, for the forward-process view.
+pub fn write_bundled_digits(mnist_dir: &Path, out: &Path, per_class: usize) -> Result<()> {
+    let test = crate::mnist::load(mnist_dir, crate::mnist::Split::Test)?;
+    let mut chosen = Vec::new();
+    for digit in 0..10u8 {
+        chosen.extend(
+            (0..test.len())
+                .filter(|&i| test.labels[i] == digit)
+                .take(per_class),
+        );
+    }
+    let images: Vec<u8> = chosen
+        .iter()
+        .flat_map(|&i| test.image(i).iter().copied())
+        .collect();
+    let labels: Vec<u8> = chosen.iter().map(|&i| test.labels[i]).collect();
+    std::fs::create_dir_all(out)?;
+    emerge_core::atomic_file::write_atomically(
+        &out.join("digits-images.idx"),
+        &crate::mnist::encode_idx_images(&images, chosen.len(), test.rows, test.cols),
+    )?;
+    emerge_core::atomic_file::write_atomically(
+        &out.join("digits-labels.idx"),
+        &crate::mnist::encode_idx_labels(&labels),
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;

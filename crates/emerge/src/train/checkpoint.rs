@@ -56,8 +56,8 @@ pub fn save(
     let optimizer_bytes = optimizer
         .into_bytes()
         .map_err(|e| anyhow::anyhow!("cannot serialise the optimizer: {e:?}"))?;
-    weights::write_atomically(&tmp.join("optimizer.bpk"), &optimizer_bytes)?;
-    weights::write_atomically(
+    emerge_core::atomic_file::write_atomically(&tmp.join("optimizer.bpk"), &optimizer_bytes)?;
+    emerge_core::atomic_file::write_atomically(
         &tmp.join("state.json"),
         serde_json::to_string_pretty(state)?.as_bytes(),
     )?;
@@ -66,7 +66,7 @@ pub fn save(
         std::fs::remove_dir_all(&final_dir)?;
     }
     std::fs::rename(&tmp, &final_dir)?;
-    weights::write_atomically(&dir.join("latest"), name.as_bytes())?;
+    emerge_core::atomic_file::write_atomically(&dir.join("latest"), name.as_bytes())?;
     prune(&dir, &name)?;
     Ok(())
 }

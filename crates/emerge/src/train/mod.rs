@@ -92,11 +92,13 @@ impl Dataset {
 }
 
 /// The images of one step and the host draws that go with them.
-struct Batch {
-    x0: Vec<f32>,
-    labels: Vec<i64>,
-    timesteps: Vec<usize>,
-    noise: Vec<f32>,
+pub(crate) struct Batch {
+    /// x_0, `[B, 1, H, W]` row-major, in [−1, 1].
+    pub x0: Vec<f32>,
+    pub labels: Vec<i64>,
+    pub timesteps: Vec<usize>,
+    /// ε, like x_0.
+    pub noise: Vec<f32>,
 }
 
 pub fn train(config: &TrainingConfig, options: &TrainOptions) -> Result<TrainSummary> {
@@ -140,7 +142,7 @@ pub fn train(config: &TrainingConfig, options: &TrainOptions) -> Result<TrainSum
         device.seed(config.seed);
         let model = UNet::new(unet_config, &device)?;
         let ema = model.valid();
-        emerge_core::weights::write_atomically(
+        emerge_core::atomic_file::write_atomically(
             &config_path,
             serde_json::to_string_pretty(config)?.as_bytes(),
         )?;
@@ -263,7 +265,7 @@ fn next_batch(
 
 /// Σ_i λ_i ‖ε_i − ε_θ(√ᾱ_t x_0 + √(1 − ᾱ_t) ε, t)‖² / B  (Algorithm 1, line 5: L_simple with
 /// λ = 1, or Min-SNR-γ's λ_t = min(SNR(t), γ)/SNR(t) (Hang et al. 2023, eq. 7 for ε-prediction)).
-fn training_loss(
+pub(crate) fn training_loss(
     model: &UNet,
     config: &TrainingConfig,
     schedule: &NoiseSchedule,

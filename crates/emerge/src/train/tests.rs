@@ -291,7 +291,7 @@ fn the_timeline_exports_the_ema_weights_at_the_steps_asked() {
             .weight
             .val()
             .into_data()
-            .to_vec::<f32>()
+            .try_to_vec::<f32>()
             .unwrap()
     };
     let step_0 = first_layer(load("step-0000000.bpk"));

@@ -1,0 +1,367 @@
+//! The command line as clap reads it: the subcommands and their arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use emerge_core::Guidance;
+
+use crate::devices::DeviceChoice;
+use crate::manifest::DEFAULT_GUIDANCE;
+
+/// emerge: a DDPM you can watch think. Train it, sample from it, measure it, export it for the page.
+#[derive(Debug, Parser)]
+#[command(name = "emerge", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a model on MNIST (L_simple, AdamW, EMA), with checkpoints and exact resume.
+    Train(TrainArgs),
+    /// Sample images: a PNG grid (.png), the denoising trajectory (.gif) or MNIST IDX (.idx).
+    Sample(SampleArgs),
+    /// Write the files the page loads (f16 weights + manifest) from a run's EMA weights.
+    Export(ExportArgs),
+    /// Convert a diffusers UNet2DModel checkpoint (config.json, diffusion_pytorch_model.safetensors
+    /// or .bin, scheduler_config.json) into the files the page loads.
+    Import(ImportArgs),
+    /// Time one denoising step (one UNet forward pass) per batch size, median of several runs.
+    Bench(BenchArgs),
+    /// Train the small MNIST classifier whose features the evaluation uses.
+    TrainClassifier(TrainClassifierArgs),
+    /// Measure a model: Fréchet distance to the test set (with the train-vs-test floor),
+    /// accuracy of conditional samples, class histogram of unconditional ones.
+    Eval(EvalArgs),
+    /// Hold every device this binary can open to Flex: each layer type of the UNet, whole
+    /// forward passes and a guided DDIM run, from the same inputs. Exits non-zero if any row is
+    /// over its tolerance, naming the first.
+    CheckDevices(CheckArgs),
+}
+
+/// The classifier-free guidance of the commands that sample (sample, eval, export's defaults).
+#[derive(Debug, Args)]
+pub struct GuidanceArgs {
+    /// Classifier-free guidance scale w (0 = unconditional, 1 = conditional, >1 sharper).
+    #[arg(long, default_value_t = DEFAULT_GUIDANCE)]
+    pub guidance: f64,
+    /// Apply w only for timesteps LOW ≤ t ≤ HIGH (the plain conditional prediction elsewhere;
+    /// Kynkäänniemi et al. 2024), e.g. `--guidance-interval 0:600`. Default: every step.
+    #[arg(long, value_name = "LOW:HIGH", value_parser = parse_interval)]
+    pub guidance_interval: Option<(usize, usize)>,
+}
+
+impl GuidanceArgs {
+    pub fn guidance(&self) -> Guidance {
+        Guidance {
+            scale: self.guidance,
+            interval: self.guidance_interval,
+        }
+    }
+}
+
+/// `LOW:HIGH` (inclusive timesteps, LOW ≤ HIGH).
+fn parse_interval(text: &str) -> Result<(usize, usize), String> {
+    let (low, high) = text
+        .split_once(':')
+        .ok_or_else(|| format!("'{text}' is not LOW:HIGH (for example 0:600)"))?;
+    let parse = |s: &str| {
+        s.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("'{s}' in '{text}' is not a timestep (a whole number ≥ 0)"))
+    };
+    let (low, high) = (parse(low)?, parse(high)?);
+    if low > high {
+        return Err(format!("'{text}' is empty: LOW must not exceed HIGH"));
+    }
+    Ok((low, high))
+}
+
+/// The `--device` of the commands that compute (train, sample, eval).
+#[derive(Debug, Args)]
+pub struct DeviceArg {
+    /// Where to compute: cpu (Flex) or gpu (wgpu; an error when no GPU adapter exists).
+    #[arg(long = "device", value_name = "DEVICE", value_enum, default_value_t = DeviceChoice::Cpu)]
+    pub choice: DeviceChoice,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The model whose layers and sampling run are checked (default: the shipped MNIST model,
+    /// built into this binary).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Presets whose whole forward pass is also checked, with fresh seeded weights.
+    #[arg(long, value_delimiter = ',', default_value = "ddpm-cifar10")]
+    pub presets: Vec<String>,
+    /// Batch sizes of the layer and forward-pass rows.
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    pub batches: Vec<usize>,
+    /// Steps of the guided DDIM run (η = 1).
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// Images in the DDIM run (digits 0, 1, … in turn).
+    #[arg(long, default_value_t = 16)]
+    pub images: usize,
+    #[arg(long, default_value_t = DEFAULT_GUIDANCE)]
+    pub guidance: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Fail when no GPU adapter is found (instead of checking nothing).
+    #[arg(long)]
+    pub require_gpu: bool,
+}
+
+/// Where the committed evaluation classifier lives (relative to the repository root).
+pub const CLASSIFIER_PATH: &str = "crates/emerge/assets/mnist-classifier.bpk";
+
+#[derive(Debug, Args)]
+pub struct TrainClassifierArgs {
+    /// Directory holding the MNIST IDX files.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = CLASSIFIER_PATH)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Model file (.bpk) written by `export` or `import` (default: the shipped MNIST model, built
+    /// into this binary).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Directory holding the MNIST IDX files.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Classifier file (default: the project's, built into this binary).
+    #[arg(long)]
+    pub classifier: Option<PathBuf>,
+    /// Samples per measurement (and training images for the floor).
+    #[arg(long, default_value_t = 1000)]
+    pub count: usize,
+    #[arg(long, value_enum, default_value_t = SamplerChoice::Ddim)]
+    pub sampler: SamplerChoice,
+    /// Denoising steps (default: T for DDPM, 50 for DDIM).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// DDIM's η.
+    #[arg(long, default_value_t = 1.0)]
+    pub eta: f64,
+    #[command(flatten)]
+    pub guidance: GuidanceArgs,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Images sampled at once (batch k draws its noise from seed + k: keep it to reproduce a
+    /// report).
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: DeviceArg,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Directory holding the MNIST IDX files (train-images-idx3-ubyte.gz, …).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Network preset.
+    #[arg(long, default_value = "mnist")]
+    pub preset: String,
+    /// Channels per level, overriding the preset's (e.g. 32,64,128).
+    #[arg(long, value_delimiter = ',')]
+    pub channels: Option<Vec<usize>>,
+    /// Res blocks per level on the way down, overriding the preset's.
+    #[arg(long)]
+    pub layers_per_block: Option<usize>,
+    /// Noise schedule: the paper's linear β (1e-4 to 0.02) or Improved DDPM's cosine.
+    #[arg(long, value_enum, default_value_t = ScheduleChoice::Linear)]
+    pub schedule: ScheduleChoice,
+    /// Run directory: config.json, log.csv, checkpoints/, samples/.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue the run in --out from its newest checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Optimisation steps in all (the learning rate schedule spans them).
+    #[arg(long, default_value_t = 6000)]
+    pub steps: usize,
+    /// Stop this invocation after this many steps in total (resume later with --resume).
+    #[arg(long)]
+    pub stop_at: Option<usize>,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 200)]
+    pub warmup_steps: usize,
+    #[arg(long, default_value_t = 0.999)]
+    pub ema_decay: f64,
+    /// Probability of dropping a label to the null class (classifier-free guidance); 0 for an
+    /// unconditional preset.
+    #[arg(long, default_value_t = 0.1)]
+    pub label_dropout: f64,
+    /// Weight each image's loss by min(SNR(t), γ)/SNR(t) (Min-SNR-γ, Hang et al. 2023; 5 is
+    /// theirs); without it the paper's unweighted L_simple.
+    #[arg(long, value_name = "GAMMA")]
+    pub min_snr_gamma: Option<f64>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 250)]
+    pub checkpoint_every: usize,
+    /// Write a sample grid every this many steps (0: never).
+    #[arg(long, default_value_t = 1000)]
+    pub sample_every: usize,
+    /// Also export the EMA weights after these steps (0: the untrained network) to
+    /// <out>/timeline/ (f16), for the page's training timeline.
+    #[arg(long, value_delimiter = ',')]
+    pub timeline: Vec<usize>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub device: DeviceArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ScheduleChoice {
+    Linear,
+    Cosine,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SamplerChoice {
+    /// Ancestral sampling (DDPM Algorithm 2), all T steps unless --steps respaces it.
+    Ddpm,
+    /// DDIM (Song et al. 2021), deterministic with --eta 0.
+    Ddim,
+}
+
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    /// Model file (.bpk) written by `export` or `import` (default: the shipped MNIST model, built
+    /// into this binary).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    #[arg(long, default_value_t = 16)]
+    pub count: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value_t = SamplerChoice::Ddim)]
+    pub sampler: SamplerChoice,
+    /// Denoising steps (default: 1000 for DDPM, 50 for DDIM).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// DDIM's η: 1 adds DDPM-like fresh noise each step, 0 is deterministic.
+    #[arg(long, default_value_t = 1.0)]
+    pub eta: f64,
+    /// Digit to draw (conditional models); all samples unconditional when absent.
+    #[arg(long, conflicts_with = "digit_rows")]
+    pub class: Option<usize>,
+    /// One row per class, `--columns` samples each (overrides --count).
+    #[arg(long)]
+    pub digit_rows: bool,
+    #[command(flatten)]
+    pub guidance: GuidanceArgs,
+    /// Images per row in grids and GIFs.
+    #[arg(long, default_value_t = 8)]
+    pub columns: usize,
+    /// Output: .png (grid), .gif (trajectory of x_t) or .idx (MNIST IDX3, u8, written batch by
+    /// batch).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Images sampled at once: memory grows with it, not with --count (batch k draws its noise
+    /// from seed + k).
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    #[command(flatten)]
+    pub device: DeviceArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Training run directory (its newest checkpoint's EMA weights are exported).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Directory the page serves models from.
+    #[arg(long, default_value = "www/models")]
+    pub out: PathBuf,
+    /// Model name: the file is <name>.bpk and the manifest entry is keyed by it.
+    #[arg(long, default_value = "mnist")]
+    pub name: String,
+    /// Also write the page's bundled real digits (two of each class from the MNIST test set
+    /// in this directory) to <out>/../data.
+    #[arg(long)]
+    pub digits: Option<PathBuf>,
+    /// The guidance the page opens with (conditional models): the one `eval` measured best.
+    #[command(flatten)]
+    pub guidance: GuidanceArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The diffusers checkpoint directory (for example a download of google/ddpm-cifar10-32).
+    pub checkpoint: PathBuf,
+    /// Directory the page serves models from (the manifest there gets an entry).
+    #[arg(long, default_value = "www/models")]
+    pub out: PathBuf,
+    /// Model name (file <name>.bpk, manifest key); default: the checkpoint directory's name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Where the weights come from, as the page shows it (default: "diffusers checkpoint <name>").
+    #[arg(long)]
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Presets to time.
+    #[arg(long, value_delimiter = ',', default_value = "mnist")]
+    pub presets: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    pub batches: Vec<usize>,
+    /// Timed runs per case (after one warm-up run); the median is reported.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn guidance_intervals_parse_or_say_what_is_wrong() {
+        assert_eq!(parse_interval("80:580"), Ok((80, 580)));
+        assert_eq!(parse_interval(" 0 : 0 "), Ok((0, 0)));
+        assert!(
+            parse_interval("580:80")
+                .unwrap_err()
+                .contains("LOW must not exceed HIGH")
+        );
+        assert!(
+            parse_interval("80-580")
+                .unwrap_err()
+                .contains("is not LOW:HIGH")
+        );
+        assert!(
+            parse_interval("a:5")
+                .unwrap_err()
+                .contains("'a' in 'a:5' is not a timestep")
+        );
+    }
+}

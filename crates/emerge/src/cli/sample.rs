@@ -1,0 +1,131 @@
+//! `emerge sample`: images, a trajectory GIF or an IDX file, batch by batch.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use emerge_core::SamplerKind;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::args::{SampleArgs, SamplerChoice};
+use crate::sample::{self, Images, SampleRequest};
+
+pub fn run(args: SampleArgs) -> Result<()> {
+    let extension = args
+        .out
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if !matches!(extension.as_str(), "png" | "gif" | "idx") {
+        bail!(
+            "--out must end in .png, .gif or .idx, got '{}'",
+            args.out.display()
+        );
+    }
+    let device = crate::devices::open(args.device.choice)?.device;
+    let (config, unet) = crate::model_file::load(args.model.as_deref(), &device)?;
+    let (sampler, default_steps) = match args.sampler {
+        SamplerChoice::Ddpm => (SamplerKind::Ddpm, config.schedule.num_train_timesteps),
+        SamplerChoice::Ddim => (SamplerKind::Ddim { eta: args.eta }, 50),
+    };
+    let labels = if args.digit_rows {
+        let classes = config
+            .unet
+            .null_class()
+            .context("--digit-rows needs a class-conditional model")?;
+        Some(
+            (0..classes * args.columns)
+                .map(|i| i / args.columns)
+                .collect::<Vec<_>>(),
+        )
+    } else {
+        args.class.map(|c| vec![c; args.count])
+    };
+    let count = labels.as_ref().map_or(args.count, Vec::len);
+    if count == 0 {
+        bail!("--count must be at least 1");
+    }
+    let request = SampleRequest {
+        count,
+        seed: args.seed,
+        sampler,
+        steps: args.steps.unwrap_or(default_steps),
+        labels,
+        guidance: args.guidance.guidance(),
+    };
+    anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
+    anyhow::ensure!(
+        extension != "gif" || count <= args.batch,
+        "a GIF shows the trajectory of one batch: --count ({count}) must be at most --batch ({})",
+        args.batch
+    );
+    let (size, channels) = (config.unet.sample_size, config.unet.in_channels);
+    let total = request.steps;
+    let batches = count.div_ceil(args.batch);
+    let progress = if batches > 1 {
+        ProgressBar::new((batches * total) as u64).with_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} steps, {eta} left")
+                .expect("a valid template"),
+        )
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut idx = match extension.as_str() {
+        "idx" => Some(crate::images::IdxWriter::create(
+            &args.out,
+            count,
+            [channels, size, size],
+        )?),
+        _ => None,
+    };
+    let mut grid = Images {
+        values: Vec::new(),
+        shape: [0, channels, size, size],
+    };
+    let mut frames = Vec::new();
+    let started = Instant::now();
+    let mut first_step = None;
+    for part in request.batches(args.batch) {
+        let mut step = 0;
+        let images = sample::generate(&unet, &config, &part, |output| {
+            step += 1;
+            progress.inc(1);
+            if first_step.is_none() {
+                // Wait for the first step (kernel compilation included) so the later ones time alone.
+                let _ = output.prev_sample.clone().into_data();
+                first_step = Some(started.elapsed().as_secs_f64());
+            }
+            if extension == "gif"
+                && crate::images::keeps_frame(step, total, crate::images::GIF_FRAMES)
+                && let Ok(frame) = Images::from_tensor(output.prev_sample.clone())
+            {
+                frames.push(frame);
+            }
+        })?;
+        match idx.as_mut() {
+            Some(writer) => writer.append(&images)?, // streamed: memory stays flat in --count
+            None if extension == "png" => {
+                grid.values.extend_from_slice(&images.values);
+                grid.shape[0] += images.shape[0];
+            }
+            None => {}
+        }
+    }
+    progress.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    let first = first_step.unwrap_or(seconds);
+    match (extension.as_str(), idx) {
+        (_, Some(writer)) => writer.finish()?,
+        ("png", None) => crate::images::write_png_grid(&args.out, &grid, args.columns)?,
+        _ => crate::images::write_gif(&args.out, &frames, args.columns, 60)?,
+    }
+    let steps_run = batches * total;
+    println!(
+        "wrote {count} samples to {}: {batches} × {total} steps in {seconds:.2} s (first step \
+         {:.0} ms, then {:.2} ms per step)",
+        args.out.display(),
+        first * 1000.0,
+        (seconds - first) * 1000.0 / (steps_run.max(2) - 1) as f64
+    );
+    Ok(())
+}

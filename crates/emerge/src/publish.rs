@@ -1,0 +1,58 @@
+//! Publishing a model for the page: its weights as an f16 model file and its entry in the
+//! manifest the page reads.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use emerge_core::{ModelConfig, UNet, weights};
+
+use crate::manifest::Recommended;
+
+/// Writes `<out>/<name>.bpk` (f16) and its manifest entry: what the page loads.
+pub fn publish(
+    unet: &UNet,
+    config: &ModelConfig,
+    out: &Path,
+    name: &str,
+    recommended: Recommended,
+) -> Result<()> {
+    let scale = recommended.guidance.scale;
+    anyhow::ensure!(
+        scale.is_finite() && (0.0..=10.0).contains(&scale),
+        "--guidance must be between 0 and 10 (the page's range), got {scale}"
+    );
+    if let Some((_, high)) = recommended.guidance.interval {
+        anyhow::ensure!(
+            high < config.schedule.num_train_timesteps,
+            "--guidance-interval ends at {high}, past the model's last timestep {}",
+            config.schedule.num_train_timesteps - 1
+        );
+    }
+    anyhow::ensure!(
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+        "model name '{name}' must use only letters, digits, '-', '_' and '.'"
+    );
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create '{}'", out.display()))?;
+    let file = format!("{name}.{}", weights::EXTENSION);
+    let bytes = weights::to_bytes(unet, config, weights::Precision::Half)?;
+    emerge_core::atomic_file::write_atomically(&out.join(&file), &bytes)?;
+    let parameters = burn::module::Module::num_params(unet);
+    let entry = crate::manifest::ManifestEntry::new(
+        name,
+        &file,
+        bytes.len(),
+        config,
+        parameters,
+        recommended,
+    );
+    crate::manifest::upsert(&out.join("manifest.json"), entry)?;
+    println!(
+        "wrote {file} ({} bytes) and its manifest entry to {}",
+        bytes.len(),
+        out.display()
+    );
+    Ok(())
+}
