@@ -151,8 +151,13 @@ impl Config<'_> {
 
     /// Refuses a setting emerge does not implement unless it has the one supported value.
     fn require(&self, key: &str, supported: &Value, what: &str) -> Result<()> {
+        // Numbers compare by value: a config written as `1` means the same as `1.0`.
+        let same = |value: &Value| match (value.as_f64(), supported.as_f64()) {
+            (Some(a), Some(b)) => a == b,
+            _ => value == supported,
+        };
         match self.get(key) {
-            Some(value) if value != supported => bail!(
+            Some(value) if !same(value) => bail!(
                 "'{key}' = {value} is not supported: emerge implements {what} ({key} = {supported})"
             ),
             _ => Ok(()),

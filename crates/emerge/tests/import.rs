@@ -184,9 +184,13 @@ fn the_scheduler_config_sets_the_schedule_and_sampling_only_settings_are_noted()
         |c| {
             c.insert("variance_type".into(), json!("fixed_large"));
             c.insert("timestep_spacing".into(), json!("trailing"));
+            // Written by a tool that drops the ".0": the same number, not an unsupported one.
+            c.insert("clip_sample_range".into(), json!(1));
+            c.insert("num_train_timesteps".into(), json!(500));
         },
     );
     let imported = import::import(&dir, &Device::flex()).unwrap();
+    assert_eq!(imported.config.schedule.num_train_timesteps, 500);
     assert_eq!(
         imported.config.schedule.variance_type,
         emerge_core::VarianceType::FixedLarge
