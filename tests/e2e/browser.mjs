@@ -14,8 +14,9 @@ export const CLI = process.env.EMERGE_CLI;
 export const RESULTS = new URL('../../test-results/', import.meta.url).pathname;
 mkdirSync(RESULTS, { recursive: true });
 
-export async function startBrowser({ webgpu = true } = {}) {
-  const server = await serve(SITE);
+/** Serves `site` (the built site, or a temporary copy a test changes) to headless Chromium. */
+export async function startBrowser({ webgpu = true, site = SITE } = {}) {
+  const server = await serve(site);
   const args = [
     '--disable-background-networking',
     '--disable-component-update',
@@ -52,11 +53,12 @@ export function foreignRequests(requests, origin) {
 }
 
 /** The native CLI's samples for the same settings, as 28×28 u8 images. */
-export function nativeSamples({ seed, steps, count, digit, guidance }) {
-  const out = join(RESULTS, `native-${seed}-${steps}-${count}-${digit}.idx`);
+export function nativeSamples({ seed, steps, count, digit, guidance, interval }) {
+  const out = join(RESULTS, `native-${seed}-${steps}-${count}-${digit}-${guidance}-${interval ?? 'all'}.idx`);
   execFileSync(CLI, [
     'sample', '--model', join(SITE, 'models/mnist.bpk'), '--sampler', 'ddim', '--eta', '1', '--steps', String(steps),
     '--count', String(count), '--seed', String(seed), '--class', String(digit), '--guidance', String(guidance), '--out', out,
+    ...(interval ? ['--guidance-interval', interval.replace('-', ':')] : []),
   ]);
   return idxImages(readFileSync(out));
 }

@@ -42,12 +42,6 @@ const run = (repo, models) =>
   promisify(execFile)('bash', [SCRIPT, repo, models], { env: { ...process.env, EMERGE: CLI, HF_BASE_URL: hubUrl } });
 
 describe('the deploy step for the paper model', () => {
-  test('the Pages workflow runs the script with the chosen repository', () => {
-    const workflow = readFileSync(join(ROOT, '.github/workflows/pages.yml'), 'utf8');
-    assert.match(workflow, /tools\/import-paper-model\.sh "\$PAPER_MODEL" site\/models/);
-    assert.match(workflow, /google\/ddpm-cifar10-32/);
-  });
-
   test('downloads a safetensors checkpoint, converts it and lists it beside the MNIST model', async () => {
     const models = siteModels();
     const { stdout } = await run('google/ddpm-cifar10-32', models);

@@ -3,6 +3,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { execFileSync } from 'node:child_process';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI, RESULTS, SITE, foreignRequests, lastFrame, nativeSamples, open, startBrowser, tile, waitForState } from './browser.mjs';
 
@@ -111,6 +113,49 @@ describe('the demo page', () => {
     await context.close();
   });
 
+  test("the controls come from the engine's limits; values beyond them are fitted with a note", TIMEOUT, async () => {
+    const { page, errors } = await open(env, 'index.html?autoplay=0&backend=cpu&guidance=8&batch=100');
+    assert.equal(await waitForState(page, ['ready', 'error']), 'ready');
+    const control = (id, attribute) => page.getAttribute(`#${id}`, attribute);
+    // w = 8 is within the engine's 0–10: kept (the slider used to stop at 6).
+    assert.equal(await page.inputValue('#guidance'), '8');
+    assert.equal(await control('guidance', 'max'), '10');
+    // 100 images are more than the engine's 64: drawn as 64, and the page says so.
+    assert.equal(await page.inputValue('#batch'), '64');
+    assert.equal(await control('batch', 'max'), '64');
+    assert.match(await page.textContent('#notes'), /At most 64 images at once/);
+    // T comes from the loaded model: the DDPM choice and the forward view's t.
+    assert.match(await page.textContent('#ddpm-option'), /all 1000 steps/);
+    assert.equal(await control('forward-slider', 'max'), '999');
+    assert.deepEqual(errors, []);
+    await page.close();
+  });
+
+  test('guidance in an interval draws what the CLI draws with --guidance-interval', TIMEOUT, async () => {
+    const run = { seed: 4, steps: 10, count: 2, digit: 1, guidance: 3, interval: '80-580' };
+    const query = `seed=${run.seed}&steps=${run.steps}&batch=${run.count}&class=${run.digit}&guidance=${run.guidance}&interval=${run.interval}`;
+    const { page, errors } = await open(env, `embed.html?${query}&backend=cpu`);
+    assert.equal(await waitForState(page, ['complete', 'error']), 'complete', await page.textContent('#status-message'));
+    const frame = await lastFrame(page);
+    const native = nativeSamples(run);
+    const everywhere = nativeSamples({ ...run, interval: undefined });
+    let maxDiff = 0;
+    let fromEverywhere = 0;
+    for (let i = 0; i < run.count; i++) {
+      const mine = tile({ ...frame, batch: run.count }, i);
+      for (let p = 0; p < mine.length; p++) {
+        maxDiff = Math.max(maxDiff, Math.abs(mine[p] - native[i][p]));
+        fromEverywhere = Math.max(fromEverywhere, Math.abs(mine[p] - everywhere[i][p]));
+      }
+    }
+    assert.ok(maxDiff <= 6, `the page differs from the CLI by up to ${maxDiff}/255`);
+    // Guidance w = 3 at every step draws other pixels (natively up to 38/255 apart): the page
+    // must be nearer the banded CLI run than twice the tolerance allows of the unbanded one.
+    assert.ok(fromEverywhere > 12, `the interval must change the images (max ${fromEverywhere}/255 from guidance at every step)`);
+    assert.deepEqual(errors, []);
+    await page.close();
+  });
+
   test('a step that fails while the run plays shows its error', TIMEOUT, async () => {
     // The engine the worker loads, with its third step made to fail.
     const context = await env.browser.newContext();
@@ -165,18 +210,35 @@ describe('the embed page', () => {
   });
 });
 
-describe('a colour model converted from a diffusers checkpoint', () => {
+describe('models converted from diffusers checkpoints', () => {
   // The DDPM CIFAR-10 layout (3×32×32) with random weights, written by diffusers itself
-  // (tools/parity), imported by the CLI into the served site as a second model.
+  // (tools/parity), imported by the CLI into a temporary copy of the site (the built site stays
+  // as built), once as it is and once with a 500-step schedule.
   const NAME = 'cifar10-layout-random';
+  const T500 = 'cifar10-layout-t500';
   const COLOUR_RUN = `model=${NAME}&steps=10&batch=2&seed=5`;
-  before(() => {
-    const checkpoint = new URL('../../crates/emerge/tests/fixtures/diffusers/cifar10-layout', import.meta.url).pathname;
-    execFileSync(CLI, ['import', checkpoint, '--out', join(SITE, 'models'), '--name', NAME, '--source', 'random weights (diffusers test fixture)']);
+  let copy;
+  let site;
+  before(async () => {
+    site = mkdtempSync(join(tmpdir(), 'emerge-site-'));
+    cpSync(SITE, site, { recursive: true });
+    const fixture = new URL('../../crates/emerge/tests/fixtures/diffusers/cifar10-layout', import.meta.url).pathname;
+    const models = join(site, 'models');
+    execFileSync(CLI, ['import', fixture, '--out', models, '--name', NAME, '--source', 'random weights (diffusers test fixture)']);
+    const short = join(site, 'checkpoint-t500');
+    cpSync(fixture, short, { recursive: true });
+    const scheduler = JSON.parse(readFileSync(join(short, 'scheduler_config.json'), 'utf8'));
+    writeFileSync(join(short, 'scheduler_config.json'), JSON.stringify({ ...scheduler, num_train_timesteps: 500 }));
+    execFileSync(CLI, ['import', short, '--out', models, '--name', T500, '--source', 'random weights, T = 500']);
+    copy = await startBrowser({ site });
+  });
+  after(async () => {
+    await copy?.close();
+    rmSync(site, { recursive: true, force: true });
   });
 
   test('the model list shows each model and its size before downloading it', TIMEOUT, async () => {
-    const { page, requests } = await open(env, 'index.html?autoplay=0');
+    const { page, requests } = await open(copy, 'index.html?autoplay=0');
     assert.equal(await waitForState(page, ['ready', 'error']), 'ready');
     const options = await page.$$eval('#model option', (list) => list.map((o) => o.textContent));
     assert.ok(options.some((o) => /^mnist · 28×28 grey · [\d.]+ MB$/.test(o)), options.join(' | '));
@@ -188,7 +250,7 @@ describe('a colour model converted from a diffusers checkpoint', () => {
   test('draws colour images on the CPU fallback and on WebGPU alike', TIMEOUT, async () => {
     const frames = [];
     for (const backend of ['cpu', 'auto']) {
-      const { page, errors } = await open(env, `index.html?${COLOUR_RUN}&backend=${backend}`);
+      const { page, errors } = await open(copy, `index.html?${COLOUR_RUN}&backend=${backend}`);
       assert.equal(await waitForState(page, ['complete', 'error']), 'complete', await page.textContent('#status-message'));
       const frame = await lastFrame(page);
       // two 32×32 images side by side in 1-pixel frames
@@ -208,5 +270,18 @@ describe('a colour model converted from a diffusers checkpoint', () => {
     let maxDiff = 0;
     for (let i = 0; i < frames[0].sample.length; i++) maxDiff = Math.max(maxDiff, Math.abs(frames[0].sample[i] - frames[1].sample[i]));
     assert.ok(maxDiff <= 6, `WebGPU and the CPU fallback differ by up to ${maxDiff}/255`);
+  });
+
+  test('a model trained with T = 500 runs all its 500 DDPM steps, and its t stops at 499', TIMEOUT, async () => {
+    const { page, errors } = await open(copy, `index.html?model=${T500}&sampler=ddpm&batch=1&seed=2&backend=cpu`);
+    assert.equal(await waitForState(page, ['complete', 'error']), 'complete', await page.textContent('#status-message'));
+    const frame = await lastFrame(page);
+    assert.equal(frame.total, 500);
+    assert.equal(frame.step, 500);
+    assert.match(await page.textContent('#ddpm-option'), /all 500 steps/);
+    assert.equal(await page.getAttribute('#forward-slider', 'max'), '499');
+    assert.equal(await page.textContent('#steps-out'), '500');
+    assert.deepEqual(errors, []);
+    await page.close();
   });
 });

@@ -20,8 +20,9 @@ export class Client {
     this.send('init', { backend, modelUrl: new URL(model.file, model.baseUrl).href, modelBytes: model.bytes });
   }
 
-  start(settings, { image = null, autoplay = true } = {}) {
-    this.send('start', { options: engineOptions(settings), image, perDraw: settings.perDraw, autoplay });
+  /** Starts a run; `limits` are the engine's for the loaded model (from its 'ready' message). */
+  start(settings, limits, { image = null, autoplay = true } = {}) {
+    this.send('start', { options: engineOptions(settings, limits), image, perDraw: settings.perDraw, autoplay });
   }
 }
 

@@ -1,9 +1,9 @@
 // The embeddable demo: two canvases, play/pause and a new seed, configured by URL parameters
-// (model, sampler, steps, seed, class, guidance, batch, autoplay, backend).
+// (model, sampler, steps, eta, seed, class, guidance, interval, batch, autoplay, backend).
 
 import { Client, loadManifest } from './client.js';
 import { DEFAULTS, modelDefaults, parseSettings, settingsUrl } from './settings.js';
-import { chooseModel, createDebug, fitClassToModel, showFrame } from './stage.js';
+import { chooseModel, createDebug, fitToLimits, showFrame } from './stage.js';
 
 const $ = (id) => document.getElementById(id);
 const { given, notes } = parseSettings(location.search);
@@ -19,6 +19,8 @@ const setPlaying = (playing) => {
 };
 
 let started = false;
+// What the engine accepts for the loaded model (from its 'ready' message).
+let limits = null;
 const client = new Client({
   device({ device }) {
     $('full').title = device.backend === 'webgpu' ? `WebGPU · ${device.adapter}` : 'CPU fallback';
@@ -27,12 +29,13 @@ const client = new Client({
   loading({ loaded, total }) {
     status(`loading weights ${Math.round((100 * loaded) / Math.max(total, 1))} %`);
   },
-  ready({ config }) {
-    fitClassToModel(settings, config, notes);
+  ready(message) {
+    limits = message.limits;
+    fitToLimits(settings, limits, notes);
     if (notes.length) Object.assign($('notes'), { hidden: false, textContent: notes.join(' ') });
     setState('ready');
     status(settings.autoplay ? '' : 'Press Play to watch images emerge.');
-    client.start(settings, { autoplay: settings.autoplay });
+    client.start(settings, limits, { autoplay: settings.autoplay });
     started = settings.autoplay;
   },
   started({ total }) {
@@ -64,7 +67,7 @@ $('play').onclick = () => {
   if (document.body.dataset.state === 'complete' || !started) {
     started = true;
     settings.autoplay = true;
-    client.start(settings, { autoplay: true });
+    client.start(settings, limits, { autoplay: true });
   } else client.send('play');
   setPlaying(true);
 };
@@ -72,7 +75,7 @@ $('restart').onclick = () => {
   settings.seed = Math.floor(Math.random() * 2 ** 32);
   settings.autoplay = true;
   started = true;
-  client.start(settings, { autoplay: true });
+  client.start(settings, limits, { autoplay: true });
 };
 
 (async () => {

@@ -4,8 +4,8 @@
 import { Client, formatBytes, loadManifest } from './client.js';
 import { fitImage, loadDigits } from './digits.js';
 import { drawGrey, drawRgba, savePng } from './draw.js';
-import { DDIM_STEPS, DEFAULTS, modelDefaults, parseSettings, settingsUrl } from './settings.js';
-import { chooseModel, createDebug, describeModel, fitClassToModel, showFrame } from './stage.js';
+import { DDIM_STEPS, DEFAULTS, modelDefaults, parseSettings, readSetting, settingsUrl } from './settings.js';
+import { chooseModel, createDebug, describeModel, fitToLimits, showFrame } from './stage.js';
 
 const $ = (id) => document.getElementById(id);
 const { given, notes } = parseSettings(location.search);
@@ -13,6 +13,8 @@ const { given, notes } = parseSettings(location.search);
 const settings = { ...DEFAULTS, ...given };
 let defaults = DEFAULTS;
 let model = null;
+// What the engine accepts for the loaded model: {timesteps, max_batch, max_guidance, classes}.
+let limits = null;
 let digits = null;
 let chosenDigit = 0;
 let runStarted = 0;
@@ -43,15 +45,26 @@ function writeControls() {
   $('batch').value = settings.batch;
   $('digit').value = String(settings.class);
   $('guidance').value = settings.guidance;
+  $('interval').value = settings.interval;
   $('per-draw').value = settings.perDraw;
   syncLabels();
+}
+
+/** Sizes the controls to the engine's limits for the loaded model. */
+function applyLimits() {
+  $('batch').max = limits.max_batch;
+  $('guidance').max = limits.max_guidance;
+  $('steps').max = Math.min(DDIM_STEPS.max, limits.timesteps);
+  $('forward-slider').max = limits.timesteps - 1;
+  $('ddpm-option').textContent = `DDPM, all ${limits.timesteps} steps`;
+  for (const id of ['digit', 'guidance', 'interval']) $(id).disabled = limits.classes === 0;
 }
 
 function syncLabels() {
   const ddim = $('sampler').value === 'ddim';
   $('steps').disabled = !ddim;
   $('eta').disabled = !ddim;
-  $('steps-out').textContent = ddim ? $('steps').value : '1000';
+  $('steps-out').textContent = ddim ? $('steps').value : String(limits?.timesteps ?? '');
   $('eta-out').textContent = Number($('eta').value).toFixed(2);
   $('guidance-out').textContent = Number($('guidance').value).toFixed(2);
   $('batch-out').textContent = $('batch').value;
@@ -64,9 +77,14 @@ function readControls() {
   settings.steps = clampInt(Number($('steps').value), DDIM_STEPS.min, DDIM_STEPS.max, 50);
   settings.eta = Number($('eta').value);
   settings.seed = clampInt(Number($('seed').value), 0, 2 ** 32 - 1, 1);
-  settings.batch = clampInt(Number($('batch').value), 1, 64, 16);
+  settings.batch = clampInt(Number($('batch').value), 1, limits.max_batch, DEFAULTS.batch);
   settings.class = $('digit').value === 'any' ? 'any' : Number($('digit').value);
   settings.guidance = Number($('guidance').value);
+  const interval = readSetting('interval', $('interval').value.trim());
+  if (interval === undefined) status(`Guidance interval "${$('interval').value}" is not LOW-HIGH or all; kept ${settings.interval}.`, 'warning');
+  else settings.interval = interval;
+  fitToLimits(settings, limits, []);
+  $('interval').value = settings.interval;
   settings.perDraw = clampInt(Number($('per-draw').value), 1, 50, 1);
   $('seed').value = settings.seed;
 }
@@ -84,13 +102,13 @@ const client = new Client({
     $('download').value = total ? loaded / total : 0;
     $('download-text').textContent = `weights ${formatBytes(loaded)} of ${formatBytes(total)}`;
   },
-  ready({ config }) {
+  ready(message) {
+    limits = message.limits;
     $('download-text').textContent = `weights ${formatBytes(model.bytes)} loaded · ${model.parameters.toLocaleString('en')} parameters`;
-    const classes = fitClassToModel(settings, config, notes);
+    fitToLimits(settings, limits, notes);
     showNotes(notes);
-    $('digit').value = String(settings.class);
-    $('digit').disabled = classes === 0;
-    $('guidance').disabled = classes === 0;
+    applyLimits();
+    writeControls();
     setState('ready');
     status('Model loaded.');
     loadDigits()
@@ -154,7 +172,7 @@ function start(image = null) {
   readControls();
   settings.autoplay = true;
   history.replaceState(null, '', settingsUrl(settings, location.href, defaults));
-  client.start(settings, { image, autoplay: true });
+  client.start(settings, limits, { image, autoplay: true });
   status(image ? `Denoising from t = ${image.t}…` : 'Generating…');
 }
 

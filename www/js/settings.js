@@ -1,8 +1,8 @@
 // The demo's settings: defaults, parsing from a URL (share links, the embed's parameters) with a
 // note for every value that had to be replaced, and writing them back into a URL.
 
+// The DDIM slider's range (a page choice; the engine reports the model's T and its other limits).
 export const DDIM_STEPS = { min: 10, max: 250 };
-export const DDPM_STEPS = 1000;
 
 export const DEFAULTS = Object.freeze({
   model: '',
@@ -13,6 +13,7 @@ export const DEFAULTS = Object.freeze({
   batch: 16,
   class: 'any',
   guidance: 1.25,
+  interval: 'all',
   perDraw: 1,
   autoplay: true,
   backend: 'auto',
@@ -28,6 +29,12 @@ const number = (min, max) => (text) => {
   return text.trim() !== '' && Number.isFinite(n) && n >= min && n <= max ? n : undefined;
 };
 const oneOf = (...values) => (text) => (values.includes(text) ? text : undefined);
+/** 'all' or 'LOW-HIGH' (inclusive timesteps where guidance applies). */
+function interval(text) {
+  if (text === 'all') return 'all';
+  const match = /^(\d+)-(\d+)$/.exec(text);
+  return match && Number(match[1]) <= Number(match[2]) ? `${Number(match[1])}-${Number(match[2])}` : undefined;
+}
 
 /** Each parameter: how to read it and what a valid value looks like (for the note). */
 const PARAMETERS = {
@@ -36,13 +43,19 @@ const PARAMETERS = {
   steps: { read: integer(DDIM_STEPS.min, DDIM_STEPS.max), expect: `${DDIM_STEPS.min} to ${DDIM_STEPS.max} DDIM steps` },
   eta: { read: number(0, 1), expect: 'η between 0 and 1' },
   seed: { read: integer(0, 2 ** 32 - 1), expect: 'a whole number from 0 to 4294967295' },
-  batch: { read: integer(1, 64), expect: '1 to 64 images' },
-  class: { read: (t) => (t === 'any' ? 'any' : integer(0, 9)(t)), expect: 'a digit 0 to 9, or any' },
-  guidance: { read: number(0, 10), expect: 'a guidance scale from 0 to 10' },
+  // Upper bounds of batch, class, guidance and interval come from the engine once the model is
+  // loaded (fitToLimits in stage.js); here only the form is checked.
+  batch: { read: integer(1, Number.MAX_SAFE_INTEGER), expect: 'a number of images' },
+  class: { read: (t) => (t === 'any' ? 'any' : integer(0, Number.MAX_SAFE_INTEGER)(t)), expect: 'a class number, or any' },
+  guidance: { read: number(0, Infinity), expect: 'a guidance scale ≥ 0' },
+  interval: { read: interval, expect: 'all, or timesteps LOW-HIGH with LOW ≤ HIGH (e.g. 80-580)' },
   perDraw: { read: integer(1, 50), expect: '1 to 50 steps per draw' },
   autoplay: { read: (t) => ({ 1: true, true: true, 0: false, false: false })[t], expect: '0 or 1' },
   backend: { read: oneOf('auto', 'webgpu', 'cpu'), expect: 'auto, webgpu or cpu' },
 };
+
+/** `text` read as setting `name` (undefined when it is not a valid value). */
+export const readSetting = (name, text) => PARAMETERS[name].read(String(text));
 
 /** The defaults for `model`: the page's, with the sampler, steps and guidance its manifest entry
  * recommends (measured by `emerge eval` for a trained model). */
@@ -51,6 +64,7 @@ export function modelDefaults(model) {
     sampler: PARAMETERS.sampler.read(String(model?.default_sampler)),
     steps: PARAMETERS.steps.read(String(model?.default_steps)),
     guidance: PARAMETERS.guidance.read(String(model?.default_guidance)),
+    interval: model?.default_guidance_interval ? PARAMETERS.interval.read(model.default_guidance_interval.join('-')) : 'all',
   };
   const defaults = { ...DEFAULTS };
   for (const [name, value] of Object.entries(recommended)) if (value !== undefined) defaults[name] = value;
@@ -85,15 +99,16 @@ export function settingsUrl(settings, base, defaults) {
   return url.toString();
 }
 
-/** The options the wasm engine takes for a run. */
-export function engineOptions(settings) {
+/** The options the wasm engine takes for a run; DDPM runs all of the model's T steps. */
+export function engineOptions(settings, limits) {
   return {
     sampler: settings.sampler,
-    steps: settings.sampler === 'ddpm' ? DDPM_STEPS : settings.steps,
+    steps: settings.sampler === 'ddpm' ? limits.timesteps : settings.steps,
     eta: settings.sampler === 'ddim' ? settings.eta : 0,
     seed: settings.seed,
     batch: settings.batch,
     class: settings.class === 'any' ? null : settings.class,
     guidance: settings.guidance,
+    guidance_interval: settings.interval === 'all' ? null : settings.interval.split('-').map(Number),
   };
 }

@@ -48,13 +48,25 @@ function frameChecksum(rgba) {
   return checksum;
 }
 
-/** Drops a class the loaded model cannot take (an unconditional model takes none); returns the
- * number of classes. */
-export function fitClassToModel(settings, config, notes) {
-  const classes = config.unet.num_class_embeds ? config.unet.num_class_embeds - 1 : 0;
-  if (settings.class !== 'any' && settings.class >= classes) {
-    notes.push(classes ? `Class ${settings.class} is out of range 0–${classes - 1}; drawing every class.` : 'This model is unconditional: it takes no class.');
+/** Brings `settings` within what the engine reports for the loaded model (`limits`: T, the
+ * largest batch and guidance, the classes), with a note for each value it had to change. */
+export function fitToLimits(settings, limits, notes) {
+  if (settings.class !== 'any' && settings.class >= limits.classes) {
+    notes.push(limits.classes ? `Class ${settings.class} is out of range 0–${limits.classes - 1}; drawing every class.` : 'This model is unconditional: it takes no class.');
     settings.class = 'any';
   }
-  return classes;
+  if (settings.batch > limits.max_batch) {
+    notes.push(`At most ${limits.max_batch} images at once; drawing ${limits.max_batch}.`);
+    settings.batch = limits.max_batch;
+  }
+  if (settings.guidance > limits.max_guidance && limits.classes > 0) {
+    notes.push(`Guidance goes up to ${limits.max_guidance}; using ${limits.max_guidance}.`);
+    settings.guidance = limits.max_guidance;
+  }
+  const last = limits.timesteps - 1;
+  if (settings.interval !== 'all' && Number(settings.interval.split('-')[1]) > last) {
+    const low = Math.min(Number(settings.interval.split('-')[0]), last);
+    notes.push(`This model's timesteps end at ${last}; guidance interval ${low}-${last}.`);
+    settings.interval = `${low}-${last}`;
+  }
 }

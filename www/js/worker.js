@@ -122,7 +122,7 @@ const commands = {
     await createEngine(backend);
     modelBytes = await download(modelUrl, expected);
     const config = JSON.parse(engine.loadModel(modelBytes));
-    post({ status: 'ready', config, bytes: modelBytes.length });
+    post({ status: 'ready', config, limits: JSON.parse(engine.limits), bytes: modelBytes.length });
   },
   async start({ options, image, perDraw, autoplay }) {
     run.token += 1;
