@@ -3,10 +3,11 @@
 # change one thing from the shipped recipe, same seed and same number of steps), two longer runs
 # with the combined recipe (two widths) that export EMA checkpoints for the page's training
 # timeline, and `emerge eval` of everything (1000 samples; guidance sweeps with and without an
-# interval for the long runs). All runs train at once: one training step is launch-bound on a
-# big GPU, so processes side by side use it far better than one alone. The runs' lengths come
-# from a calibration: every recipe takes a few steps side by side and the step times measured
-# under that load size the runs to the time left.
+# interval for the long runs). All runs train at once: a training step is launch-bound (on an
+# H100 one run alone took 0.36 s per step of 128 images with the GPU 44 % busy; eleven side by
+# side took 2.4 s per step each, 1.6× the images per second of one alone). The runs' lengths
+# come from a calibration: every recipe takes a few steps side by side and the step times
+# measured under that load size the runs to the time left.
 #
 #   tools/gpu-train.sh FOLDER RESULTS [SECONDS]      (SECONDS: the whole run's budget, default 540)
 #
