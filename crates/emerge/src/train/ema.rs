@@ -51,13 +51,13 @@ pub fn update(ema: UNet, model: &UNet, decay: f64) -> UNet {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use burn::tensor::Device;
     use emerge_core::UNetConfig;
 
     use super::*;
 
-    fn first_weight(unet: &UNet) -> Vec<f32> {
+    pub(crate) fn first_weight(unet: &UNet) -> Vec<f32> {
         unet.conv_in
             .weight
             .val()

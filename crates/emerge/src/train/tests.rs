@@ -185,26 +185,40 @@ fn an_interrupted_checkpoint_save_leaves_the_previous_one_loadable() {
     std::fs::remove_dir_all(root).unwrap();
 }
 
+/// A short run that can learn the tiny data set: 60 steps of 16 images at lr 3e-3.
+fn learnable_config() -> TrainingConfig {
+    let mut config = tiny_config();
+    config.steps = 60;
+    config.batch_size = 16;
+    config.checkpoint_every = 60;
+    config.learning_rate = 3e-3;
+    config
+}
+
+/// The loss column of a run's log.
+fn loss_values(run: &Path) -> Vec<f64> {
+    losses(run)
+        .iter()
+        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+        .collect()
+}
+
+/// The mean loss of the last 10 of 60 steps is well below that of the first 10.
+fn assert_learned(values: &[f64]) {
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+    let (first, last) = (mean(&values[..10]), mean(&values[50..]));
+    assert!(last < 0.6 * first, "loss went from {first:.3} to {last:.3}");
+}
+
 #[test]
 fn training_reduces_the_loss_on_learnable_data() {
     let _rng = device_rng_lock();
     let root = scratch("learn");
     let data = root.join("data");
     write_tiny_mnist(&data, 40);
-    let mut config = tiny_config();
-    config.steps = 60;
-    config.batch_size = 16;
-    config.checkpoint_every = 60;
-    config.learning_rate = 3e-3;
     let run = root.join("run");
-    train(&config, &options(&data, &run, false, None)).unwrap();
-    let values: Vec<f64> = losses(&run)
-        .iter()
-        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
-        .collect();
-    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
-    let (first, last) = (mean(&values[..10]), mean(&values[50..]));
-    assert!(last < 0.6 * first, "loss went from {first:.3} to {last:.3}");
+    train(&learnable_config(), &options(&data, &run, false, None)).unwrap();
+    assert_learned(&loss_values(&run));
     std::fs::remove_dir_all(root).unwrap();
 }
 
@@ -229,31 +243,16 @@ fn min_snr_weighting_changes_the_loss_but_still_learns() {
     let root = scratch("minsnr");
     let data = root.join("data");
     write_tiny_mnist(&data, 40);
-    let mut config = tiny_config();
-    config.steps = 60;
-    config.batch_size = 16;
-    config.checkpoint_every = 60;
-    config.learning_rate = 3e-3;
+    let mut config = learnable_config();
     let plain = root.join("plain");
     train(&config, &options(&data, &plain, false, Some(1))).unwrap();
     config.min_snr_gamma = Some(5.0);
     let weighted = root.join("weighted");
     train(&config, &options(&data, &weighted, false, None)).unwrap();
-    let values: Vec<f64> = losses(&weighted)
-        .iter()
-        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
-        .collect();
-    let first_plain: f64 = losses(&plain)[0]
-        .split(',')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let values = loss_values(&weighted);
     // Same weights, batch and noise at step 1: only the weighting differs (it only shrinks terms).
-    assert!(values[0] < first_plain, "{} vs {first_plain}", values[0]);
-    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
-    let (first, last) = (mean(&values[..10]), mean(&values[50..]));
-    assert!(last < 0.6 * first, "loss went from {first:.3} to {last:.3}");
+    assert!(values[0] < loss_values(&plain)[0], "{values:?}");
+    assert_learned(&values);
     std::fs::remove_dir_all(root).unwrap();
 }
 
@@ -286,14 +285,7 @@ fn the_timeline_exports_the_ema_weights_at_the_steps_asked() {
         assert_eq!(model, config.model);
         unet
     };
-    let first_layer = |unet: UNet| -> Vec<f32> {
-        unet.conv_in
-            .weight
-            .val()
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap()
-    };
+    let first_layer = |unet: UNet| super::ema::tests::first_weight(&unet);
     let step_0 = first_layer(load("step-0000000.bpk"));
     let step_5 = first_layer(load("step-0000005.bpk"));
     assert_ne!(step_0, step_5, "training must move the EMA weights");
