@@ -64,9 +64,9 @@ export function fitToLimits(settings, limits, notes) {
     settings.guidance = limits.max_guidance;
   }
   const last = limits.timesteps - 1;
-  if (settings.interval !== 'all' && Number(settings.interval.split('-')[1]) > last) {
-    const low = Math.min(Number(settings.interval.split('-')[0]), last);
-    notes.push(`This model's timesteps end at ${last}; guidance interval ${low}-${last}.`);
-    settings.interval = `${low}-${last}`;
+  const [low, high] = settings.interval === 'all' ? [0, 0] : settings.interval.split('-').map(Number);
+  if (high > last) {
+    notes.push(`This model's timesteps end at ${last}; guidance interval ${Math.min(low, last)}-${last}.`);
+    settings.interval = `${Math.min(low, last)}-${last}`;
   }
 }

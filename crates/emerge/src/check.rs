@@ -329,17 +329,12 @@ fn training_piece<'a>(
     Box::new(move |device: &Device| {
         let training = device.clone().autodiff();
         let (config, model) = emerge_core::weights::from_bytes(model_file.to_vec(), &training)?;
-        let config = &config;
         let schedule = config.noise_schedule()?;
-        let settings = crate::train::TrainingConfig {
-            min_snr_gamma,
-            ..crate::train::TrainingConfig::for_check(config.clone())
-        };
         let loss = crate::train::training_loss(
             &model,
-            &settings,
+            min_snr_gamma,
             &schedule,
-            &training_batch(config, batch),
+            &training_batch(&config, batch),
             config.unet.sample_size,
             &training,
         )?;

@@ -53,27 +53,6 @@ impl TrainingConfig {
         self.min_learning_rate + (self.learning_rate - self.min_learning_rate) * cosine
     }
 
-    /// A configuration for one loss evaluation of `model` outside a run (the device check):
-    /// only the model and the loss settings matter there.
-    pub fn for_check(model: ModelConfig) -> Self {
-        Self {
-            model,
-            batch_size: 1,
-            steps: 1,
-            learning_rate: 1e-3,
-            min_learning_rate: 1e-5,
-            warmup_steps: 0,
-            weight_decay: 0.0,
-            grad_clip_norm: 1.0,
-            ema_decay: 0.999,
-            label_dropout: 0.0,
-            min_snr_gamma: None,
-            seed: 0,
-            checkpoint_every: 1,
-            sample_every: 0,
-        }
-    }
-
     pub fn validate(&self) -> anyhow::Result<()> {
         use anyhow::ensure;
         self.model.validate()?;

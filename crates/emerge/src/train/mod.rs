@@ -169,7 +169,14 @@ pub fn train(config: &TrainingConfig, options: &TrainOptions) -> Result<TrainSum
         let batch = next_batch(config, &data, &schedule, &mut state, &mut order_cache);
         // Dropout draws from the device's generator: reseed per step so resumed runs match.
         device.seed(config.seed.wrapping_add(state.step as u64));
-        let loss = training_loss(&model, config, &schedule, &batch, data.image_size, &device)?;
+        let loss = training_loss(
+            &model,
+            config.min_snr_gamma,
+            &schedule,
+            &batch,
+            data.image_size,
+            &device,
+        )?;
         let gradients = GradientsParams::from_grads(loss.backward(), &model);
         model = optimizer.step(config.learning_rate_at(state.step), model, gradients);
         ema = ema::update(
@@ -267,7 +274,7 @@ fn next_batch(
 /// λ = 1, or Min-SNR-γ's λ_t = min(SNR(t), γ)/SNR(t) (Hang et al. 2023, eq. 7 for ε-prediction)).
 pub(crate) fn training_loss(
     model: &UNet,
-    config: &TrainingConfig,
+    min_snr_gamma: Option<f64>,
     schedule: &NoiseSchedule,
     batch: &Batch,
     size: usize,
@@ -286,7 +293,7 @@ pub(crate) fn training_loss(
         .then(|| Tensor::<1, Int>::from_data(TensorData::new(batch.labels.clone(), [b]), device));
     let predicted = model.forward(x_t, timesteps, labels);
     let squared = (predicted - noise).square();
-    let Some(gamma) = config.min_snr_gamma else {
+    let Some(gamma) = min_snr_gamma else {
         return Ok(squared.mean());
     };
     let weights: Vec<f32> = batch
