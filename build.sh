@@ -90,7 +90,7 @@ case "${1:-}" in
     ensure_vulkan
     log "formatting and syntax (cargo fmt --check, node --check on every module)"
     cargo fmt --all --check
-    for module in www/js/*.js tests/*.mjs tests/e2e/*.mjs tests/dawn/*.mjs; do node --check "$module"; done
+    for module in www/js/*.js www/js/views/*.js tests/*.mjs tests/e2e/*.mjs tests/dawn/*.mjs; do node --check "$module"; done
     log "clippy, warnings as errors: native, and wasm32 (the core and the page's engine compile there)"
     cargo clippy --workspace --all-targets --locked -- -D warnings
     cargo clippy --locked --target wasm32-unknown-unknown -p emerge-core -p emerge-web -- -D warnings

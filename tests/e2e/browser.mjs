@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { serve } from '../serve.mjs';
 import { idxImages } from '../grid.mjs';
 
-export { tile } from '../grid.mjs';
+export { greyPng, looksLikeADigit, tile } from '../grid.mjs';
 
 export const SITE = process.env.EMERGE_SITE ?? new URL('../../site', import.meta.url).pathname;
 export const CLI = process.env.EMERGE_CLI;
@@ -62,6 +62,9 @@ export function nativeSamples({ seed, steps, count, digit, guidance, interval })
   ]);
   return idxImages(readFileSync(out));
 }
+
+/** Waits until the page has mounted its explanation views (after the model is loaded). */
+export const waitForViews = (page) => page.waitForFunction(() => window.emergeDebug?.views === true, null, { timeout: 120_000 });
 
 /** The last frame the page drew, its pixels copied out of the page. */
 export function lastFrame(page) {

@@ -6,14 +6,32 @@ export class Client {
   /** `handlers` maps worker statuses ('frame', 'error', …) to functions. */
   constructor(handlers) {
     this.handlers = handlers;
+    this.pending = new Map();
+    this.nextId = 0;
     this.worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
-    this.worker.onmessage = ({ data }) => this.handlers[data.status]?.(data);
+    this.worker.onmessage = ({ data }) => (data.status === 'reply' ? this.settle(data) : this.handlers[data.status]?.(data));
     this.worker.onerror = (event) =>
       this.handlers.error?.({ message: `the worker failed to start: ${event.message || 'unknown error'}` });
   }
 
   send(command, fields = {}, transfer = []) {
     this.worker.postMessage({ command, ...fields }, transfer);
+  }
+
+  /** Asks the engine for one answer (see worker.js's `requests`); rejects with its error. */
+  request(request, fields = {}) {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ request, id, ...fields });
+    });
+  }
+
+  settle({ id, result, error }) {
+    const pending = this.pending.get(id);
+    this.pending.delete(id);
+    if (error === undefined) pending?.resolve(result);
+    else pending?.reject(new Error(error));
   }
 
   init(backend, model) {

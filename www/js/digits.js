@@ -1,4 +1,7 @@
-// The bundled real digits for the forward-process view: a few MNIST test images in IDX format.
+// The bundled real digits for the forward-process and learning views: a few MNIST test images in
+// IDX format, and the row of buttons that picks one.
+
+import { drawGrey } from './draw.js';
 
 async function idx(url, magic) {
   const response = await fetch(url);
@@ -37,4 +40,27 @@ export function fitImage(pixels, rows, cols, channels, size) {
     }
   }
   return out;
+}
+
+/** A row of buttons, one per bundled digit; `onPick(i)` runs when one is chosen (the first is). */
+export function digitPicker(container, digits, onPick) {
+  container.replaceChildren();
+  const buttons = [];
+  for (let i = 0; i < digits.count; i++) {
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'digit';
+    button.setAttribute('aria-label', `real digit ${digits.label(i)} (number ${i + 1})`);
+    button.setAttribute('aria-pressed', String(i === 0));
+    const canvas = document.createElement('canvas');
+    drawGrey(canvas, digits.image(i), digits.rows, digits.cols);
+    button.append(canvas);
+    button.onclick = () => {
+      buttons.forEach((b, j) => b.setAttribute('aria-pressed', String(j === i)));
+      onPick(i);
+    };
+    buttons.push(button);
+    container.append(button);
+  }
+  onPick(0);
 }

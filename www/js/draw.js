@@ -23,11 +23,14 @@ export function savePng(canvas, name, scale = 8) {
   const ctx = big.getContext('2d');
   ctx.imageSmoothingEnabled = false;
   ctx.drawImage(canvas, 0, 0, big.width, big.height);
-  big.toBlob((blob) => {
-    const link = document.createElement('a');
-    link.href = URL.createObjectURL(blob);
-    link.download = name;
-    link.click();
-    setTimeout(() => URL.revokeObjectURL(link.href), 1000);
-  }, 'image/png');
+  big.toBlob((blob) => saveBlob(blob, name), 'image/png');
+}
+
+/** Offers `blob` as a download named `name`. */
+export function saveBlob(blob, name) {
+  const link = document.createElement('a');
+  link.href = URL.createObjectURL(blob);
+  link.download = name;
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 1000);
 }

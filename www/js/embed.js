@@ -1,9 +1,16 @@
-// The embeddable demo: two canvases, play/pause and a new seed, configured by URL parameters
-// (model, sampler, steps, eta, seed, class, guidance, interval, batch, autoplay, backend).
+// The embeddable demo, configured by URL parameters (model, sampler, steps, eta, seed, class,
+// guidance, interval, batch, autoplay, backend, t, view). view=generate (the default): two
+// canvases, play/pause and a new seed; view=forward|learn|draw: that view of the full page alone.
 
 import { Client, loadManifest } from './client.js';
 import { DEFAULTS, modelDefaults, parseSettings, settingsUrl } from './settings.js';
 import { chooseModel, createDebug, fitToLimits, showFrame } from './stage.js';
+import { viewContext } from './views/context.js';
+import * as forwardView from './views/forward.js';
+import * as learnView from './views/learn.js';
+import * as sketchView from './views/sketch.js';
+
+const VIEWS = { forward: forwardView, learn: learnView, draw: sketchView };
 
 const $ = (id) => document.getElementById(id);
 const { given, notes } = parseSettings(location.search);
@@ -19,8 +26,27 @@ const setPlaying = (playing) => {
 };
 
 let started = false;
-// What the engine accepts for the loaded model (from its 'ready' message).
+// What the engine accepts for the loaded model (from its 'ready' message), and the model.
 let limits = null;
+let model = null;
+// The mounted view other than generate (the drawing view's run draws into its own canvases).
+let mounted = null;
+
+/** Shows view `name` alone: its section replaces the reverse-process stage and its buttons. */
+async function mountView(name) {
+  $('generate').hidden = true;
+  for (const element of document.querySelectorAll('[data-generate]')) element.hidden = true;
+  $('view').hidden = false;
+  const ctx = await viewContext({ client, model, limits, settings, status }, {
+    cleanSketch: (image) => {
+      settings.autoplay = true;
+      client.start(settings, limits, { image, autoplay: true });
+    },
+  });
+  mounted = VIEWS[name].mount($('view'), ctx) ?? {};
+  setState('ready');
+  status('');
+}
 const client = new Client({
   device({ device }) {
     $('full').title = device.backend === 'webgpu' ? `WebGPU · ${device.adapter}` : 'CPU fallback';
@@ -33,6 +59,10 @@ const client = new Client({
     limits = message.limits;
     fitToLimits(settings, limits, notes);
     if (notes.length) Object.assign($('notes'), { hidden: false, textContent: notes.join(' ') });
+    if (settings.view !== 'generate') {
+      mountView(settings.view).catch((error) => client.handlers.error({ message: error.message }));
+      return;
+    }
     setState('ready');
     status(settings.autoplay ? '' : 'Press Play to watch images emerge.');
     client.start(settings, limits, { autoplay: settings.autoplay });
@@ -43,7 +73,7 @@ const client = new Client({
     setPlaying(settings.autoplay);
   },
   frame(frame) {
-    showFrame(frame, debug);
+    showFrame(frame, debug, mounted?.targets);
   },
   complete() {
     setPlaying(false);
@@ -80,7 +110,7 @@ $('restart').onclick = () => {
 
 (async () => {
   try {
-    const model = chooseModel(await loadManifest(), settings.model, notes);
+    model = chooseModel(await loadManifest(), settings.model, notes);
     const defaults = modelDefaults(model);
     Object.assign(settings, defaults, given);
     $('full').href = settingsUrl(settings, new URL('index.html', location.href), defaults);

@@ -1,11 +1,17 @@
-// The full demo page: controls, the live reverse process, the forward process, status.
-// Only DOM work happens here; the model runs in the worker.
+// The full demo page, one explanation in four live views: the forward process, how the network
+// learns, the reverse process with its controls, and the visitor's own drawing. Only DOM work
+// happens here; the model runs in the worker.
 
 import { Client, formatBytes, loadManifest } from './client.js';
-import { fitImage, loadDigits } from './digits.js';
-import { drawGrey, drawRgba, savePng } from './draw.js';
+import { drawRgba, saveBlob, savePng } from './draw.js';
+import { FrameHistory, firstImage } from './history.js';
+import { schedulePlot } from './plot.js';
 import { DDIM_STEPS, DEFAULTS, modelDefaults, parseSettings, readSetting, settingsUrl } from './settings.js';
 import { chooseModel, createDebug, describeModel, fitToLimits, showFrame } from './stage.js';
+import { viewContext } from './views/context.js';
+import * as forwardView from './views/forward.js';
+import * as learnView from './views/learn.js';
+import * as sketchView from './views/sketch.js';
 
 const $ = (id) => document.getElementById(id);
 const { given, notes } = parseSettings(location.search);
@@ -15,8 +21,12 @@ let defaults = DEFAULTS;
 let model = null;
 // What the engine accepts for the loaded model: {timesteps, max_batch, max_guidance, classes}.
 let limits = null;
-let digits = null;
-let chosenDigit = 0;
+// Which view the current run draws into ('generate' or 'sketch'), and the sketch view's targets.
+let runOwner = 'generate';
+let sketch = null;
+let stagePlot = null;
+// The current run's frames, for scrubbing and the GIF.
+const runFrames = new FrameHistory();
 let runStarted = 0;
 let lastFrameAt = 0;
 let lastStep = 0;
@@ -55,7 +65,6 @@ function applyLimits() {
   $('batch').max = limits.max_batch;
   $('guidance').max = limits.max_guidance;
   $('steps').max = Math.min(DDIM_STEPS.max, limits.timesteps);
-  $('forward-slider').max = limits.timesteps - 1;
   $('ddpm-option').textContent = `DDPM, all ${limits.timesteps} steps`;
   for (const id of ['digit', 'guidance', 'interval']) $(id).disabled = limits.classes === 0;
 }
@@ -111,24 +120,26 @@ const client = new Client({
     writeControls();
     setState('ready');
     status('Model loaded.');
-    loadDigits()
-      .then((d) => {
-        digits = d;
-        buildDigitPicker();
-      })
-      .catch((e) => status(`The bundled digits could not be loaded: ${e.message}`, 'error'));
+    mountViews().catch((e) => status(`The explanation views could not start: ${e.message}`, 'error'));
     if (settings.autoplay) start();
   },
   started({ total }) {
+    if (runOwner === 'generate') {
+      runFrames.reset();
+      setScrubbing(false);
+      $('progress').max = total;
+      $('progress').value = 0;
+    }
     runStarted = performance.now();
     lastFrameAt = runStarted;
     lastStep = 0;
-    $('progress').max = total;
-    $('progress').value = 0;
     setPlaying(settings.autoplay || document.body.dataset.state === 'running');
   },
   frame(frame) {
+    if (runOwner === 'sketch') return showFrame(frame, debug, sketch.targets);
     showFrame(frame, debug);
+    runFrames.add(frame);
+    stagePlot?.mark(frame.timestep);
     const now = performance.now();
     const rate = ((frame.step - lastStep) * 1000) / Math.max(now - lastFrameAt, 1);
     lastFrameAt = now;
@@ -140,16 +151,12 @@ const client = new Client({
   complete() {
     setPlaying(false);
     setState('complete');
+    setScrubbing(runOwner === 'generate');
     status(`Done: ${settings.batch} samples in ${((performance.now() - runStarted) / 1000).toFixed(1)} s.`);
   },
   paused() {
     setPlaying(false);
-  },
-  noised(frame) {
-    drawRgba($('forward'), frame.width, frame.height, frame.sample);
-    $('alpha-bar').textContent = frame.alphaBar.toPrecision(4);
-    $('snr').textContent = frame.snr >= 100 ? frame.snr.toExponential(2) : frame.snr.toFixed(3);
-    $('forward-t').textContent = frame.timestep;
+    setScrubbing(runOwner === 'generate');
   },
   fallback({ reason }) {
     status(`${reason}. Switched to the CPU fallback and restarted the run.`, 'warning');
@@ -168,45 +175,66 @@ function setPlaying(playing) {
   if (playing) setState('running');
 }
 
-function start(image = null) {
+/** Starts a run from noise, or from `image` ({pixels, t}: a noised real digit or a sketch);
+ * `owner` is the view that draws its frames. */
+function start(image = null, owner = 'generate') {
   readControls();
   settings.autoplay = true;
+  runOwner = owner;
   history.replaceState(null, '', settingsUrl(settings, location.href, defaults));
   client.start(settings, limits, { image, autoplay: true });
   status(image ? `Denoising from t = ${image.t}…` : 'Generating…');
 }
 
-// ---- forward process ------------------------------------------------------------------------
+// ---- the other views ------------------------------------------------------------------------
 
-function buildDigitPicker() {
-  const picker = $('digit-picker');
-  picker.replaceChildren();
-  for (let i = 0; i < digits.count; i++) {
-    const button = document.createElement('button');
-    button.type = 'button';
-    button.className = 'digit';
-    button.setAttribute('aria-label', `real digit ${digits.label(i)} (number ${i + 1})`);
-    const canvas = document.createElement('canvas');
-    drawGrey(canvas, digits.image(i), digits.rows, digits.cols);
-    button.append(canvas);
-    button.onclick = () => {
-      chosenDigit = i;
-      picker.querySelectorAll('.digit').forEach((b, j) => b.setAttribute('aria-pressed', String(j === i)));
-      showNoised();
-    };
-    picker.append(button);
+async function mountViews() {
+  const ctx = await viewContext({ client, model, limits, settings, status }, {
+    startRun: (image) => start(image),
+    cleanSketch: (image) => start(image, 'sketch'),
+  });
+  stagePlot = schedulePlot($('stage-schedule'), ctx.schedule);
+  forwardView.mount($('forward-view'), ctx);
+  learnView.mount($('learn-view'), ctx);
+  sketch = sketchView.mount($('sketch-view'), ctx);
+  debug.views = true;
+}
+
+// ---- scrubbing through a paused or finished run, and its GIF ---------------------------------
+
+function setScrubbing(enabled) {
+  const frames = runFrames.frames;
+  $('scrub').disabled = !enabled || frames.length < 2;
+  $('save-gif').disabled = !enabled || frames.length === 0;
+  $('scrub').max = Math.max(frames.length - 1, 0);
+  $('scrub').value = $('scrub').max;
+  $('scrub-out').textContent = frames.length ? `${frames.at(-1).step} of ${frames.at(-1).total}` : '–';
+}
+
+$('scrub').addEventListener('input', () => {
+  const frame = runFrames.frames[Number($('scrub').value)];
+  if (!frame) return;
+  drawRgba($('samples'), frame.width, frame.height, frame.sample);
+  drawRgba($('prediction'), frame.width, frame.height, frame.prediction);
+  $('t').textContent = frame.timestep;
+  $('scrub-out').textContent = `${frame.step} of ${frame.total}`;
+  stagePlot?.mark(frame.timestep);
+});
+
+/** A GIF of the first image's trajectory, from the frames kept. */
+$('save-gif').onclick = async () => {
+  const size = model.image_size;
+  const images = runFrames.frames.map((frame) => firstImage(frame, size));
+  const frames = new Uint8Array(images.length * size * size * 4);
+  images.forEach((image, i) => frames.set(image, i * image.length));
+  try {
+    const gif = await client.request('gif', { frames, width: size, height: size, delay: 80 });
+    debug.gif = { bytes: gif.length, frames: images.length };
+    saveBlob(new Blob([gif], { type: 'image/gif' }), `emerge-seed-${settings.seed}.gif`);
+  } catch (error) {
+    status(`The GIF could not be made: ${error.message}`, 'error');
   }
-  picker.querySelector('.digit')?.setAttribute('aria-pressed', 'true');
-  showNoised();
-}
-
-/** The chosen real digit in the model's image shape (padded, grey repeated over colour channels). */
-const chosenImage = () => fitImage(digits.image(chosenDigit), digits.rows, digits.cols, model.channels, model.image_size);
-
-function showNoised() {
-  if (!digits) return;
-  client.send('noised', { pixels: chosenImage(), t: Number($('forward-slider').value), seed: settings.seed });
-}
+};
 
 // ---- models ---------------------------------------------------------------------------------
 
@@ -262,11 +290,6 @@ $('share').onclick = async () => {
   }
 };
 $('save').onclick = () => savePng($('samples'), `emerge-seed-${settings.seed}.png`);
-$('forward-slider').addEventListener('input', showNoised);
-$('denoise-here').onclick = () => {
-  if (!digits) return;
-  start({ pixels: chosenImage(), t: Number($('forward-slider').value) });
-};
 
 // ---- start ----------------------------------------------------------------------------------
 

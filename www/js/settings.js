@@ -17,6 +17,10 @@ export const DEFAULTS = Object.freeze({
   perDraw: 1,
   autoplay: true,
   backend: 'auto',
+  // The noise level the forward, learning and drawing views open at.
+  t: 300,
+  // What embed.html shows: the reverse process (generate), or one of the other views alone.
+  view: 'generate',
 });
 
 const integer = (min, max) => (text) => {
@@ -52,6 +56,8 @@ const PARAMETERS = {
   perDraw: { read: integer(1, 50), expect: '1 to 50 steps per draw' },
   autoplay: { read: (t) => ({ 1: true, true: true, 0: false, false: false })[t], expect: '0 or 1' },
   backend: { read: oneOf('auto', 'webgpu', 'cpu'), expect: 'auto, webgpu or cpu' },
+  t: { read: integer(0, Number.MAX_SAFE_INTEGER), expect: 'a timestep t ≥ 0' },
+  view: { read: oneOf('generate', 'forward', 'learn', 'draw'), expect: 'generate, forward, learn or draw' },
 };
 
 /** `text` read as setting `name` (undefined when it is not a valid value). */

@@ -28,12 +28,21 @@ export function createDebug() {
   return (window.emergeDebug = { frames: 0, history: [], millis: [], lastFrame: null, firstFrameMs: null, errors: [] });
 }
 
-/** Draws a frame's x_t and x̂_0 grids, moves the progress bar and records the frame. */
-export function showFrame(frame, debug) {
-  drawRgba(document.getElementById('samples'), frame.width, frame.height, frame.sample);
-  drawRgba(document.getElementById('prediction'), frame.width, frame.height, frame.prediction);
-  document.getElementById('progress').value = frame.step;
-  document.getElementById('t').textContent = frame.timestep;
+/** The main stage's canvases and outputs (the page's and the embed's). */
+const stageTargets = () => ({
+  samples: document.getElementById('samples'),
+  prediction: document.getElementById('prediction'),
+  progress: document.getElementById('progress'),
+  t: document.getElementById('t'),
+});
+
+/** Draws a frame's x_t and x̂_0 grids into `targets` (the main stage unless given), moves the
+ * progress bar and records the frame. */
+export function showFrame(frame, debug, targets = stageTargets()) {
+  drawRgba(targets.samples, frame.width, frame.height, frame.sample);
+  drawRgba(targets.prediction, frame.width, frame.height, frame.prediction);
+  if (targets.progress) targets.progress.value = frame.step;
+  targets.t.textContent = frame.timestep;
   const stepsDone = frame.step - (debug.lastFrame?.step ?? 0);
   debug.millis.push(frame.millis / Math.max(stepsDone, 1));
   debug.frames += 1;
@@ -64,6 +73,10 @@ export function fitToLimits(settings, limits, notes) {
     settings.guidance = limits.max_guidance;
   }
   const last = limits.timesteps - 1;
+  if (settings.t > last) {
+    notes.push(`This model's timesteps end at ${last}; t = ${last}.`);
+    settings.t = last;
+  }
   const [low, high] = settings.interval === 'all' ? [0, 0] : settings.interval.split('-').map(Number);
   if (high > last) {
     notes.push(`This model's timesteps end at ${last}; guidance interval ${Math.min(low, last)}-${last}.`);

@@ -1,8 +1,11 @@
 // The worker owns the WebAssembly module and the GPU: the page never runs the model, so it
 // never freezes (the CPU fallback blocks whatever thread it runs on). Protocol:
-//   page → worker  {command: 'init' | 'start' | 'play' | 'pause' | 'step' | 'noised', ...}
+//   page → worker  {command: 'init' | 'start' | 'play' | 'pause' | 'step' | 'perDraw', ...}
 //   worker → page  {status: 'device' | 'loading' | 'ready' | 'started' | 'frame' | 'complete'
-//                           | 'paused' | 'noised' | 'fallback' | 'error', ...}
+//                           | 'paused' | 'fallback' | 'error', ...}
+// and requests that get one answer each (the learning view, the timeline, the schedule, GIFs):
+//   page → worker  {request: 'noised' | 'lesson' | 'lossCurve' | 'schedule' | 'checkpoint' | 'sample' | 'gif', id, ...}
+//   worker → page  {status: 'reply', id, result} or {status: 'reply', id, error}
 import init, { Engine } from '../pkg/emerge_web.js';
 
 let engine = null;
@@ -24,9 +27,9 @@ async function createEngine(backend) {
 }
 
 /** Downloads the model file, reporting progress; the size is known from the manifest. */
-async function download(url, expectedBytes) {
+async function download(url, expectedBytes, progress = (loaded, total) => post({ status: 'loading', loaded, total })) {
   const response = await fetch(url);
-  if (!response.ok) throw new Error(`the model file ${url} could not be downloaded (HTTP ${response.status})`);
+  if (!response.ok) throw new Error(`the weights ${url} could not be downloaded (HTTP ${response.status})`);
   const total = Number(response.headers.get('Content-Length')) || expectedBytes || 0;
   const reader = response.body.getReader();
   const chunks = [];
@@ -36,7 +39,7 @@ async function download(url, expectedBytes) {
     if (done) break;
     chunks.push(value);
     loaded += value.length;
-    post({ status: 'loading', loaded, total });
+    progress(loaded, total);
   }
   const bytes = new Uint8Array(loaded);
   let offset = 0;
@@ -100,7 +103,7 @@ async function advance(count) {
 async function playLoop(token) {
   while (run.playing && token === run.token && !engine.finished) {
     await enqueue(() => (run.playing && token === run.token && !engine.finished ? advance(run.perDraw) : null));
-    // Let 'pause', 'step' and 'noised' messages in between draws.
+    // Let 'pause', 'step' and requests in between draws.
     await new Promise((resolve) => setTimeout(resolve, 0));
   }
 }
@@ -148,12 +151,58 @@ const commands = {
   async perDraw({ perDraw }) {
     run.perDraw = perDraw;
   },
-  async noised({ pixels, t, seed }) {
-    await enqueue(async () => postFrame(await engine.noised(pixels, t, BigInt(seed)), 'noised'));
-  },
 };
 
+/** Copies a frame's pixels out of the engine's object (then freed) into transferable arrays. */
+function lessonResult(frame) {
+  const result = {};
+  for (const key of ['timestep', 'width', 'height', 'noiseLoss', 'imageError', 'alphaBar', 'snr', 'millis', 'original', 'noise', 'noisy', 'predictedNoise', 'prediction']) {
+    result[key] = frame[key];
+  }
+  frame.free();
+  return result;
+}
+
+function frameResult(frame) {
+  const result = { timestep: frame.timestep, step: frame.step, total: frame.total, width: frame.width, height: frame.height, alphaBar: frame.alphaBar, snr: frame.snr, millis: frame.millis, sample: frame.sample, prediction: frame.prediction };
+  frame.free();
+  return result;
+}
+
+const checkpointOf = (index) => (index === null || index === undefined ? undefined : index);
+
+/** Requests answered once, in the engine queue's order. */
+const requests = {
+  schedule: () => JSON.parse(engine.schedule),
+  noised: async ({ pixels, t, seed }) => frameResult(await engine.noised(pixels, t, BigInt(seed))),
+  lesson: async ({ pixels, label, t, seed, checkpoint }) =>
+    lessonResult(await engine.lesson(pixels, label ?? undefined, t, BigInt(seed), checkpointOf(checkpoint))),
+  lossCurve: async ({ pixels, label, seed, points, checkpoint }) =>
+    JSON.parse(await engine.lossCurve(pixels, label ?? undefined, BigInt(seed), points, checkpointOf(checkpoint))),
+  /** Downloads a checkpoint of the loaded model's run and loads it; answers its index. */
+  checkpoint: async ({ url, bytes }) => engine.loadCheckpoint(await download(url, bytes, () => {})),
+  sample: async ({ options, checkpoint }) => frameResult(await engine.sample(JSON.stringify(options), checkpointOf(checkpoint))),
+  gif: ({ frames, width, height, delay }) => engine.encodeGif(frames, width, height, delay),
+};
+
+const transferables = (result) =>
+  result && typeof result === 'object' ? Object.values(result).filter((v) => ArrayBuffer.isView(v)).map((v) => v.buffer) : [];
+
+async function answer({ request, id, ...fields }) {
+  try {
+    const handler = requests[request];
+    if (!handler) throw new Error(`unknown request '${request}'`);
+    if (!engine) throw new Error('the engine is not ready');
+    const result = await enqueue(() => handler(fields));
+    const transfer = ArrayBuffer.isView(result) ? [result.buffer] : transferables(result);
+    post({ status: 'reply', id, result }, transfer);
+  } catch (error) {
+    post({ status: 'reply', id, error: messageOf(error) });
+  }
+}
+
 self.onmessage = async ({ data }) => {
+  if (data.request) return answer(data);
   try {
     const command = commands[data.command];
     if (!command) throw new Error(`unknown command '${data.command}'`);

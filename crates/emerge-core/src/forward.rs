@@ -1,10 +1,11 @@
-//! The forward (noising) process q(x_t | x_0).
+//! The forward (noising) process q(x_t | x_0), and its inversion given the noise.
 
 use burn::tensor::Tensor;
 
 use crate::error::EmergeError;
+use crate::noise::GaussianNoise;
 use crate::schedule::NoiseSchedule;
-use crate::tensor_util::per_sample;
+use crate::tensor_util::{gaussian, per_sample};
 
 impl NoiseSchedule {
     /// Samples x_t ~ q(x_t | x_0) for a batch with one timestep per sample:
@@ -40,6 +41,40 @@ impl NoiseSchedule {
         let sqrt_one_minus_alpha_prod =
             per_sample(gather(&self.sqrt_one_minus_alphas_cumprod), &device);
         Ok(original_samples * sqrt_alpha_prod + noise * sqrt_one_minus_alpha_prod)
+    }
+
+    /// x_t ~ q(x_t | x_0) for every image of `original_samples` at one timestep, ε drawn from
+    /// `seed`: the same x_t for the same seed everywhere (the forward view, "denoise from here",
+    /// SDEdit in the CLI).
+    pub fn add_seeded_noise(
+        &self,
+        original_samples: Tensor<4>,
+        timestep: usize,
+        seed: u64,
+    ) -> Result<Tensor<4>, EmergeError> {
+        let shape = original_samples.dims();
+        let noise = gaussian(
+            &mut GaussianNoise::new(seed),
+            shape,
+            &original_samples.device(),
+        );
+        self.add_noise(original_samples, noise, &vec![timestep; shape[0]])
+    }
+
+    /// x̂_0 = (x_t − √(1 − ᾱ_t) ε)/√ᾱ_t, one timestep per sample  (DDPM eq. 15): the clean image
+    /// a noise estimate ε implies, unclipped.
+    pub fn predict_original_sample(
+        &self,
+        sample: Tensor<4>,
+        noise: Tensor<4>,
+        timesteps: &[usize],
+    ) -> Tensor<4> {
+        let device = sample.device();
+        let gather = |table: &[f64]| timesteps.iter().map(|&t| table[t] as f32).collect();
+        let sqrt_alpha_prod = per_sample(gather(&self.sqrt_alphas_cumprod), &device);
+        let sqrt_one_minus_alpha_prod =
+            per_sample(gather(&self.sqrt_one_minus_alphas_cumprod), &device);
+        (sample - noise * sqrt_one_minus_alpha_prod) / sqrt_alpha_prod
     }
 }
 
@@ -90,6 +125,42 @@ mod tests {
                 "t={t} var {var} vs {expected_var}"
             );
         }
+    }
+
+    #[test]
+    fn the_noise_that_made_x_t_gives_back_x_0() {
+        let device = Device::flex();
+        let schedule = NoiseSchedule::new(ScheduleConfig::default()).unwrap();
+        let x0 = gaussian(&mut GaussianNoise::new(1), [3, 1, 8, 8], &device).clamp(-1.0, 1.0);
+        let noise = gaussian(&mut GaussianNoise::new(2), [3, 1, 8, 8], &device);
+        let timesteps = [10, 400, 900];
+        let x_t = schedule
+            .add_noise(x0.clone(), noise.clone(), &timesteps)
+            .unwrap();
+        let back = schedule.predict_original_sample(x_t, noise, &timesteps);
+        let error = (back - x0).abs().max().into_scalar::<f32>();
+        assert!(error < 1e-3, "x̂_0 off by {error}");
+    }
+
+    #[test]
+    fn seeded_noise_is_the_same_for_the_same_seed_and_differs_across_seeds() {
+        let device = Device::flex();
+        let schedule = NoiseSchedule::new(ScheduleConfig::default()).unwrap();
+        let x0 = Tensor::<4>::zeros([1, 1, 4, 4], &device);
+        let noised = |seed| {
+            schedule
+                .add_seeded_noise(x0.clone(), 500, seed)
+                .unwrap()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()
+        };
+        assert_eq!(noised(7), noised(7));
+        assert_ne!(noised(7), noised(8));
+        // At t = 500 the image is √(1 − ᾱ_t) ε: its scale follows the schedule.
+        let expected = (1.0 - schedule.alphas_cumprod[500]).sqrt() as f32;
+        let first = GaussianNoise::new(7).normals(1)[0];
+        assert!((noised(7)[0] - expected * first).abs() < 1e-5);
     }
 
     #[test]

@@ -1,4 +1,9 @@
-//! Turning model-space images (values in [−1, 1]) into pixels, the one place this happens.
+//! Turning model-space images (values in [−1, 1]) into pixels and back, the one place this
+//! happens, and trajectories into animated GIFs.
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::error::EmergeError;
 
 /// Maps x ∈ [−1, 1] to a byte: round((x + 1)/2 · 255), clamped (DDPM's data scaling, inverted).
 pub fn to_byte(x: f32) -> u8 {
@@ -8,6 +13,73 @@ pub fn to_byte(x: f32) -> u8 {
 /// Maps a byte to model space: x = b/127.5 − 1, the inverse of [`to_byte`].
 pub fn from_byte(b: u8) -> f32 {
     b as f32 / 127.5 - 1.0
+}
+
+/// One u8 image (row-major, C×H×W) as a `[1, C, H, W]` model-space tensor; an error that
+/// names both sizes when it is not the model's shape.
+pub fn image_tensor(
+    pixels: &[u8],
+    [channels, height, width]: [usize; 3],
+    device: &Device,
+) -> Result<Tensor<4>, EmergeError> {
+    let expected = channels * height * width;
+    if pixels.len() != expected {
+        return Err(EmergeError::InvalidArgument(format!(
+            "the image has {} values but the model takes {channels}×{height}×{width} = {expected}",
+            pixels.len()
+        )));
+    }
+    let values = pixels.iter().map(|&b| from_byte(b)).collect::<Vec<_>>();
+    Ok(Tensor::from_data(
+        TensorData::new(values, [1, channels, height, width]),
+        device,
+    ))
+}
+
+/// Encodes RGBA frames of one size as a looping animated GIF: `delay_ms` between frames, the
+/// last one held for two seconds.
+pub fn gif_bytes(
+    frames: &[Vec<u8>],
+    width: usize,
+    height: usize,
+    delay_ms: u16,
+) -> Result<Vec<u8>, EmergeError> {
+    let invalid = |e: String| EmergeError::InvalidArgument(format!("GIF: {e}"));
+    if frames.is_empty() {
+        return Err(invalid("no frames to write".into()));
+    }
+    let (w, h) = (
+        u16::try_from(width).map_err(|_| invalid(format!("width {width} is over 65535")))?,
+        u16::try_from(height).map_err(|_| invalid(format!("height {height} is over 65535")))?,
+    );
+    let mut out = Vec::new();
+    {
+        let mut encoder =
+            gif::Encoder::new(&mut out, w, h, &[]).map_err(|e| invalid(e.to_string()))?;
+        encoder
+            .set_repeat(gif::Repeat::Infinite)
+            .map_err(|e| invalid(e.to_string()))?;
+        for (i, rgba) in frames.iter().enumerate() {
+            if rgba.len() != width * height * 4 {
+                return Err(invalid(format!(
+                    "frame {i} has {} bytes, not {width}×{height}×4",
+                    rgba.len()
+                )));
+            }
+            let mut rgba = rgba.clone();
+            let mut frame = gif::Frame::from_rgba_speed(w, h, &mut rgba, 10);
+            let hold = if i + 1 == frames.len() {
+                2000
+            } else {
+                delay_ms
+            };
+            frame.delay = hold / 10; // GIF delays are in hundredths of a second
+            encoder
+                .write_frame(&frame)
+                .map_err(|e| invalid(e.to_string()))?;
+        }
+    }
+    Ok(out)
 }
 
 /// Lays a `[B, C, H, W]` batch (C = 1 or 3) out as an RGBA grid with `columns` images per row
@@ -61,6 +133,47 @@ mod tests {
         for b in [0u8, 1, 100, 254, 255] {
             assert_eq!(to_byte(from_byte(b)), b);
         }
+    }
+
+    #[test]
+    fn an_image_of_the_wrong_size_is_named() {
+        let device = Device::flex();
+        let x = image_tensor(&[0, 255, 0, 255], [1, 2, 2], &device).unwrap();
+        assert_eq!(
+            x.to_data().try_to_vec::<f32>().unwrap(),
+            vec![-1.0, 1.0, -1.0, 1.0]
+        );
+        let err = image_tensor(&[0; 10], [1, 28, 28], &device).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("10 values but the model takes 1×28×28 = 784"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn gif_frames_decode_back_to_their_pixels() {
+        let frames: Vec<Vec<u8>> = [0u8, 128, 255]
+            .iter()
+            .map(|&v| [v, v, v, 255].repeat(6))
+            .collect();
+        let bytes = gif_bytes(&frames, 3, 2, 100).unwrap();
+        let mut options = gif::DecodeOptions::new();
+        options.set_color_output(gif::ColorOutput::RGBA);
+        let mut decoder = options.read_info(bytes.as_slice()).unwrap();
+        let mut decoded = Vec::new();
+        while let Some(frame) = decoder.read_next_frame().unwrap() {
+            decoded.push((frame.buffer.to_vec(), frame.delay));
+        }
+        assert_eq!(decoded.len(), 3);
+        for ((pixels, _), expected) in decoded.iter().zip(&frames) {
+            assert_eq!(pixels, expected);
+        }
+        assert_eq!(decoded[0].1, 10);
+        assert_eq!(decoded[2].1, 200, "the last frame is held");
+        let err = gif_bytes(&[vec![0; 5]], 3, 2, 100).unwrap_err();
+        assert!(err.to_string().contains("frame 0 has 5 bytes"), "{err}");
+        assert!(gif_bytes(&[], 3, 2, 100).is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! - [`forward`]: q(x_t | x_0), [`NoiseSchedule::add_noise`].
 //! - [`sampler`]: DDPM and DDIM as step-by-step state machines, reproducible from a seed.
 //! - [`guidance`]: classifier-free guidance around the UNet.
+//! - [`lesson`]: one training example as the network sees it, and its loss.
 //! - [`unet`]: the diffusers-layout UNet and its presets.
 //! - [`weights`]: self-describing f16 model files.
 //!
@@ -14,16 +15,18 @@ pub mod error;
 pub mod forward;
 pub mod guidance;
 pub mod image;
+pub mod lesson;
 pub mod model;
 pub mod noise;
 pub mod sampler;
 pub mod schedule;
-mod tensor_util;
+pub mod tensor_util;
 pub mod unet;
 pub mod weights;
 
 pub use error::EmergeError;
 pub use guidance::{Conditioning, Denoiser, Guidance, MAX_GUIDANCE, guided_noise};
+pub use lesson::Lesson;
 pub use model::ModelConfig;
 pub use noise::GaussianNoise;
 pub use sampler::{NoisePredictor, Sampler, SamplerKind, Sampling, StepOutput};

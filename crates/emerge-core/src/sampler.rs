@@ -188,9 +188,11 @@ impl Sampler {
         let is_last = index + 1 == self.timesteps.len();
 
         // 2. predicted original sample: x̂_0 = (x_t − √(1 − ᾱ_t) ε)/√ᾱ_t  (DDPM eq. 15, DDIM eq. 12)
-        let pred_original_sample = (sample.clone()
-            - model_output.clone().mul_scalar(beta_prod_t.sqrt()))
-        .div_scalar(alpha_prod_t.sqrt());
+        let pred_original_sample = self.schedule.predict_original_sample(
+            sample.clone(),
+            model_output.clone(),
+            &vec![timestep; sample.dims()[0]],
+        );
         // 3. clip x̂_0 to the data range, as the paper's sampler does
         let pred_original_sample = if self.schedule.config.clip_sample {
             pred_original_sample.clamp(-1.0, 1.0)
@@ -313,6 +315,24 @@ impl Sampling {
             next_index: 0,
             noise: GaussianNoise::new(seed),
         }
+    }
+
+    /// SDEdit (Meng et al. 2021): starts from the images `original` noised to timestep `start`
+    /// with ε from `seed` (the x_t the forward view shows for that seed), then denoises with at
+    /// most `steps` steps of `kind` over 0..=start; the sampler's own noise comes from seed + 1.
+    /// Low `start` keeps the image, high `start` lets the model redraw it.
+    pub fn from_image(
+        schedule: NoiseSchedule,
+        kind: SamplerKind,
+        steps: usize,
+        start: usize,
+        original: Tensor<4>,
+        seed: u64,
+    ) -> Result<Self, EmergeError> {
+        schedule.check_timestep(start)?;
+        let x_t = schedule.add_seeded_noise(original, start, seed)?;
+        let sampler = Sampler::from_timestep(schedule, kind, steps.min(start + 1), start)?;
+        Ok(Self::from_sample(sampler, x_t, seed.wrapping_add(1)))
     }
 
     /// The timestep the next step starts from, or `None` when the run is finished.

@@ -4,11 +4,14 @@
 //! message: nothing here may panic, since a panic kills the module for the page's lifetime.
 
 mod device;
+mod lesson;
 mod options;
+mod readback;
 mod session;
 #[cfg(target_arch = "wasm32")]
 mod web;
 
 pub use device::DeviceInfo;
+pub use lesson::{LessonFrame, LessonInput, LossCurve};
 pub use options::{Limits, MAX_BATCH, SamplingOptions};
 pub use session::{Frame, Session};

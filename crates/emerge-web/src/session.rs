@@ -1,14 +1,14 @@
 //! One sampling run as the page sees it: started from noise or from a noised real digit,
 //! advanced a few steps at a time, each result read back (asynchronously) as RGBA grids.
 
-use burn::tensor::{Device, Tensor, TensorData, Transaction};
-use emerge_core::image::{from_byte, rgba_grid};
+use burn::tensor::{Device, Tensor};
+use emerge_core::image::{image_tensor, rgba_grid};
 use emerge_core::{
-    Conditioning, Denoiser, EmergeError, GaussianNoise, ModelConfig, NoiseSchedule, Sampler,
-    Sampling, UNet,
+    Conditioning, Denoiser, EmergeError, ModelConfig, NoiseSchedule, Sampler, Sampling, UNet,
 };
 
 use crate::options::SamplingOptions;
+use crate::readback::read_values;
 
 /// A loaded model.
 pub struct Model {
@@ -28,7 +28,17 @@ impl Model {
         })
     }
 
-    /// x_t ~ q(x_t | x_0) for one u8 image (row-major, C×H×W), with noise from `seed`.
+    /// One u8 image (row-major, C×H×W) as a `[1, C, H, W]` tensor in model space.
+    pub fn image(&self, pixels: &[u8], device: &Device) -> Result<Tensor<4>, EmergeError> {
+        let unet = &self.config.unet;
+        image_tensor(
+            pixels,
+            [unet.in_channels, unet.sample_size, unet.sample_size],
+            device,
+        )
+    }
+
+    /// x_t ~ q(x_t | x_0) for one u8 image, with noise from `seed`.
     pub fn noise_image(
         &self,
         pixels: &[u8],
@@ -36,28 +46,8 @@ impl Model {
         seed: u64,
         device: &Device,
     ) -> Result<Tensor<4>, EmergeError> {
-        let unet = &self.config.unet;
-        let shape = [1, unet.in_channels, unet.sample_size, unet.sample_size];
-        let expected: usize = shape.iter().product();
-        if pixels.len() != expected {
-            return Err(EmergeError::InvalidArgument(format!(
-                "the image has {} values but the model takes {}×{}×{} = {expected}",
-                pixels.len(),
-                unet.in_channels,
-                unet.sample_size,
-                unet.sample_size
-            )));
-        }
-        let x0 = Tensor::<4>::from_data(
-            TensorData::new(
-                pixels.iter().map(|&b| from_byte(b)).collect::<Vec<_>>(),
-                shape,
-            ),
-            device,
-        );
-        let noise = GaussianNoise::new(seed).normals(expected);
-        let noise = Tensor::<4>::from_data(TensorData::new(noise, shape), device);
-        self.schedule.add_noise(x0, noise, &[t])
+        self.schedule
+            .add_seeded_noise(self.image(pixels, device)?, t, seed)
     }
 }
 
@@ -95,35 +85,15 @@ impl Frame {
         schedule: &NoiseSchedule,
     ) -> Result<Self, EmergeError> {
         let shape = sample.dims();
-        let mut transaction = Transaction::default().register(sample);
-        if let Some(p) = prediction.clone() {
-            transaction = transaction.register(p);
-        }
-        let mut data = transaction
-            .execute_async()
-            .await
-            .map_err(|e| {
-                EmergeError::InvalidArgument(format!(
-                    "reading the result from the device failed: {e:?}"
-                ))
-            })?
-            .into_iter();
-        let grid = |data: Option<TensorData>| -> Result<(Vec<u8>, usize, usize), EmergeError> {
-            let values = data
-                .ok_or_else(|| {
-                    EmergeError::InvalidArgument(
-                        "the device returned fewer results than asked".into(),
-                    )
-                })?
-                .try_into_vec::<f32>()
-                .map_err(|e| {
-                    EmergeError::InvalidArgument(format!("unexpected data from the device: {e:?}"))
-                })?;
-            Ok(rgba_grid(&values, shape, columns(shape[0]), 1))
-        };
-        let (sample, width, height) = grid(data.next())?;
-        let prediction = if prediction.is_some() {
-            grid(data.next())?.0
+        let has_prediction = prediction.is_some();
+        let values =
+            read_values([Some(sample), prediction].into_iter().flatten().collect()).await?;
+        let mut grids = values
+            .iter()
+            .map(|v| rgba_grid(v, shape, columns(shape[0]), 1));
+        let (sample, width, height) = grids.next().unwrap_or_default();
+        let prediction = if has_prediction {
+            grids.next().unwrap_or_default().0
         } else {
             Vec::new()
         };
@@ -173,8 +143,8 @@ impl Session {
         })
     }
 
-    /// Starts from a real image noised to timestep `t` ("denoise from here"): the same x_t the
-    /// forward-process view shows for this seed, repeated over the batch.
+    /// Starts from a real image or a sketch noised to timestep `t` (SDEdit): the first image's
+    /// x_t is the one the forward-process view shows for this seed; the others get their own ε.
     pub fn from_image(
         model: &Model,
         pixels: &[u8],
@@ -182,15 +152,17 @@ impl Session {
         options: &SamplingOptions,
         device: &Device,
     ) -> Result<Self, EmergeError> {
-        model.schedule.check_timestep(t)?;
         let conditioning = options.conditioning(&model.config.unet)?;
-        let steps = options.steps.min(t + 1);
-        let sampler =
-            Sampler::from_timestep(model.schedule.clone(), options.sampler_kind()?, steps, t)?;
-        let x_t = model.noise_image(pixels, t, options.seed, device)?;
-        let x_t = x_t.repeat_dim(0, options.batch);
+        let original = model.image(pixels, device)?.repeat_dim(0, options.batch);
         Ok(Self {
-            sampling: Sampling::from_sample(sampler, x_t, options.seed.wrapping_add(1)),
+            sampling: Sampling::from_image(
+                model.schedule.clone(),
+                options.sampler_kind()?,
+                options.steps,
+                t,
+                original,
+                options.seed,
+            )?,
             conditioning,
         })
     }
@@ -222,13 +194,13 @@ impl Session {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use emerge_core::UNetConfig;
     use emerge_core::weights::{self, Precision};
 
     use super::*;
 
-    fn tiny_model() -> Model {
+    pub fn tiny_model() -> Model {
         let device = Device::flex();
         let config = ModelConfig {
             unet: UNetConfig::tiny(),

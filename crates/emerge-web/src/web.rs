@@ -1,16 +1,23 @@
 //! The `#[wasm_bindgen]` surface the worker uses: `Engine.create(backend)`, `loadModel(bytes)`,
-//! `start(options)` / `startFromImage(pixels, t, options)`, `step(count)` and `noised(...)`.
+//! `start(options)` / `startFromImage(pixels, t, options)`, `step(count)`, `noised(...)`, the
+//! learning view's `lesson(...)` and `lossCurve(...)`, the training timeline's
+//! `loadCheckpoint(bytes)` and `sample(options, checkpoint)`, `schedule` and `encodeGif(...)`.
 
 use burn::tensor::Device;
 use emerge_core::EmergeError;
 use wasm_bindgen::prelude::*;
 
 use crate::device::{self, DeviceInfo};
+use crate::lesson::{LessonFrame, LessonInput};
 use crate::options::SamplingOptions;
 use crate::session::{Frame, Model, Session};
 
 fn js_error(e: EmergeError) -> JsError {
     JsError::new(&e.to_string())
+}
+
+fn to_json(value: &impl serde::Serialize) -> Result<String, JsError> {
+    serde_json::to_string(value).map_err(|e| JsError::new(&e.to_string()))
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -92,12 +99,84 @@ impl StepFrame {
     }
 }
 
+/// One training step of the learning view: five images and two numbers.
+#[wasm_bindgen]
+pub struct LearnFrame {
+    frame: LessonFrame,
+    millis: f64,
+}
+
+#[wasm_bindgen]
+impl LearnFrame {
+    #[wasm_bindgen(getter)]
+    pub fn timestep(&self) -> usize {
+        self.frame.timestep
+    }
+    #[wasm_bindgen(getter)]
+    pub fn width(&self) -> usize {
+        self.frame.width
+    }
+    #[wasm_bindgen(getter)]
+    pub fn height(&self) -> usize {
+        self.frame.height
+    }
+    /// x_0 as RGBA bytes.
+    #[wasm_bindgen(getter)]
+    pub fn original(&self) -> Vec<u8> {
+        self.frame.original.clone()
+    }
+    /// ε as RGBA bytes, at half scale.
+    #[wasm_bindgen(getter)]
+    pub fn noise(&self) -> Vec<u8> {
+        self.frame.noise.clone()
+    }
+    /// x_t as RGBA bytes.
+    #[wasm_bindgen(getter)]
+    pub fn noisy(&self) -> Vec<u8> {
+        self.frame.noisy.clone()
+    }
+    /// ε_θ(x_t, t) as RGBA bytes, at half scale.
+    #[wasm_bindgen(getter, js_name = predictedNoise)]
+    pub fn predicted_noise(&self) -> Vec<u8> {
+        self.frame.predicted_noise.clone()
+    }
+    /// x̂_0 as RGBA bytes.
+    #[wasm_bindgen(getter)]
+    pub fn prediction(&self) -> Vec<u8> {
+        self.frame.prediction.clone()
+    }
+    /// ‖ε − ε_θ‖² averaged over pixels (L_simple).
+    #[wasm_bindgen(getter, js_name = noiseLoss)]
+    pub fn noise_loss(&self) -> f64 {
+        self.frame.noise_loss
+    }
+    /// ‖x_0 − x̂_0‖² averaged over pixels.
+    #[wasm_bindgen(getter, js_name = imageError)]
+    pub fn image_error(&self) -> f64 {
+        self.frame.image_error
+    }
+    #[wasm_bindgen(getter, js_name = alphaBar)]
+    pub fn alpha_bar(&self) -> f64 {
+        self.frame.alpha_bar
+    }
+    #[wasm_bindgen(getter)]
+    pub fn snr(&self) -> f64 {
+        self.frame.snr
+    }
+    #[wasm_bindgen(getter)]
+    pub fn millis(&self) -> f64 {
+        self.millis
+    }
+}
+
 /// The model, its device and the current run.
 #[wasm_bindgen]
 pub struct Engine {
     device: Device,
     info: DeviceInfo,
     model: Option<Model>,
+    /// Earlier weights of the model's training run (the timeline), by index.
+    checkpoints: Vec<Model>,
     session: Option<Session>,
 }
 
@@ -125,6 +204,7 @@ impl Engine {
             device,
             info,
             model: None,
+            checkpoints: Vec::new(),
             session: None,
         })
     }
@@ -140,19 +220,60 @@ impl Engine {
     pub fn load_model(&mut self, bytes: Vec<u8>) -> Result<String, JsError> {
         self.session = None;
         self.model = None;
+        self.checkpoints.clear();
         let model = Model::from_bytes(bytes, &self.device).map_err(js_error)?;
-        let json =
-            serde_json::to_string(&model.config).map_err(|e| JsError::new(&e.to_string()))?;
+        let json = to_json(&model.config)?;
         self.model = Some(model);
         Ok(json)
+    }
+
+    /// Loads one checkpoint of the loaded model's training run (same network, earlier weights);
+    /// returns its index for `lesson`, `lossCurve` and `sample`.
+    #[wasm_bindgen(js_name = loadCheckpoint)]
+    pub fn load_checkpoint(&mut self, bytes: Vec<u8>) -> Result<usize, JsError> {
+        let checkpoint = Model::from_bytes(bytes, &self.device).map_err(js_error)?;
+        if checkpoint.config != self.model()?.config {
+            return Err(JsError::new(
+                "this checkpoint is of a different network or schedule than the loaded model",
+            ));
+        }
+        self.checkpoints.push(checkpoint);
+        Ok(self.checkpoints.len() - 1)
+    }
+
+    /// The loaded model, or checkpoint `index` of its training run.
+    fn weights(&self, checkpoint: Option<usize>) -> Result<&Model, JsError> {
+        match checkpoint {
+            None => self.model(),
+            Some(i) => self.checkpoints.get(i).ok_or_else(|| {
+                JsError::new(&format!(
+                    "there is no checkpoint {i} ({} loaded)",
+                    self.checkpoints.len()
+                ))
+            }),
+        }
+    }
+
+    /// The model's noise schedule over t = 0..T as JSON: `{betas, alphas_cumprod, log_snr}`
+    /// (log SNR(t) = ln(ᾱ_t/(1 − ᾱ_t))).
+    #[wasm_bindgen(getter)]
+    pub fn schedule(&self) -> Result<String, JsError> {
+        let schedule = &self.model()?.schedule;
+        let log_snr: Vec<f64> = (0..schedule.num_train_timesteps())
+            .map(|t| schedule.snr(t).ln())
+            .collect();
+        to_json(&serde_json::json!({
+            "betas": schedule.betas,
+            "alphas_cumprod": schedule.alphas_cumprod,
+            "log_snr": log_snr,
+        }))
     }
 
     /// What the loaded model and the engine accept, as JSON:
     /// `{timesteps, max_batch, max_guidance, classes}`.
     #[wasm_bindgen(getter)]
     pub fn limits(&self) -> Result<String, JsError> {
-        let limits = crate::options::Limits::of(&self.model()?.config);
-        serde_json::to_string(&limits).map_err(|e| JsError::new(&e.to_string()))
+        to_json(&crate::options::Limits::of(&self.model()?.config))
     }
 
     fn model(&self) -> Result<&Model, JsError> {
@@ -218,6 +339,99 @@ impl Engine {
             frame,
             millis: js_sys::Date::now() - started,
         })
+    }
+
+    /// A whole run from noise with checkpoint `checkpoint` (the loaded model when absent),
+    /// read back once at the end: the training timeline's samples. Leaves the current run alone.
+    pub async fn sample(
+        &self,
+        options: String,
+        checkpoint: Option<usize>,
+    ) -> Result<StepFrame, JsError> {
+        let started = js_sys::Date::now();
+        let model = self.weights(checkpoint)?;
+        let options = SamplingOptions::from_json(&options).map_err(js_error)?;
+        let mut session = Session::start(model, &options, &self.device).map_err(js_error)?;
+        let total = session.progress().1;
+        let output = session.advance(model, total).map_err(js_error)?;
+        let frame = Frame::read(
+            output.prev_sample,
+            Some(output.pred_original_sample),
+            output.timestep,
+            session.progress(),
+            &model.schedule,
+        )
+        .await
+        .map_err(js_error)?;
+        Ok(StepFrame {
+            frame,
+            millis: js_sys::Date::now() - started,
+        })
+    }
+
+    /// One training step seen by the network: the digit `pixels` (class `label`), noise ε from
+    /// `seed`, timestep `t`, with checkpoint `checkpoint` (the loaded model when absent).
+    pub async fn lesson(
+        &self,
+        pixels: Vec<u8>,
+        label: Option<usize>,
+        t: usize,
+        seed: u64,
+        checkpoint: Option<usize>,
+    ) -> Result<LearnFrame, JsError> {
+        let started = js_sys::Date::now();
+        let input = LessonInput {
+            model: self.weights(checkpoint)?,
+            pixels: &pixels,
+            label,
+            seed,
+        };
+        let frame = input.frame(t, &self.device).await.map_err(js_error)?;
+        Ok(LearnFrame {
+            frame,
+            millis: js_sys::Date::now() - started,
+        })
+    }
+
+    /// The lesson's two losses at `points` timesteps spread over 0..T, same digit and ε, as
+    /// JSON: `{timesteps, noise_loss, image_error}`.
+    #[wasm_bindgen(js_name = lossCurve)]
+    pub async fn loss_curve(
+        &self,
+        pixels: Vec<u8>,
+        label: Option<usize>,
+        seed: u64,
+        points: usize,
+        checkpoint: Option<usize>,
+    ) -> Result<String, JsError> {
+        let input = LessonInput {
+            model: self.weights(checkpoint)?,
+            pixels: &pixels,
+            label,
+            seed,
+        };
+        to_json(&input.curve(points, &self.device).await.map_err(js_error)?)
+    }
+
+    /// An animated GIF of `frames` (RGBA images of `width` × `height`, one after another),
+    /// `delay_ms` apart, the last held for two seconds.
+    #[wasm_bindgen(js_name = encodeGif)]
+    pub fn encode_gif(
+        &self,
+        frames: Vec<u8>,
+        width: usize,
+        height: usize,
+        delay_ms: u16,
+    ) -> Result<Vec<u8>, JsError> {
+        let size = width * height * 4;
+        if size == 0 || frames.len() % size != 0 {
+            return Err(JsError::new(&format!(
+                "{} bytes are not whole {width}×{height} RGBA frames",
+                frames.len()
+            )));
+        }
+        let frames: Vec<Vec<u8>> = frames.chunks(size).map(<[u8]>::to_vec).collect();
+        emerge_core::image::gif_bytes(&frames, width, height, delay_ms).map_err(js_error)
     }
 
     /// The forward process: `pixels` noised to timestep `t` (q(x_t | x_0), noise from `seed`).

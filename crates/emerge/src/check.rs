@@ -445,6 +445,7 @@ pub fn run(
             .null_class()
             .map(|classes| (0..plan.images).map(|i| i % classes).collect()),
         guidance: emerge_core::Guidance::everywhere(plan.guidance),
+        start: None,
     };
     let what = format!(
         "DDIM {} steps (η = 1, w = {}), {} images, final pixels",

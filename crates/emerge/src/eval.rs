@@ -104,6 +104,7 @@ pub fn evaluate(
             scale: settings.guidance,
             interval: settings.guidance_interval,
         },
+        start: None,
     };
     let (frechet_conditional, conditional_accuracy, per_digit) =
         if let Some(classes) = config.unet.null_class() {

@@ -5,7 +5,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use emerge_core::image::{rgba_grid, to_byte};
+use emerge_core::image::{gif_bytes, rgba_grid, to_byte};
 
 use crate::sample::Images;
 
@@ -19,6 +19,59 @@ pub fn png_bytes(rgba: &[u8], width: usize, height: usize) -> Result<Vec<u8>> {
         encoder.write_header()?.write_image_data(rgba)?;
     }
     Ok(out)
+}
+
+/// Reads a PNG of `size` × `size` pixels as the model's input: u8, `channels` planes (C×H×W).
+/// Grey images fill every colour plane; colour images become grey (ITU-R BT.601 luma) for a
+/// one-channel model. Transparent pixels count as black, the page's background.
+pub fn read_png(path: &Path, channels: usize, size: usize) -> Result<Vec<u8>> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder
+        .read_info()
+        .with_context(|| format!("{} is not a PNG image", path.display()))?;
+    let mut buffer = vec![
+        0;
+        reader
+            .output_buffer_size()
+            .context("the PNG is too large")?
+    ];
+    let info = reader
+        .next_frame(&mut buffer)
+        .with_context(|| format!("{} could not be decoded", path.display()))?;
+    let (width, height) = (info.width as usize, info.height as usize);
+    anyhow::ensure!(
+        width == size && height == size,
+        "{} is {width}×{height} pixels but the model takes {size}×{size}",
+        path.display()
+    );
+    let per_pixel = info.color_type.samples();
+    let rgb = |p: &[u8]| -> [f32; 3] {
+        let alpha = match per_pixel {
+            2 => p[1] as f32 / 255.0,
+            4 => p[3] as f32 / 255.0,
+            _ => 1.0,
+        };
+        let [r, g, b] = if per_pixel >= 3 {
+            [p[0], p[1], p[2]]
+        } else {
+            [p[0]; 3]
+        };
+        [r as f32 * alpha, g as f32 * alpha, b as f32 * alpha]
+    };
+    let pixels: Vec<[f32; 3]> = buffer[..info.buffer_size()]
+        .chunks_exact(per_pixel)
+        .map(rgb)
+        .collect();
+    // Plane c holds channel c of every pixel (the last colour repeated past 3); one channel: luma.
+    let value = |p: &[f32; 3], c: usize| match channels {
+        1 => 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2],
+        _ => p[c.min(2)],
+    };
+    Ok((0..channels)
+        .flat_map(|c| pixels.iter().map(move |p| value(p, c).round() as u8))
+        .collect())
 }
 
 /// Writes a batch as a PNG grid with `columns` images per row.
@@ -38,33 +91,22 @@ pub fn keeps_frame(step: usize, total: usize, frames: usize) -> bool {
     step.is_multiple_of(every) || step == total
 }
 
-/// Writes frames (each a batch of the same shape) as a looping animated GIF, the last frame
-/// held for two seconds.
+/// Writes frames (each a batch of the same shape) as a looping animated GIF of grids, the last
+/// frame held for two seconds.
 pub fn write_gif(
     path: &Path,
     frames: &[Images],
     columns: usize,
     frame_delay_ms: u16,
 ) -> Result<()> {
-    let mut out = Vec::new();
-    {
-        let first = frames.first().context("no frames to write")?;
-        let (_, w, h) = rgba_grid(&first.values, first.shape, columns, 2);
-        let mut encoder = gif::Encoder::new(&mut out, w as u16, h as u16, &[])?;
-        encoder.set_repeat(gif::Repeat::Infinite)?;
-        for (i, images) in frames.iter().enumerate() {
-            let (mut rgba, w, h) = rgba_grid(&images.values, images.shape, columns, 2);
-            let mut frame = gif::Frame::from_rgba_speed(w as u16, h as u16, &mut rgba, 10);
-            let hold = if i + 1 == frames.len() {
-                2000
-            } else {
-                frame_delay_ms
-            };
-            frame.delay = hold / 10; // GIF delays are in hundredths of a second
-            encoder.write_frame(&frame)?;
-        }
-    }
-    emerge_core::atomic_file::write_atomically(path, &out)?;
+    let first = frames.first().context("no frames to write")?;
+    let (_, width, height) = rgba_grid(&first.values, first.shape, columns, 2);
+    let grids: Vec<Vec<u8>> = frames
+        .iter()
+        .map(|images| rgba_grid(&images.values, images.shape, columns, 2).0)
+        .collect();
+    let bytes = gif_bytes(&grids, width, height, frame_delay_ms)?;
+    emerge_core::atomic_file::write_atomically(path, &bytes)?;
     Ok(())
 }
 

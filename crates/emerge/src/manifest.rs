@@ -30,6 +30,22 @@ pub struct ManifestEntry {
     pub default_guidance_interval: Option<[usize; 2]>,
     /// Where the weights come from, in words the page shows.
     pub source: String,
+    /// Training steps behind these weights (absent for imported ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_steps: Option<usize>,
+    /// Earlier EMA weights of the same training run, for the page's training timeline,
+    /// downloaded only when a visitor asks (empty: none were kept).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checkpoints: Vec<TimelineCheckpoint>,
+}
+
+/// One earlier state of a model's training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineCheckpoint {
+    pub step: usize,
+    /// File name relative to the manifest.
+    pub file: String,
+    pub bytes: usize,
 }
 
 /// What the manifest tells the page about a model beyond its shape.
@@ -39,6 +55,10 @@ pub struct Recommended {
     pub source: String,
     /// The guidance the page opens with (an unconditional model gets w = 0).
     pub guidance: Guidance,
+    /// Training steps behind the weights, when this project trained them.
+    pub training_steps: Option<usize>,
+    /// The training timeline's checkpoints, already written next to the manifest.
+    pub checkpoints: Vec<TimelineCheckpoint>,
 }
 
 impl ManifestEntry {
@@ -75,6 +95,8 @@ impl ManifestEntry {
                 .filter(|_| config.unet.is_conditional())
                 .map(|(low, high)| [low, high]),
             source: recommended.source,
+            training_steps: recommended.training_steps,
+            checkpoints: recommended.checkpoints,
         }
     }
 }

@@ -3,6 +3,7 @@
 use anyhow::Result;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
+use emerge_core::image::image_tensor;
 use emerge_core::{
     Conditioning, Denoiser, Guidance, ModelConfig, Sampler, SamplerKind, Sampling, StepOutput,
     UNet, UNetConfig,
@@ -36,6 +37,15 @@ pub struct SampleRequest {
     /// One class per sample for a conditional model; `None` samples unconditionally.
     pub labels: Option<Vec<usize>>,
     pub guidance: Guidance,
+    /// Start from this image noised to a timestep (SDEdit) instead of from pure noise.
+    pub start: Option<StartImage>,
+}
+
+/// SDEdit's starting point: one u8 image (C×H×W) to be noised to `timestep`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartImage {
+    pub pixels: Vec<u8>,
+    pub timestep: usize,
 }
 
 impl SampleRequest {
@@ -56,6 +66,7 @@ impl SampleRequest {
             steps: 50,
             labels,
             guidance: Guidance::everywhere(crate::manifest::DEFAULT_GUIDANCE),
+            start: None,
         }
     }
 
@@ -103,14 +114,31 @@ pub fn generate(
         .next()
         .unwrap_or_else(Device::flex);
     let denoiser = Denoiser::new(unet, &config.unet, request.conditioning())?;
-    let sampler = Sampler::new(config.noise_schedule()?, request.sampler, request.steps)?;
+    let schedule = config.noise_schedule()?;
     let size = config.unet.sample_size;
-    let mut run = Sampling::from_noise(
-        sampler,
-        [request.count, config.unet.in_channels, size, size],
-        request.seed,
-        &device,
-    );
+    let mut run = match &request.start {
+        None => Sampling::from_noise(
+            Sampler::new(schedule, request.sampler, request.steps)?,
+            [request.count, config.unet.in_channels, size, size],
+            request.seed,
+            &device,
+        ),
+        Some(start) => {
+            let image = image_tensor(
+                &start.pixels,
+                [config.unet.in_channels, size, size],
+                &device,
+            )?;
+            Sampling::from_image(
+                schedule,
+                request.sampler,
+                request.steps,
+                start.timestep,
+                image.repeat_dim(0, request.count),
+                request.seed,
+            )?
+        }
+    };
     while !run.is_finished() {
         let output = run.step_with(&denoiser)?;
         on_step(&output);

@@ -334,3 +334,108 @@ fn memory_stays_flat_in_the_number_of_samples() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A 28×28 grey PNG: a vertical bar, the simplest "1" a visitor could draw.
+fn write_sketch(path: &Path, size: u32) -> Vec<u8> {
+    let pixels: Vec<u8> = (0..size * size)
+        .map(|i| {
+            if (12..16).contains(&(i % size)) && (4..24).contains(&(i / size)) {
+                255
+            } else {
+                0
+            }
+        })
+        .collect();
+    let mut encoder = png::Encoder::new(std::fs::File::create(path).unwrap(), size, size);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder
+        .write_header()
+        .unwrap()
+        .write_image_data(&pixels)
+        .unwrap();
+    pixels
+}
+
+#[test]
+fn sampling_from_a_sketch_keeps_it_at_low_t_and_redraws_it_at_high_t() {
+    let dir = scratch("from");
+    let sketch_path = dir.join("sketch.png");
+    let sketch = write_sketch(&sketch_path, 28);
+    let cleaned = |t: &str, class: &str| {
+        let out = dir.join(format!("t{t}.idx"));
+        let output = emerge(&[
+            "sample",
+            "--from",
+            sketch_path.to_str().unwrap(),
+            "--t",
+            t,
+            "--class",
+            class,
+            "--count",
+            "1",
+            "--steps",
+            "20",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let (pixels, _) = emerge::mnist::parse_idx(&std::fs::read(out).unwrap(), 0x0803).unwrap();
+        let distance = pixels
+            .iter()
+            .zip(&sketch)
+            .map(|(&a, &b)| (a as f64 - b as f64).abs())
+            .sum::<f64>()
+            / sketch.len() as f64;
+        distance
+    };
+    let kept = cleaned("50", "1");
+    let redrawn = cleaned("999", "0");
+    assert!(
+        kept < 12.0,
+        "at t = 50 the sketch stays (mean difference {kept:.1} of 255)"
+    );
+    assert!(
+        redrawn > 3.0 * kept,
+        "at t = 999 a 0 replaces the bar ({redrawn:.1} vs {kept:.1})"
+    );
+
+    let small = dir.join("small.png");
+    write_sketch(&small, 20);
+    let output = emerge(&[
+        "sample",
+        "--from",
+        small.to_str().unwrap(),
+        "--t",
+        "600",
+        "--out",
+        "x.png",
+    ]);
+    assert!(
+        stderr(&output).contains("is 20×20 pixels but the model takes 28×28"),
+        "{}",
+        stderr(&output)
+    );
+    let output = emerge(&[
+        "sample",
+        "--from",
+        sketch_path.to_str().unwrap(),
+        "--t",
+        "1000",
+        "--out",
+        "x.png",
+    ]);
+    assert!(
+        stderr(&output).contains("timestep 1000 is outside 0..1000"),
+        "{}",
+        stderr(&output)
+    );
+    let output = emerge(&[
+        "sample",
+        "--from",
+        sketch_path.to_str().unwrap(),
+        "--out",
+        "x.png",
+    ]);
+    assert!(stderr(&output).contains("--t"), "{}", stderr(&output));
+    std::fs::remove_dir_all(dir).unwrap();
+}

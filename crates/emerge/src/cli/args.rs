@@ -274,6 +274,13 @@ pub struct SampleArgs {
     /// Images per row in grids and GIFs.
     #[arg(long, default_value_t = 8)]
     pub columns: usize,
+    /// Start from this image (a PNG of the model's size, e.g. a sketch) noised to --t instead of
+    /// from pure noise (SDEdit, Meng et al. 2021): the page's "clean it" and "denoise from here".
+    #[arg(long, requires = "t", conflicts_with = "digit_rows")]
+    pub from: Option<PathBuf>,
+    /// The timestep --from's image is noised to: low keeps it, high lets the model redraw it.
+    #[arg(long, requires = "from")]
+    pub t: Option<usize>,
     /// Output: .png (grid), .gif (trajectory of x_t) or .idx (MNIST IDX3, u8, written batch by
     /// batch).
     #[arg(long)]

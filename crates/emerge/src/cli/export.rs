@@ -2,11 +2,11 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use burn::tensor::Device;
 
 use super::args::ExportArgs;
-use crate::manifest::Recommended;
+use crate::manifest::{Recommended, TimelineCheckpoint};
 use crate::publish::publish;
 use crate::train::{self, TrainingConfig};
 
@@ -14,15 +14,18 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let checkpoint = train::checkpoint::load_latest(&args.run, &Device::flex())?;
     let config: TrainingConfig =
         serde_json::from_str(&std::fs::read_to_string(args.run.join("config.json"))?)?;
-    let source = format!("trained by emerge for {} steps", checkpoint.state.step);
+    let step = checkpoint.state.step;
+    let checkpoints = publish_timeline(&args.run, &args.out, &args.name, step)?;
     publish(
         &checkpoint.ema,
         &config.model,
         &args.out,
         &args.name,
         Recommended {
-            source,
+            source: format!("trained by emerge for {step} steps"),
             guidance: args.guidance.guidance(),
+            training_steps: Some(step),
+            checkpoints,
         },
     )?;
     if let Some(mnist_dir) = args.digits {
@@ -32,6 +35,55 @@ pub fn run(args: ExportArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// Copies the run's timeline exports from before `step` (`<run>/timeline/step-N.bpk`, written by
+/// `train --timeline`) to `<out>/<name>-timeline/`, replacing what was there; returns them in
+/// step order for the manifest.
+fn publish_timeline(
+    run: &Path,
+    out: &Path,
+    name: &str,
+    step: usize,
+) -> Result<Vec<TimelineCheckpoint>> {
+    let folder = format!("{name}-timeline");
+    let target = out.join(&folder);
+    if target.exists() {
+        std::fs::remove_dir_all(&target)
+            .with_context(|| format!("cannot replace '{}'", target.display()))?;
+    }
+    let Ok(entries) = std::fs::read_dir(run.join("timeline")) else {
+        return Ok(Vec::new());
+    };
+    let mut found: Vec<(usize, std::path::PathBuf)> = entries
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let stem = path
+                .file_stem()?
+                .to_str()?
+                .strip_prefix("step-")?
+                .to_owned();
+            Some((stem.parse().ok()?, path))
+        })
+        .filter(|(s, _)| *s < step)
+        .collect();
+    found.sort();
+    std::fs::create_dir_all(&target)
+        .with_context(|| format!("cannot create '{}'", target.display()))?;
+    found
+        .into_iter()
+        .map(|(s, path)| {
+            let file = format!("step-{s:07}.{}", emerge_core::weights::EXTENSION);
+            let bytes = std::fs::copy(&path, target.join(&file))
+                .with_context(|| format!("cannot copy '{}'", path.display()))?;
+            Ok(TimelineCheckpoint {
+                step: s,
+                file: format!("{folder}/{file}"),
+                bytes: bytes as usize,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use burn::tensor::Device;
@@ -56,7 +108,7 @@ mod tests {
             stop_at: None,
             progress: false,
             device: Device::flex(),
-            timeline: Vec::new(),
+            timeline: vec![0, config.steps],
         };
         train::train(&config, &options).unwrap();
         let export = |guidance: f64, guidance_interval: Option<(usize, usize)>| {
@@ -83,6 +135,17 @@ mod tests {
         assert_eq!(
             entry.source,
             format!("trained by emerge for {} steps", config.steps)
+        );
+        // The timeline before the exported step ships with it; the last step is the model.
+        assert_eq!(entry.training_steps, Some(config.steps));
+        let timeline = std::fs::read(root.join("models/tiny-timeline/step-0000000.bpk")).unwrap();
+        assert_eq!(
+            entry.checkpoints,
+            vec![crate::manifest::TimelineCheckpoint {
+                step: 0,
+                file: "tiny-timeline/step-0000000.bpk".into(),
+                bytes: timeline.len(),
+            }]
         );
         let bytes = std::fs::read(root.join("models/tiny.bpk")).unwrap();
         assert_eq!(entry.bytes, bytes.len());

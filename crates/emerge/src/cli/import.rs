@@ -30,6 +30,8 @@ pub fn run(args: ImportArgs) -> Result<()> {
     let recommended = Recommended {
         source,
         guidance: Guidance::everywhere(DEFAULT_GUIDANCE),
+        training_steps: None,
+        checkpoints: Vec::new(),
     };
     publish(
         &imported.unet,

@@ -7,7 +7,7 @@ use emerge_core::SamplerKind;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::args::{SampleArgs, SamplerChoice};
-use crate::sample::{self, Images, SampleRequest};
+use crate::sample::{self, Images, SampleRequest, StartImage};
 
 pub fn run(args: SampleArgs) -> Result<()> {
     let extension = args
@@ -45,13 +45,26 @@ pub fn run(args: SampleArgs) -> Result<()> {
     if count == 0 {
         bail!("--count must be at least 1");
     }
+    let start = match (&args.from, args.t) {
+        (Some(path), Some(timestep)) => {
+            let size = config.unet.sample_size;
+            config.noise_schedule()?.check_timestep(timestep)?;
+            let pixels = crate::images::read_png(path, config.unet.in_channels, size)?;
+            Some(StartImage { pixels, timestep })
+        }
+        _ => None,
+    };
+    // From an image at timestep t there are at most t + 1 steps left.
+    let steps = args.steps.unwrap_or(default_steps);
+    let steps = start.as_ref().map_or(steps, |s| steps.min(s.timestep + 1));
     let request = SampleRequest {
         count,
         seed: args.seed,
         sampler,
-        steps: args.steps.unwrap_or(default_steps),
+        steps,
         labels,
         guidance: args.guidance.guidance(),
+        start,
     };
     anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
     anyhow::ensure!(

@@ -15,7 +15,7 @@ use burn::module::Module;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use emerge_core::{GaussianNoise, NoiseSchedule, UNet};
+use emerge_core::{GaussianNoise, Lesson, NoiseSchedule, UNet};
 
 use crate::mnist::{self, Split};
 use crate::sample::{self, SampleRequest};
@@ -284,17 +284,13 @@ pub(crate) fn training_loss(
     let shape = [b, 1, size, size];
     let x0 = Tensor::<4>::from_data(TensorData::new(batch.x0.clone(), shape), device);
     let noise = Tensor::<4>::from_data(TensorData::new(batch.noise.clone(), shape), device);
-    let x_t = schedule.add_noise(x0, noise.clone(), &batch.timesteps)?;
-    let timesteps: Vec<f32> = batch.timesteps.iter().map(|&t| t as f32).collect();
-    let timesteps = Tensor::<1>::from_data(TensorData::new(timesteps, [b]), device);
     let labels = model
         .class_embedding
         .is_some()
         .then(|| Tensor::<1, Int>::from_data(TensorData::new(batch.labels.clone(), [b]), device));
-    let predicted = model.forward(x_t, timesteps, labels);
-    let squared = (predicted - noise).square();
+    let per_image = Lesson::new(model, schedule, x0, noise, &batch.timesteps, labels)?.noise_loss();
     let Some(gamma) = min_snr_gamma else {
-        return Ok(squared.mean());
+        return Ok(per_image.mean());
     };
     let weights: Vec<f32> = batch
         .timesteps
@@ -302,7 +298,6 @@ pub(crate) fn training_loss(
         .map(|&t| min_snr_weight(schedule.snr(t), gamma) as f32)
         .collect();
     let weights = Tensor::<1>::from_data(TensorData::new(weights, [b]), device);
-    let per_image: Tensor<1> = squared.flatten::<2>(1, 3).mean_dim(1).squeeze_dim(1);
     Ok((per_image * weights).mean())
 }
 

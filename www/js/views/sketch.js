@@ -1,0 +1,123 @@
+// Part 4, your own digit: a drawing pad at the model's resolution, noised to t and cleaned by the
+// model (SDEdit, Meng et al. 2021), every step drawn as in the main view.
+
+import { drawGrey } from '../draw.js';
+import { DEFAULTS } from '../settings.js';
+
+/** Where the noise slider starts unless the URL sets t: enough noise for the model to tidy up. */
+const SKETCH_T = 600;
+
+const TEMPLATE = `
+  <h2>4 · Clean your own drawing</h2>
+  <p>Draw a digit (mouse, finger or pen), choose how much noise to bury it in, and let the model clean it.
+    <strong>Low t keeps your sketch and tidies it; high t lets the model redraw it as it likes.</strong></p>
+  <details><summary>The maths</summary>
+    <p>SDEdit (Meng et al. 2021): x<sub>t</sub> = √ᾱ<sub>t</sub> x<sub>sketch</sub> + √(1 − ᾱ<sub>t</sub>) ε, then the reverse
+      process from t down to 0 with the sampler, digit and guidance chosen above. The same run on the command line:
+      <code>emerge sample --from sketch.png --t 600</code>.</p>
+  </details>
+  <div class="sketch-row">
+    <div>
+      <canvas id="sketch-pad" class="pad" width="28" height="28" role="img" tabindex="0"
+        aria-label="Drawing pad: draw a digit with the mouse, a finger or a pen"></canvas>
+      <div class="buttons">
+        <button id="sketch-undo" type="button">Undo</button>
+        <button id="sketch-clear" type="button">Clear</button>
+      </div>
+    </div>
+    <div>
+      <label>Noise level t = <output id="sketch-t-out"></output>
+        <input id="sketch-t" type="range" min="0" max="999">
+      </label>
+      <button id="sketch-clean" type="button">Clean it</button>
+      <div class="stage">
+        <figure><canvas id="sketch-samples" width="1" height="1" role="img" aria-label="Your sketch being cleaned, x_t"></canvas>
+          <figcaption>x<sub>t</sub> · t = <output id="sketch-step-t">–</output></figcaption></figure>
+        <figure><canvas id="sketch-prediction" width="1" height="1" role="img" aria-label="The cleaned digit predicted so far"></canvas>
+          <figcaption>predicted x̂<sub>0</sub></figcaption></figure>
+      </div>
+    </div>
+  </div>`;
+
+/** Strokes (lists of points in pixel units of the model's image) rendered at its resolution. */
+class Sketch {
+  constructor(size) {
+    this.size = size;
+    this.strokes = [];
+    this.canvas = document.createElement('canvas');
+    this.canvas.width = this.canvas.height = size;
+  }
+
+  /** The sketch as grey u8 pixels (row-major): white strokes, 2.4 pixels wide, on black. */
+  pixels() {
+    const ctx = this.canvas.getContext('2d', { willReadFrequently: true });
+    ctx.fillStyle = '#000';
+    ctx.fillRect(0, 0, this.size, this.size);
+    ctx.strokeStyle = '#fff';
+    ctx.fillStyle = '#fff';
+    ctx.lineWidth = (2.4 * this.size) / 28;
+    ctx.lineCap = 'round';
+    ctx.lineJoin = 'round';
+    for (const stroke of this.strokes) {
+      ctx.beginPath();
+      stroke.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
+      if (stroke.length === 1) ctx.lineTo(stroke[0][0] + 0.01, stroke[0][1]);
+      ctx.stroke();
+    }
+    const rgba = ctx.getImageData(0, 0, this.size, this.size).data;
+    return Uint8Array.from({ length: this.size * this.size }, (_, i) => rgba[4 * i]);
+  }
+}
+
+/** Mounts the view into `root`. `ctx` as in forward.js, plus `cleanSketch({ pixels, t })`, which
+ * starts the run whose frames `showFrame` below receives. */
+export function mount(root, ctx) {
+  root.innerHTML = TEMPLATE;
+  const $ = (id) => root.querySelector(`#${id}`);
+  const size = ctx.model.image_size;
+  const pad = $('sketch-pad');
+  pad.width = pad.height = size;
+  const sketch = new Sketch(size);
+  const debug = (window.emergeDebug.sketch = { pixels: null, t: null });
+  const slider = $('sketch-t');
+  slider.max = ctx.limits.timesteps - 1;
+  slider.value = Math.min(ctx.settings.t === DEFAULTS.t ? SKETCH_T : ctx.settings.t, ctx.limits.timesteps - 1);
+  const syncT = () => ($('sketch-t-out').textContent = slider.value);
+  slider.addEventListener('input', syncT);
+  syncT();
+
+  const redraw = () => drawGrey(pad, sketch.pixels(), size, size);
+  const point = (event) => {
+    const box = pad.getBoundingClientRect();
+    return [((event.clientX - box.left) / box.width) * size, ((event.clientY - box.top) / box.height) * size];
+  };
+  let drawing = false;
+  pad.addEventListener('pointerdown', (event) => {
+    drawing = true;
+    pad.setPointerCapture?.(event.pointerId);
+    sketch.strokes.push([point(event)]);
+    redraw();
+    event.preventDefault();
+  });
+  pad.addEventListener('pointermove', (event) => {
+    if (!drawing) return;
+    sketch.strokes.at(-1).push(point(event));
+    redraw();
+  });
+  for (const end of ['pointerup', 'pointercancel', 'pointerleave']) pad.addEventListener(end, () => (drawing = false));
+  $('sketch-undo').onclick = () => (sketch.strokes.pop(), redraw());
+  $('sketch-clear').onclick = () => ((sketch.strokes = []), redraw());
+  $('sketch-clean').onclick = () => {
+    if (!sketch.strokes.length) return ctx.status('Draw something on the pad first.', 'warning');
+    const pixels = sketch.pixels();
+    const image = new Uint8Array(ctx.model.channels * size * size);
+    for (let c = 0; c < ctx.model.channels; c++) image.set(pixels, c * size * size);
+    debug.pixels = Array.from(pixels);
+    debug.t = Number(slider.value);
+    ctx.cleanSketch({ pixels: image, t: Number(slider.value) });
+  };
+  redraw();
+  return {
+    targets: { samples: $('sketch-samples'), prediction: $('sketch-prediction'), t: $('sketch-step-t'), progress: null },
+  };
+}
