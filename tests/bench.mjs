@@ -54,3 +54,12 @@ for (const r of rows) {
 if (CLI) console.log(execFileSync(CLI, ['bench', '--presets', PRESET, '--batches', '1,16', '--runs', STEPS ? '3' : '9']).toString());
 console.log(`wasm module: ${size('pkg/emerge_web_bg.wasm')}`);
 console.log(`weights (${MODEL}.bpk, f16): ${size(`models/${MODEL}.bpk`)}`);
+// The training timeline's checkpoints, downloaded only when a visitor opens it.
+const manifest = JSON.parse(readFileSync(join(SITE, 'models/manifest.json'), 'utf8'));
+const checkpoints = manifest.models.find((m) => m.name === MODEL)?.checkpoints ?? [];
+if (checkpoints.length) {
+  const files = checkpoints.map((c) => readFileSync(join(SITE, 'models', c.file)));
+  const raw = files.reduce((sum, f) => sum + f.length, 0);
+  const gzip = files.reduce((sum, f) => sum + gzipSync(f, { level: 9 }).length, 0);
+  console.log(`training timeline (${checkpoints.length} checkpoints, on demand): ${(raw / 1e6).toFixed(2)} MB raw, ${(gzip / 1e6).toFixed(2)} MB gzip`);
+}

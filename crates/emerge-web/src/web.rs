@@ -424,7 +424,7 @@ impl Engine {
         delay_ms: u16,
     ) -> Result<Vec<u8>, JsError> {
         let size = width * height * 4;
-        if size == 0 || frames.len() % size != 0 {
+        if size == 0 || !frames.len().is_multiple_of(size) {
             return Err(JsError::new(&format!(
                 "{} bytes are not whole {width}×{height} RGBA frames",
                 frames.len()

@@ -380,13 +380,13 @@ fn sampling_from_a_sketch_keeps_it_at_low_t_and_redraws_it_at_high_t() {
         ]);
         assert!(output.status.success(), "{}", stderr(&output));
         let (pixels, _) = emerge::mnist::parse_idx(&std::fs::read(out).unwrap(), 0x0803).unwrap();
-        let distance = pixels
+        // Mean |difference| to the sketch, of 255.
+        pixels
             .iter()
             .zip(&sketch)
             .map(|(&a, &b)| (a as f64 - b as f64).abs())
             .sum::<f64>()
-            / sketch.len() as f64;
-        distance
+            / sketch.len() as f64
     };
     let kept = cleaned("50", "1");
     let redrawn = cleaned("999", "0");
