@@ -160,6 +160,21 @@ describe('the explanation views', () => {
     await page.close();
   });
 
+  test('at 360 px wide every view fits the screen', TIMEOUT, async () => {
+    const { page, errors } = await open(env, 'index.html?autoplay=0&backend=cpu');
+    await page.setViewportSize({ width: 360, height: 800 });
+    assert.equal(await waitForState(page, ['ready', 'error']), 'ready');
+    await waitForViews(page);
+    await page.waitForFunction(() => window.emergeDebug.lesson.curve);
+    const wider = await page.evaluate(() =>
+      [...document.querySelectorAll('body *')].filter((e) => e.getBoundingClientRect().right > 361).map((e) => e.id || e.tagName),
+    );
+    assert.deepEqual(wider, []);
+    assert.equal(await page.evaluate(() => document.documentElement.scrollWidth), 360);
+    assert.deepEqual(errors, []);
+    await page.close();
+  });
+
   for (const [view, element] of [['forward', '#forward'], ['learn', '#learn-x0'], ['draw', '#sketch-pad']]) {
     test(`embed.html?view=${view} shows that view alone`, TIMEOUT, async () => {
       const { page, errors } = await open(env, `embed.html?view=${view}&backend=cpu&t=450`);

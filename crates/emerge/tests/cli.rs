@@ -401,41 +401,20 @@ fn sampling_from_a_sketch_keeps_it_at_low_t_and_redraws_it_at_high_t() {
 
     let small = dir.join("small.png");
     write_sketch(&small, 20);
-    let output = emerge(&[
-        "sample",
-        "--from",
-        small.to_str().unwrap(),
-        "--t",
-        "600",
-        "--out",
-        "x.png",
-    ]);
-    assert!(
-        stderr(&output).contains("is 20×20 pixels but the model takes 28×28"),
-        "{}",
-        stderr(&output)
-    );
-    let output = emerge(&[
-        "sample",
-        "--from",
-        sketch_path.to_str().unwrap(),
-        "--t",
-        "1000",
-        "--out",
-        "x.png",
-    ]);
-    assert!(
-        stderr(&output).contains("timestep 1000 is outside 0..1000"),
-        "{}",
-        stderr(&output)
-    );
-    let output = emerge(&[
-        "sample",
-        "--from",
-        sketch_path.to_str().unwrap(),
-        "--out",
-        "x.png",
-    ]);
-    assert!(stderr(&output).contains("--t"), "{}", stderr(&output));
+    let (small, sketch) = (small.to_str().unwrap(), sketch_path.to_str().unwrap());
+    for (args, expected) in [
+        (
+            ["--from", small, "--t", "600"].as_slice(),
+            "is 20×20 pixels but the model takes 28×28",
+        ),
+        (
+            &["--from", sketch, "--t", "1000"],
+            "timestep 1000 is outside 0..1000",
+        ),
+        (&["--from", sketch], "--t"),
+    ] {
+        let output = emerge(&[&["sample", "--out", "x.png"], args].concat());
+        assert!(stderr(&output).contains(expected), "{}", stderr(&output));
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }
