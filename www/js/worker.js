@@ -11,6 +11,8 @@ import init, { Engine } from '../pkg/emerge_web.js';
 let engine = null;
 let device = null;
 let modelBytes = null;
+// The timeline checkpoints loaded so far, in index order (reloaded if the engine is replaced).
+const checkpointBytes = [];
 // The current run: its settings, whether it plays, and a token that outdated loops check.
 const run = { request: null, perDraw: 1, playing: false, token: 0 };
 // Every call into the engine goes through this queue: one at a time, in order.
@@ -92,6 +94,7 @@ async function advance(count) {
     engine = null;
     await createEngine('cpu');
     engine.loadModel(modelBytes);
+    for (const bytes of checkpointBytes) engine.loadCheckpoint(bytes);
     begin();
   }
   if (engine.finished) {
@@ -180,7 +183,12 @@ const requests = {
   lossCurve: async ({ pixels, label, seed, points, checkpoint }) =>
     JSON.parse(await engine.lossCurve(pixels, label ?? undefined, BigInt(seed), points, checkpointOf(checkpoint))),
   /** Downloads a checkpoint of the loaded model's run and loads it; answers its index. */
-  checkpoint: async ({ url, bytes }) => engine.loadCheckpoint(await download(url, bytes, () => {})),
+  checkpoint: async ({ url, bytes }) => {
+    const weights = await download(url, bytes, () => {});
+    const index = engine.loadCheckpoint(weights);
+    checkpointBytes[index] = weights;
+    return index;
+  },
   sample: async ({ options, checkpoint }) => frameResult(await engine.sample(JSON.stringify(options), checkpointOf(checkpoint))),
   gif: ({ frames, width, height, delay }) => engine.encodeGif(frames, width, height, delay),
 };
