@@ -59,9 +59,16 @@ export class Plot {
       ctx.beginPath();
       values.forEach((v, k) => (k ? ctx.lineTo(xAt(s.xs[k]), yAt(v)) : ctx.moveTo(xAt(s.xs[k]), yAt(v))));
       ctx.stroke();
-      ctx.fillStyle = ctx.strokeStyle;
+    });
+    // The legend, on a backing so that the curves do not run through it.
+    this.series.forEach((s, i) => {
       const at = this.marker === null ? '' : ` = ${format(valueAt(s, this.marker))}`;
-      ctx.fillText(`${s.label}${at}`, pad.left + 4, pad.top + 12 + 13 * i);
+      const text = `${s.label}${at}`;
+      const y = pad.top + 12 + 13 * i;
+      ctx.fillStyle = 'rgba(27, 29, 35, 0.85)';
+      ctx.fillRect(pad.left + 2, y - 10, ctx.measureText(text).width + 4, 13);
+      ctx.fillStyle = COLOURS[i % COLOURS.length];
+      ctx.fillText(text, pad.left + 4, y);
     });
 
     if (this.marker !== null) {

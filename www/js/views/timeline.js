@@ -11,8 +11,8 @@ const TIMELINE_RUN = { sampler: 'ddim', steps: 20, eta: 1, batch: 10, class: 'an
 
 /** The run's checkpoints, then the model itself (its last step). */
 function stepsOf(model) {
-  const steps = (model.checkpoints ?? []).map((c) => ({ ...c, label: `step ${c.step.toLocaleString('en')}` }));
-  if (steps.length) steps.push({ step: model.training_steps, label: `step ${model.training_steps?.toLocaleString('en') ?? 'final'} (this model)` });
+  const steps = (model.checkpoints ?? []).map((c) => ({ ...c, label: c.step.toLocaleString('en') }));
+  if (steps.length) steps.push({ step: model.training_steps, label: `${model.training_steps?.toLocaleString('en') ?? 'the last'} (this model)` });
   return steps;
 }
 
