@@ -62,6 +62,24 @@ describe('the explanation views', () => {
     await page.close();
   });
 
+  test('the lesson and its loss curve on WebGPU equal the CPU fallback\'s', TIMEOUT, async () => {
+    const lessons = {};
+    for (const backend of ['auto', 'cpu']) {
+      const { page, errors } = await open(env, `index.html?autoplay=0&backend=${backend}&seed=3&t=600`);
+      assert.equal(await waitForState(page, ['ready', 'error']), 'ready');
+      await waitForViews(page);
+      await page.waitForFunction(() => window.emergeDebug.lesson.curve && window.emergeDebug.lesson.frame, null, { timeout: 300_000 });
+      lessons[backend] = await page.evaluate(() => window.emergeDebug.lesson);
+      assert.equal(await page.getAttribute('#device', 'data-backend'), backend === 'cpu' ? 'cpu' : 'webgpu');
+      assert.deepEqual(errors, []);
+      await page.close();
+    }
+    const close = (a, b) => Math.abs(a - b) <= 1e-3 * Math.max(Math.abs(b), 1e-2);
+    assert.ok(close(lessons.auto.frame.noiseLoss, lessons.cpu.frame.noiseLoss), `L_simple ${lessons.auto.frame.noiseLoss} vs ${lessons.cpu.frame.noiseLoss}`);
+    assert.ok(close(lessons.auto.frame.imageError, lessons.cpu.frame.imageError));
+    lessons.cpu.curve.noise_loss.forEach((v, i) => assert.ok(close(lessons.auto.curve.noise_loss[i], v), `t = ${lessons.cpu.curve.timesteps[i]}: ${lessons.auto.curve.noise_loss[i]} vs ${v}`));
+  });
+
   test('the training timeline: noise at step 0, digits at the end, the size said before downloading', TIMEOUT, async () => {
     assert.ok(TIMELINE_MODEL, 'a shipped model must list its training checkpoints');
     const { page, errors, requests } = await open(env, `index.html?autoplay=0&backend=cpu&model=${TIMELINE_MODEL.name}&seed=5`);
