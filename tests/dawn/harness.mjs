@@ -3,7 +3,8 @@
 // WebGPU implementation, as the npm package `webgpu` ships it) as its `navigator.gpu`. It runs one
 // sampling request the way the page's worker does (start, then step() and read a frame back until
 // done), prints the adapter, time to first frame and ms per step as JSON, and with --expect
-// compares the final images with the native CLI's IDX output.
+// compares the final images with the native CLI's IDX output. It then checks the learning view's
+// numbers: the loss curve of one lesson on Dawn against the same engine on the CPU (Flex in wasm).
 //
 //   node tests/dawn/harness.mjs --pkg pkg --model www/models/mnist.bpk \
 //     --sampler ddim --steps 10 --batch 2 --class 3 --seed 7 --guidance 2 --expect native.idx
@@ -194,6 +195,8 @@ async function main() {
     result.max_difference = Math.max(...mine.map((image, i) => maxDifference(image, native[i] ?? [])));
     result.tolerance = o.tolerance;
   }
+  result.lesson = await compareLessons(engine, readFileSync(o.model), config, Engine);
+  if (!(result.lesson.tolerance_used <= 1)) errors.push(`the lesson's losses on WebGPU differ from the CPU's by up to ${result.lesson.max_abs_difference} (${result.lesson.tolerance_used}× the tolerance)`);
   result.console_errors = errors;
   const json = JSON.stringify(result, null, 2);
   console.log(json);
@@ -201,6 +204,33 @@ async function main() {
   engine.free();
   const mismatch = result.max_difference !== undefined && !(result.max_difference <= o.tolerance);
   process.exit(errors.length > 0 || mismatch ? 1 : 0);
+}
+
+/** The learning view's loss curve (21 timesteps, one batched forward pass) of a vertical bar
+ * on `engine` and on a CPU engine with the same model: the largest difference, and the largest
+ * fraction of its tolerance used. */
+async function compareLessons(engine, modelBytes, config, Engine) {
+  const { sample_size: size, in_channels: channels } = config.unet;
+  const pixels = Uint8Array.from({ length: channels * size * size }, (_, i) => {
+    const x = i % size;
+    return Math.abs(x - size / 2) < size / 10 ? 255 : 0;
+  });
+  const label = config.unet.num_class_embeds ? 1 : undefined;
+  const curve = async (e) => JSON.parse(await e.lossCurve(pixels, label, 5n, 21, undefined));
+  const t = now();
+  const gpu = await curve(engine);
+  const ms = now() - t;
+  const cpu = Engine.create('cpu').then(async (e) => (e.loadModel(modelBytes), curve(e)));
+  const reference = await cpu;
+  // Each L_simple within 1e-4 + 1e-3 × its CPU value (float rounding of a mean over the pixels);
+  // each ‖x_0 − x̂_0‖² within 1e-4 + 1e-2 × its value: x̂_0 = (x_t − √(1 − ᾱ_t) ε̂)/√ᾱ_t magnifies
+  // ε̂'s rounding by up to 1/√ᾱ_999 ≈ 160 at high t.
+  const used = (a, b, relative) => Math.abs(a - b) / (1e-4 + relative * Math.abs(b));
+  const noise = gpu.noise_loss.map((v, i) => used(v, reference.noise_loss[i], 1e-3));
+  const image = gpu.image_error.map((v, i) => used(v, reference.image_error[i], 1e-2));
+  const excess = Math.max(...noise, ...image);
+  const largest = Math.max(...gpu.noise_loss.map((v, i) => Math.abs(v - reference.noise_loss[i])), ...gpu.image_error.map((v, i) => Math.abs(v - reference.image_error[i])));
+  return { curve_ms: ms, points: gpu.timesteps.length, max_abs_difference: largest, tolerance_used: excess };
 }
 
 main().catch((error) => {

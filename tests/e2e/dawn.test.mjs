@@ -39,6 +39,7 @@ test('the page engine on Dawn draws the native CLI’s digits', { timeout: 420_0
   assert.equal(result.steps, RUN.steps);
   assert.equal(result.frames, RUN.steps, 'one frame read back per step, as the page does');
   assert.ok(result.max_difference <= 6, `Dawn's images differ from the native CLI by up to ${result.max_difference}/255`);
+  assert.ok(result.lesson.tolerance_used <= 1, `the lesson's losses differ from the CPU's by up to ${result.lesson.max_abs_difference}`);
   assert.deepEqual(result.console_errors, []);
   console.log(`Dawn on ${result.adapter}: first frame ${result.timings.first_frame_ms.toFixed(0)} ms, `
     + `${result.timings.ms_per_step.toFixed(1)} ms per step, max |Δ| ${result.max_difference}/255`);

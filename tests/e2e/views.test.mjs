@@ -74,10 +74,16 @@ describe('the explanation views', () => {
       assert.deepEqual(errors, []);
       await page.close();
     }
-    const close = (a, b) => Math.abs(a - b) <= 1e-3 * Math.max(Math.abs(b), 1e-2);
-    assert.ok(close(lessons.auto.frame.noiseLoss, lessons.cpu.frame.noiseLoss), `L_simple ${lessons.auto.frame.noiseLoss} vs ${lessons.cpu.frame.noiseLoss}`);
-    assert.ok(close(lessons.auto.frame.imageError, lessons.cpu.frame.imageError));
-    lessons.cpu.curve.noise_loss.forEach((v, i) => assert.ok(close(lessons.auto.curve.noise_loss[i], v), `t = ${lessons.cpu.curve.timesteps[i]}: ${lessons.auto.curve.noise_loss[i]} vs ${v}`));
+    // As tests/dawn/harness.mjs: L_simple within 1e-4 + 1e-3 × the CPU's value, ‖x_0 − x̂_0‖² within
+    // 1e-4 + 1e-2 × (dividing by √ᾱ_t magnifies ε̂'s rounding up to 160× at high t).
+    const close = (a, b, relative = 1e-3) => Math.abs(a - b) <= 1e-4 + relative * Math.abs(b);
+    const [gpu, cpu] = [lessons.auto, lessons.cpu];
+    assert.ok(close(gpu.frame.noiseLoss, cpu.frame.noiseLoss), `L_simple ${gpu.frame.noiseLoss} vs ${cpu.frame.noiseLoss}`);
+    assert.ok(close(gpu.frame.imageError, cpu.frame.imageError, 1e-2));
+    cpu.curve.timesteps.forEach((t, i) => {
+      assert.ok(close(gpu.curve.noise_loss[i], cpu.curve.noise_loss[i]), `t = ${t}: L_simple ${gpu.curve.noise_loss[i]} vs ${cpu.curve.noise_loss[i]}`);
+      assert.ok(close(gpu.curve.image_error[i], cpu.curve.image_error[i], 1e-2), `t = ${t}: ${gpu.curve.image_error[i]} vs ${cpu.curve.image_error[i]}`);
+    });
   });
 
   test('the training timeline: noise at step 0, digits at the end, the size said before downloading', TIMEOUT, async () => {
