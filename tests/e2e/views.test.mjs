@@ -201,14 +201,25 @@ describe('the explanation views', () => {
 
   for (const [view, element] of [['forward', '#forward'], ['learn', '#learn-x0'], ['draw', '#sketch-pad']]) {
     test(`embed.html?view=${view} shows that view alone`, TIMEOUT, async () => {
-      const { page, errors } = await open(env, `embed.html?view=${view}&backend=cpu&t=450`);
+      const { page, errors } = await open(env, `embed.html?view=${view}&backend=cpu&t=450&batch=2`);
       assert.equal(await waitForState(page, ['ready', 'error']), 'ready', await page.textContent('#status-message'));
       assert.equal(await page.isVisible(element), true);
       assert.equal(await page.isVisible('#samples'), false);
       assert.equal(await page.isVisible('#play'), false);
       if (view === 'forward') await page.waitForFunction(() => document.getElementById('forward-t').textContent === '450');
       if (view === 'learn') await page.waitForFunction(() => window.emergeDebug.lesson.frame?.timestep === 450);
-      if (view === 'draw') assert.equal(await page.inputValue('#sketch-t'), '450');
+      if (view === 'draw') {
+        assert.equal(await page.inputValue('#sketch-t'), '450');
+        // Without a pointer: the keyboard starts from a real digit and cleans it.
+        await page.focus('#sketch-digit');
+        await page.keyboard.press('Enter');
+        await page.focus('#sketch-clean');
+        await page.keyboard.press('Enter');
+        assert.equal(await waitForState(page, ['complete', 'error']), 'complete', await page.textContent('#status-message'));
+        const sketch = await page.evaluate(() => window.emergeDebug.sketch);
+        assert.ok(sketch.pixels.filter((v) => v > 128).length > 40, 'the real digit became the sketch');
+        assert.ok(looksLikeADigit(tile({ ...(await lastFrame(page)), batch: 2 }, 0)));
+      }
       await page.screenshot({ path: join(RESULTS, `embed-${view}.png`) });
       assert.deepEqual(errors, []);
       await page.close();

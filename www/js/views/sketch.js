@@ -1,6 +1,7 @@
 // Part 4, your own digit: a drawing pad at the model's resolution, noised to t and cleaned by the
 // model (SDEdit, Meng et al. 2021), every step drawn as in the main view.
 
+import { fitImage } from '../digits.js';
 import { drawGrey } from '../draw.js';
 import { DEFAULTS } from '../settings.js';
 
@@ -9,7 +10,7 @@ const SKETCH_T = 600;
 
 const TEMPLATE = `
   <h2>4 · Clean your own drawing</h2>
-  <p>Draw a digit (mouse, finger or pen), choose how much noise to bury it in, and let the model clean it.
+  <p>Draw a digit (mouse, finger or pen) or start from a real one, choose how much noise to bury it in, and let the model clean it.
     <strong>Low t keeps your sketch and tidies it; high t lets the model redraw it as it likes.</strong></p>
   <details><summary>The maths</summary>
     <p>SDEdit (Meng et al. 2021): x<sub>t</sub> = √ᾱ<sub>t</sub> x<sub>sketch</sub> + √(1 − ᾱ<sub>t</sub>) ε, then the reverse
@@ -18,9 +19,10 @@ const TEMPLATE = `
   </details>
   <div class="sketch-row">
     <div>
-      <canvas id="sketch-pad" class="pad" width="28" height="28" role="img" tabindex="0"
+      <canvas id="sketch-pad" class="pad" width="28" height="28" role="img"
         aria-label="Drawing pad: draw a digit with the mouse, a finger or a pen"></canvas>
       <div class="buttons">
+        <button id="sketch-digit" type="button">Start from a real digit</button>
         <button id="sketch-undo" type="button">Undo</button>
         <button id="sketch-clear" type="button">Clear</button>
       </div>
@@ -39,10 +41,12 @@ const TEMPLATE = `
     </div>
   </div>`;
 
-/** Strokes (lists of points in pixel units of the model's image) rendered at its resolution. */
+/** Strokes (lists of points in pixel units of the model's image) over an optional base image
+ * (a real digit to draw on), rendered at the model's resolution. */
 class Sketch {
   constructor(size) {
     this.size = size;
+    this.base = null;
     this.strokes = [];
     this.canvas = document.createElement('canvas');
     this.canvas.width = this.canvas.height = size;
@@ -53,6 +57,11 @@ class Sketch {
     const ctx = this.canvas.getContext('2d', { willReadFrequently: true });
     ctx.fillStyle = '#000';
     ctx.fillRect(0, 0, this.size, this.size);
+    if (this.base) {
+      const rgba = new Uint8ClampedArray(this.size * this.size * 4);
+      this.base.forEach((v, i) => rgba.set([v, v, v, 255], 4 * i));
+      ctx.putImageData(new ImageData(rgba, this.size, this.size), 0, 0);
+    }
     ctx.strokeStyle = '#fff';
     ctx.fillStyle = '#fff';
     ctx.lineWidth = (2.4 * this.size) / 28;
@@ -106,9 +115,16 @@ export function mount(root, ctx) {
   });
   for (const end of ['pointerup', 'pointercancel', 'pointerleave']) pad.addEventListener(end, () => (drawing = false));
   $('sketch-undo').onclick = () => (sketch.strokes.pop(), redraw());
-  $('sketch-clear').onclick = () => ((sketch.strokes = []), redraw());
+  $('sketch-clear').onclick = () => ((sketch.strokes = []), (sketch.base = null), redraw());
+  // Each press takes the next bundled real digit as the base (also the way in without a pointer).
+  let nextDigit = 0;
+  $('sketch-digit').onclick = () => {
+    sketch.base = fitImage(ctx.digits.image(nextDigit), ctx.digits.rows, ctx.digits.cols, 1, size);
+    nextDigit = (nextDigit + 1) % ctx.digits.count;
+    redraw();
+  };
   $('sketch-clean').onclick = () => {
-    if (!sketch.strokes.length) return ctx.status('Draw something on the pad first.', 'warning');
+    if (!sketch.strokes.length && !sketch.base) return ctx.status('Draw something on the pad first, or start from a real digit.', 'warning');
     const pixels = sketch.pixels();
     const image = new Uint8Array(ctx.model.channels * size * size);
     for (let c = 0; c < ctx.model.channels; c++) image.set(pixels, c * size * size);
