@@ -47,10 +47,10 @@ describe('the explanation views', () => {
     assert.equal(await marker(page, 'learn-curve'), '900');
     const at900 = await page.evaluate(() => window.emergeDebug.lesson.frame);
     assert.ok(at900.imageError > frame.imageError);
-    // New noise: a different ε, a different loss.
-    const frames = await page.evaluate(() => window.emergeDebug.lesson.frames);
+    // New noise: a different ε, a different loss (waiting for the lesson of the new seed: page.fill
+    // and the dispatched event each asked for a lesson at 900, and either may land last).
     await page.click('#learn-noise');
-    await page.waitForFunction((n) => window.emergeDebug.lesson.frames > n, frames);
+    await page.waitForFunction((seed) => window.emergeDebug.lesson.frame.seed !== seed, at900.seed);
     assert.notEqual((await page.evaluate(() => window.emergeDebug.lesson.frame)).noiseLoss, at900.noiseLoss);
 
     // The forward view's schedule marker follows its t too.

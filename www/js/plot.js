@@ -14,8 +14,13 @@ export class Plot {
     this.marker = null;
   }
 
+  /** Sets the curves; their plotted values and ranges are worked out here once, not at every
+   * marker move (the generation view moves it every frame). */
   setSeries(series) {
-    this.series = series;
+    this.series = series.map((s) => {
+      const values = s.ys.map((y) => (s.log ? Math.log10(Math.max(y, 1e-12)) : y));
+      return { ...s, values, lo: Math.min(...values), hi: Math.max(...values) };
+    });
     this.draw();
   }
 
@@ -49,15 +54,12 @@ export class Plot {
     ctx.fillText(`${this.xLabel} = ${this.xMax}`, width - pad.right, height - 4);
     ctx.textAlign = 'left';
 
-    this.series.forEach((s, i) => {
-      const values = s.ys.map((y) => (s.log ? Math.log10(Math.max(y, 1e-12)) : y));
-      const lo = Math.min(...values);
-      const hi = Math.max(...values);
+    this.series.forEach(({ values, lo, hi, xs }, i) => {
       const yAt = (v) => pad.top + plotH - ((v - lo) / (hi - lo || 1)) * plotH;
       ctx.strokeStyle = COLOURS[i % COLOURS.length];
       ctx.lineWidth = 1.5;
       ctx.beginPath();
-      values.forEach((v, k) => (k ? ctx.lineTo(xAt(s.xs[k]), yAt(v)) : ctx.moveTo(xAt(s.xs[k]), yAt(v))));
+      values.forEach((v, k) => (k ? ctx.lineTo(xAt(xs[k]), yAt(v)) : ctx.moveTo(xAt(xs[k]), yAt(v))));
       ctx.stroke();
     });
     // The legend, on a backing so that the curves do not run through it.

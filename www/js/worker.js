@@ -172,16 +172,14 @@ function frameResult(frame) {
   return result;
 }
 
-const checkpointOf = (index) => (index === null || index === undefined ? undefined : index);
-
 /** Requests answered once, in the engine queue's order. */
 const requests = {
   schedule: () => JSON.parse(engine.schedule),
   noised: async ({ pixels, t, seed }) => frameResult(await engine.noised(pixels, t, BigInt(seed))),
   lesson: async ({ pixels, label, t, seed, checkpoint }) =>
-    lessonResult(await engine.lesson(pixels, label ?? undefined, t, BigInt(seed), checkpointOf(checkpoint))),
+    lessonResult(await engine.lesson(pixels, label ?? undefined, t, BigInt(seed), checkpoint ?? undefined)),
   lossCurve: async ({ pixels, label, seed, points, checkpoint }) =>
-    JSON.parse(await engine.lossCurve(pixels, label ?? undefined, BigInt(seed), points, checkpointOf(checkpoint))),
+    JSON.parse(await engine.lossCurve(pixels, label ?? undefined, BigInt(seed), points, checkpoint ?? undefined)),
   /** Downloads a checkpoint of the loaded model's run and loads it; answers its index. */
   checkpoint: async ({ url, bytes }) => {
     const weights = await download(url, bytes, () => {});
@@ -189,7 +187,7 @@ const requests = {
     checkpointBytes[index] = weights;
     return index;
   },
-  sample: async ({ options, checkpoint }) => frameResult(await engine.sample(JSON.stringify(options), checkpointOf(checkpoint))),
+  sample: async ({ options, checkpoint }) => frameResult(await engine.sample(JSON.stringify(options), checkpoint ?? undefined)),
   gif: ({ frames, width, height, delay }) => engine.encodeGif(frames, width, height, delay),
 };
 

@@ -111,19 +111,19 @@ impl LessonInput<'_> {
         let (original, lesson) = self.lesson(&[t], device)?;
         let prediction = lesson.predicted_original(schedule);
         let shape = original.dims();
-        let values = read_values(vec![
+        // One transaction: the five images, then the two losses.
+        let mut values = read_values(vec![
             original.clone(),
             lesson.noise.clone().div_scalar(2.0),
             lesson.noisy.clone(),
             lesson.predicted_noise.clone().div_scalar(2.0),
             prediction.clone(),
-        ])
-        .await?;
-        let losses = read_values(vec![
             lesson.noise_loss().reshape([1, 1, 1, 1]),
             image_error(original, prediction).reshape([1, 1, 1, 1]),
         ])
         .await?;
+        let losses = values.split_off(5);
+        let loss = |i: usize| losses[i].first().copied().unwrap_or(f32::NAN) as f64;
         let mut images = values.iter().map(|v| rgba_grid(v, shape, 1, 0));
         let mut next = || images.next().map(|(rgba, _, _)| rgba).unwrap_or_default();
         Ok(LessonFrame {
@@ -135,8 +135,8 @@ impl LessonInput<'_> {
             noisy: next(),
             predicted_noise: next(),
             prediction: next(),
-            noise_loss: losses[0][0] as f64,
-            image_error: losses[1][0] as f64,
+            noise_loss: loss(0),
+            image_error: loss(1),
             alpha_bar: schedule.alphas_cumprod[t],
             snr: schedule.snr(t),
         })
@@ -221,6 +221,23 @@ mod tests {
                 .to_string()
                 .contains("2 to 64 points")
         );
+    }
+
+    #[test]
+    fn new_noise_gives_a_new_loss() {
+        let device = Device::flex();
+        let model = tiny_model();
+        let loss = |seed| {
+            let lesson = LessonInput {
+                seed,
+                ..input(&model, None)
+            };
+            pollster::block_on(lesson.frame(900, &device))
+                .unwrap()
+                .noise_loss
+        };
+        assert_eq!(loss(3), loss(3));
+        assert_ne!(loss(3), loss(4));
     }
 
     #[test]

@@ -99,6 +99,30 @@ impl StepFrame {
     }
 }
 
+impl StepFrame {
+    /// Reads a step's x_{t−1} and x̂_0 back; `started` is when the work began (ms).
+    async fn read(
+        output: emerge_core::StepOutput,
+        progress: (usize, usize),
+        model: &Model,
+        started: f64,
+    ) -> Result<StepFrame, JsError> {
+        let frame = Frame::read(
+            output.prev_sample,
+            Some(output.pred_original_sample),
+            output.timestep,
+            progress,
+            &model.schedule,
+        )
+        .await
+        .map_err(js_error)?;
+        Ok(StepFrame {
+            frame,
+            millis: js_sys::Date::now() - started,
+        })
+    }
+}
+
 /// One training step of the learning view: five images and two numbers.
 #[wasm_bindgen]
 pub struct LearnFrame {
@@ -325,20 +349,7 @@ impl Engine {
             .as_mut()
             .ok_or_else(|| JsError::new("no run is started"))?;
         let output = session.advance(model, count).map_err(js_error)?;
-        let progress = session.progress();
-        let frame = Frame::read(
-            output.prev_sample,
-            Some(output.pred_original_sample),
-            output.timestep,
-            progress,
-            &model.schedule,
-        )
-        .await
-        .map_err(js_error)?;
-        Ok(StepFrame {
-            frame,
-            millis: js_sys::Date::now() - started,
-        })
+        StepFrame::read(output, session.progress(), model, started).await
     }
 
     /// A whole run from noise with checkpoint `checkpoint` (the loaded model when absent),
@@ -354,19 +365,7 @@ impl Engine {
         let mut session = Session::start(model, &options, &self.device).map_err(js_error)?;
         let total = session.progress().1;
         let output = session.advance(model, total).map_err(js_error)?;
-        let frame = Frame::read(
-            output.prev_sample,
-            Some(output.pred_original_sample),
-            output.timestep,
-            session.progress(),
-            &model.schedule,
-        )
-        .await
-        .map_err(js_error)?;
-        Ok(StepFrame {
-            frame,
-            millis: js_sys::Date::now() - started,
-        })
+        StepFrame::read(output, session.progress(), model, started).await
     }
 
     /// One training step seen by the network: the digit `pixels` (class `label`), noise ε from

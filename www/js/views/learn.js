@@ -66,13 +66,14 @@ export function mount(root, ctx) {
     schedule.mark(t);
     curve.mark(t);
     try {
-      const frame = await ctx.client.request('lesson', { ...fields(), t });
+      const request = { ...fields(), t };
+      const frame = await ctx.client.request('lesson', request);
       const images = { 'learn-x0': frame.original, 'learn-eps': frame.noise, 'learn-xt': frame.noisy, 'learn-eps-hat': frame.predictedNoise, 'learn-x0-hat': frame.prediction };
       for (const [id, rgba] of Object.entries(images)) drawRgba($(id), frame.width, frame.height, rgba);
       $('learn-loss').textContent = frame.noiseLoss.toPrecision(3);
       $('learn-error').textContent = frame.imageError.toPrecision(3);
       $('learn-t').textContent = frame.timestep;
-      debug.frame = { timestep: frame.timestep, noiseLoss: frame.noiseLoss, imageError: frame.imageError, checkpoint: state.checkpoint };
+      debug.frame = { timestep: frame.timestep, noiseLoss: frame.noiseLoss, imageError: frame.imageError, checkpoint: state.checkpoint, seed: request.seed };
       debug.frames += 1;
     } catch (error) {
       ctx.status(error.message, 'error');
