@@ -8,6 +8,8 @@
 #   VARIANTS="autotune spirv" tools/gpu-pack.sh FOLDER
 #   DATA=<MNIST dir> tools/gpu-pack.sh FOLDER    also the data set and the classifier, for
 #                                                tools/gpu-train.sh (11 MB more)
+#   DAWN=0 …                                     without Node, Dawn and pkg/ (29 MB less: room
+#                                                for a variant within the 64 MiB a run carries)
 #
 # Run from a checkout after ./build.sh site (or it runs that) and with tests/node_modules
 # installed (./build.sh test or `cd tests && npm ci`).
@@ -19,6 +21,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/emerge-target}"
 pack() { xz -9 -T0 -c "$1" >"$OUT/$2.xz"; }
 
 cargo build --release --locked -p emerge
+rm -f "$OUT"/emerge-*
 strip -o "$OUT/emerge" "$CARGO_TARGET_DIR/release/emerge"
 xz -9 -T0 -f "$OUT/emerge"
 for variant in ${VARIANTS:-}; do
@@ -29,13 +32,17 @@ done
 # Leave the default build in place for whatever runs next.
 [ -z "${VARIANTS:-}" ] || cargo build --release --locked -p emerge
 
-[ -f pkg/emerge_web_bg.wasm ] || ./build.sh site
-rm -rf "$OUT/pkg" && mkdir "$OUT/pkg" && cp pkg/emerge_web.js "$OUT/pkg/"
-pack pkg/emerge_web_bg.wasm pkg/emerge_web_bg.wasm
-pack "$(command -v node)" node
-pack tests/node_modules/webgpu/dist/linux-x64/dawn.node dawn.node
-mkdir -p "$OUT/dawn" "$OUT/models"
-cp tests/dawn/harness.mjs "$OUT/dawn/" && cp tests/grid.mjs "$OUT/"
+rm -rf "$OUT/pkg" "$OUT/dawn" "$OUT/node.xz" "$OUT/dawn.node.xz" "$OUT/grid.mjs"
+if [ "${DAWN:-1}" != 0 ]; then
+  [ -f pkg/emerge_web_bg.wasm ] || ./build.sh site
+  mkdir "$OUT/pkg" && cp pkg/emerge_web.js "$OUT/pkg/"
+  pack pkg/emerge_web_bg.wasm pkg/emerge_web_bg.wasm
+  pack "$(command -v node)" node
+  pack tests/node_modules/webgpu/dist/linux-x64/dawn.node dawn.node
+  mkdir -p "$OUT/dawn"
+  cp tests/dawn/harness.mjs "$OUT/dawn/" && cp tests/grid.mjs "$OUT/"
+fi
+mkdir -p "$OUT/models"
 cp www/models/mnist.bpk "$OUT/models/"
 cp tools/gpu-setup.sh tools/gpu-check.sh tools/gpu-train.sh "$OUT/"
 if [ -n "${DATA:-}" ]; then

@@ -11,7 +11,9 @@
 #
 #   tools/gpu-train.sh FOLDER RESULTS [SECONDS]      (SECONDS: the whole run's budget, default 540)
 #
-# FOLDER is filled by `DATA=<MNIST dir> tools/gpu-pack.sh FOLDER`. RESULTS receives at most eight
+# FOLDER is filled by `DATA=<MNIST dir> tools/gpu-pack.sh FOLDER` (with VARIANTS=autotune, the
+# autotuned build trains if its training rows of `check-devices` pass on this GPU at the batch
+# sizes the runs use; otherwise the shipped build does). RESULTS receives at most eight
 # files (the device machine returns no more): results.tar.xz (logs, evals, sample grids) and one
 # tar per long run (its final model and timeline). Without a GPU (DEVICE=cpu, or SwiftShader) it
 # runs the same plan, short (QUICK=1).
@@ -31,20 +33,22 @@ say() { printf '%s\n' "$@" | tee -a "$WORK/summary.md"; }
 DATA=$DIR/mnist
 CLASSIFIER=$DIR/models/mnist-classifier.bpk
 
-# The shipped recipe (batch 64, peak lr 1e-3, label dropout 0.1, EMA 0.999, L_simple, linear β,
-# channels 16/32/64) and one change each.
+# The shipped recipe (batch 64, peak lr 1e-3, label dropout 0.2, Min-SNR-5, EMA 0.999, linear β,
+# channels 16/32/64) and one change each. (No EMA-decay row: the decay warms up as
+# (1 + step)/(10 + step) and reaches a cap of 0.999 only at step 8991, so a short run never
+# meets the cap.)
+SHIPPED="--label-dropout 0.2 --min-snr-gamma 5"
 SHORT=(
-  "baseline|"
-  "dropout-0.2|--label-dropout 0.2"
-  "min-snr-5|--min-snr-gamma 5"
-  "lr-2e-3|--lr 2e-3"
-  "batch-128|--batch-size 128"
-  "ema-0.9995|--ema-decay 0.9995"
-  "wide-32-64-128|--channels 32,64,128"
-  "deep-2-blocks|--layers-per-block 2"
-  "cosine|--schedule cosine"
+  "shipped|$SHIPPED"
+  "dropout-0.1|--label-dropout 0.1 --min-snr-gamma 5"
+  "no-min-snr|--label-dropout 0.2"
+  "lr-2e-3|$SHIPPED --lr 2e-3"
+  "batch-128|$SHIPPED --batch-size 128"
+  "wide-32-64-128|$SHIPPED --channels 32,64,128"
+  "deep-2-blocks|$SHIPPED --layers-per-block 2"
+  "cosine|$SHIPPED --schedule cosine"
 )
-COMBINED="--label-dropout 0.2 --min-snr-gamma 5 --batch-size 128 --lr 2e-3 --ema-decay 0.9995"
+COMBINED="$SHIPPED --batch-size 128 --lr 2e-3"
 LONG=(
   "long-16-32-64|$COMBINED"
   "long-32-64-128|$COMBINED --channels 32,64,128"
@@ -52,7 +56,7 @@ LONG=(
 TIMELINE=0,250,500,1000,2000,4000
 if [ "$QUICK" = 1 ]; then
   SHORT=("${SHORT[@]:0:2}")
-  LONG=("long-quick|--label-dropout 0.2 --min-snr-gamma 5")
+  LONG=("long-quick|$SHIPPED")
   TIMELINE=0,2
 fi
 # Nothing new starts after this moment, so the results are packed in time.
@@ -63,6 +67,19 @@ EVAL_COUNT=1000
 say "# GPU training, $(date -u '+%Y-%m-%d %H:%M UTC'), budget $BUDGET s, device $DEVICE" ""
 command -v nvidia-smi >/dev/null && say "- GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -n 1)"
 say "- machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+
+# Which build trains: the autotuned one where its loss and gradients match Flex at the runs'
+# batch sizes on this GPU, else the shipped one (WGSL, no fusion, no autotune).
+EMERGE=./emerge
+if [ "$DEVICE" = gpu ] && [ -x ./emerge-autotune ]; then
+  if timeout --kill-after=5 150 ./emerge-autotune check-devices --require-gpu --presets tiny --batches 64,128 \
+    --steps 5 --images 2 >"$WORK/logs/check-autotune.log" 2>&1; then
+    EMERGE=./emerge-autotune
+  fi
+  say "- autotuned build's check-devices at batches 64 and 128: $(tail -n 1 "$WORK/logs/check-autotune.log") ($SECONDS s)"
+fi
+say "- training with $EMERGE"
+export EMERGE
 
 # The page's engine on this GPU through Dawn, before the training loads it (timings alone).
 if [ "$QUICK" != 1 ] && [ -x ./node ] && [ -f dawn.node ]; then
@@ -81,7 +98,7 @@ train() {
   shift 4
   local args=${spec#*|}
   # shellcheck disable=SC2086
-  timeout --kill-after=5 "$limit" ./emerge train --device "$DEVICE" --data "$DATA" --out "$dir" \
+  timeout --kill-after=5 "$limit" "$EMERGE" train --device "$DEVICE" --data "$DATA" --out "$dir" \
     --steps "$steps" --seed 0 --quiet $args "$@" >"$dir.log" 2>&1 &
   TRAINING=$!
 }
@@ -114,6 +131,51 @@ done
 mv "$WORK"/calibrate-*.log "$WORK/logs/" 2>/dev/null
 rm -rf "$WORK"/calibrate-*
 
+# Exports run $1's EMA weights to $WORK/models/$1.bpk.
+export_run() {
+  "$EMERGE" export --run "$WORK/runs/$1" --out "$WORK/models" --name "$1" >>"$WORK/logs/export.log" 2>&1
+}
+# Evaluates model $1 into evals/$2.json (and .md) with the remaining arguments, within $3 s
+# (and not past the deadline).
+evaluate() {
+  local model=$1 name=$2 limit=$3 now
+  shift 3
+  now=$(date +%s)
+  [ $((now + 20)) -lt "$DEADLINE" ] || return 0
+  [ $((now + limit)) -lt "$DEADLINE" ] || limit=$((DEADLINE - now))
+  timeout --kill-after=5 "$limit" "$EMERGE" eval --device "$DEVICE" --model "$model" --data "$DATA" \
+    --classifier "$CLASSIFIER" --count "$EVAL_COUNT" --batch 500 --json "$WORK/evals/$name.json" "$@" \
+    >"$WORK/evals/$name.md" 2>"$WORK/logs/eval-$name.log"
+}
+# Runs the queued commands (one per line of $1), $2 at a time.
+parallel() { xargs -P "$2" -I{} bash -c '{}' <"$1"; }
+export -f evaluate
+export WORK DEVICE DATA CLASSIFIER EVAL_COUNT DEADLINE
+
+# Guidance cases, most telling first (the deadline may stop a queue): the default w, a banded
+# w = 2, no guidance, …
+GUIDANCE_CASES=("w1.25|--guidance 1.25" "w2-band80-580|--guidance 2 --guidance-interval 80:580" "w1|--guidance 1"
+  "w2|--guidance 2" "w3-band80-580|--guidance 3 --guidance-interval 80:580" "w1.5|--guidance 1.5" "w3|--guidance 3"
+  "w2-band0-400|--guidance 2 --guidance-interval 0:400" "w2-band200-800|--guidance 2 --guidance-interval 200:800"
+  "w1.5-band80-580|--guidance 1.5 --guidance-interval 80:580")
+
+# --- models trained elsewhere (models/candidates/*.bpk): evaluated while the runs train -------
+# The page's default, the paper's DDPM with all T steps, then the guidance sweep; two at a time.
+: >"$WORK/queue-candidates"
+for model in "$DIR"/models/candidates/*.bpk; do
+  [ -e "$model" ] || continue
+  name=$(basename "$model" .bpk)
+  {
+    echo "evaluate $model $name-w1.25 120 --guidance 1.25"
+    echo "evaluate $model $name-ddpm1000 400 --guidance 1.25 --sampler ddpm"
+    for case in "${GUIDANCE_CASES[@]:1}"; do echo "evaluate $model $name-${case%%|*} 120 ${case#*|}"; done
+  } >>"$WORK/queue-candidates"
+done
+[ "$QUICK" = 1 ] && head -n 2 "$WORK/queue-candidates" >"$WORK/queue-quick" && mv "$WORK/queue-quick" "$WORK/queue-candidates"
+parallel "$WORK/queue-candidates" 2 &
+CANDIDATES=$!
+say "- $(wc -l <"$WORK/queue-candidates") evaluations of models trained elsewhere queued at $SECONDS s"
+
 # --- the runs ---------------------------------------------------------------------------------
 # Short runs end 40 % into the time left, long runs at 72 %: the rest is for the evaluations.
 left=$((BUDGET - SECONDS))
@@ -134,6 +196,7 @@ for spec in "${SHORT[@]}"; do
   SHORT_PIDS+=("$TRAINING")
 done
 declare -A LONG_STEPS
+LONG_PIDS=()
 for spec in "${LONG[@]}"; do
   name=${spec%%|*}
   n=$(steps_for $((long_end - SECONDS)) "${PER_STEP[$name]}")
@@ -143,28 +206,8 @@ for spec in "${LONG[@]}"; do
   [ "$limit" -lt $((BUDGET - 60 - SECONDS)) ] || limit=$((BUDGET - 60 - SECONDS))
   train "$WORK/runs/$name" "$spec" "${LONG_STEPS[$name]}" "$limit" \
     --timeline "$TIMELINE" --sample-every 1000 --checkpoint-every 250
+  LONG_PIDS+=("$TRAINING")
 done
-
-# Exports run $1's EMA weights to $WORK/models/$1.bpk.
-export_run() {
-  ./emerge export --run "$WORK/runs/$1" --out "$WORK/models" --name "$1" >>"$WORK/logs/export.log" 2>&1
-}
-# Evaluates model $1 into evals/$2.json (and .md) with the remaining arguments, within $3 s
-# (and not past the deadline).
-evaluate() {
-  local model=$1 name=$2 limit=$3 now
-  shift 3
-  now=$(date +%s)
-  [ $((now + 20)) -lt "$DEADLINE" ] || return 0
-  [ $((now + limit)) -lt "$DEADLINE" ] || limit=$((DEADLINE - now))
-  timeout --kill-after=5 "$limit" ./emerge eval --device "$DEVICE" --model "$model" --data "$DATA" \
-    --classifier "$CLASSIFIER" --count "$EVAL_COUNT" --batch 500 --json "$WORK/evals/$name.json" "$@" \
-    >"$WORK/evals/$name.md" 2>"$WORK/logs/eval-$name.log"
-}
-# Runs the queued commands (one per line of $1), $2 at a time.
-parallel() { xargs -P "$2" -I{} bash -c '{}' <"$1"; }
-export -f evaluate
-export WORK DEVICE DATA CLASSIFIER EVAL_COUNT DEADLINE
 
 # Waits for the short runs, then evaluates them while the long runs go on.
 wait "${SHORT_PIDS[@]}"
@@ -176,7 +219,7 @@ for spec in "${SHORT[@]}"; do
 done
 parallel "$WORK/queue-short" 3
 say "- short evaluations done at $SECONDS s"
-wait # the long runs
+wait "${LONG_PIDS[@]}"
 say "- long runs done at $SECONDS s"
 
 # --- the long runs: export, grids, guidance sweeps ------------------------------------------
@@ -185,16 +228,12 @@ for spec in "${LONG[@]}"; do
   name=${spec%%|*}
   export_run "$name" || continue
   model=$WORK/models/$name.bpk
-  ./emerge sample --device "$DEVICE" --model "$model" --digit-rows --columns 10 --out "$WORK/models/$name-digits.png" \
+  "$EMERGE" sample --device "$DEVICE" --model "$model" --digit-rows --columns 10 --out "$WORK/models/$name-digits.png" \
     >>"$WORK/logs/grids.log" 2>&1
-  ./emerge sample --device "$DEVICE" --model "$model" --count 100 --guidance 0 --columns 10 \
+  "$EMERGE" sample --device "$DEVICE" --model "$model" --count 100 --guidance 0 --columns 10 \
     --out "$WORK/models/$name-unconditional.png" >>"$WORK/logs/grids.log" 2>&1
 done
-# Most telling first (the deadline may stop the queue): the default w, a banded w = 2, no guidance.
-for case in "w1.25|--guidance 1.25" "w2-band80-580|--guidance 2 --guidance-interval 80:580" "w1|--guidance 1" \
-  "w2|--guidance 2" "w3-band80-580|--guidance 3 --guidance-interval 80:580" "w1.5|--guidance 1.5" "w3|--guidance 3" \
-  "w2-band0-400|--guidance 2 --guidance-interval 0:400" "w2-band200-800|--guidance 2 --guidance-interval 200:800" \
-  "w1.5-band80-580|--guidance 1.5 --guidance-interval 80:580"; do
+for case in "${GUIDANCE_CASES[@]}"; do
   for spec in "${LONG[@]}"; do
     name=${spec%%|*}
     [ -f "$WORK/models/$name.bpk" ] && echo "evaluate $WORK/models/$name.bpk $name-${case%%|*} 90 ${case#*|}"
@@ -209,6 +248,9 @@ if [ $((DEADLINE - $(date +%s))) -gt 100 ]; then
   evaluate "$WORK/models/$name.bpk" "$name-ddpm1000" 400 --sampler ddpm
   say "- DDPM evaluation done at $SECONDS s"
 fi
+
+wait "$CANDIDATES"
+say "- evaluations of models trained elsewhere done at $SECONDS s"
 
 # --- results: what comes back -----------------------------------------------------------------
 say "" "## evaluations" "" "| eval | cond. acc. % | FD cond | FD uncond | floor | per digit |" "| --- | --- | --- | --- | --- | --- |"
