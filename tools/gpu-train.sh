@@ -5,9 +5,14 @@
 # timeline, and `emerge eval` of everything (1000 samples; guidance sweeps with and without an
 # interval for the long runs). All runs train at once: a training step is launch-bound (on an
 # H100 one run alone took 0.36 s per step of 128 images with the GPU 44 % busy; eleven side by
-# side took 2.4 s per step each, 1.6× the images per second of one alone). The runs' lengths
-# come from a calibration: every recipe takes a few steps side by side and the step times
-# measured under that load size the runs to the time left.
+# side took 2.4 s per step each, 1.6× the images per second of one alone; both with kernel
+# fusion, which computes wrong gradients. Without fusion ten side by side took 1.8 to 2.2 s per
+# step each, about 360 images per second in all: 50 steps per short run in this budget, too few
+# to compare recipes). The runs' lengths come from a calibration: every recipe takes a few steps
+# side by side and the step times measured under that load size the runs to the time left.
+# Models trained elsewhere are evaluated first, each alone (13 s per 1000-sample evaluation on
+# an H100, against about 800 s on 2 CPU cores; side by side with ten training runs, one took
+# 90 s or more).
 #
 #   tools/gpu-train.sh FOLDER RESULTS [SECONDS]      (SECONDS: the whole run's budget, default 540)
 #
@@ -156,25 +161,30 @@ export WORK DEVICE DATA CLASSIFIER EVAL_COUNT DEADLINE
 # w = 2, no guidance, …
 GUIDANCE_CASES=("w1.25|--guidance 1.25" "w2-band80-580|--guidance 2 --guidance-interval 80:580" "w1|--guidance 1"
   "w2|--guidance 2" "w3-band80-580|--guidance 3 --guidance-interval 80:580" "w1.5|--guidance 1.5" "w3|--guidance 3"
-  "w2-band0-400|--guidance 2 --guidance-interval 0:400" "w2-band200-800|--guidance 2 --guidance-interval 200:800"
-  "w1.5-band80-580|--guidance 1.5 --guidance-interval 80:580")
+  "w2-band0-300|--guidance 2 --guidance-interval 0:300" "w3-band0-300|--guidance 3 --guidance-interval 0:300"
+  "w1.5-band0-600|--guidance 1.5 --guidance-interval 0:600")
 
-# --- models trained elsewhere (models/candidates/*.bpk): evaluated while the runs train -------
-# The page's default, the paper's DDPM with all T steps, then the guidance sweep; two at a time.
+# --- models trained elsewhere (models/candidates/*.bpk): evaluated first, one at a time --------
+# The page's default, the guidance sweep, then the paper's DDPM with all T steps (300 samples:
+# about 80 s), within a third of the budget.
 : >"$WORK/queue-candidates"
+DDPM_COUNT=300
+[ "$QUICK" = 1 ] && DDPM_COUNT=10
 for model in "$DIR"/models/candidates/*.bpk; do
   [ -e "$model" ] || continue
   name=$(basename "$model" .bpk)
   {
-    echo "evaluate $model $name-w1.25 120 --guidance 1.25"
-    echo "evaluate $model $name-ddpm1000 400 --guidance 1.25 --sampler ddpm"
-    for case in "${GUIDANCE_CASES[@]:1}"; do echo "evaluate $model $name-${case%%|*} 120 ${case#*|}"; done
+    for case in "${GUIDANCE_CASES[@]}"; do echo "evaluate $model $name-${case%%|*} 60 ${case#*|}"; done
+    echo "EVAL_COUNT=$DDPM_COUNT evaluate $model $name-ddpm1000 150 --guidance 1.25 --sampler ddpm"
   } >>"$WORK/queue-candidates"
 done
-[ "$QUICK" = 1 ] && head -n 2 "$WORK/queue-candidates" >"$WORK/queue-quick" && mv "$WORK/queue-quick" "$WORK/queue-candidates"
-parallel "$WORK/queue-candidates" 2 &
-CANDIDATES=$!
-say "- $(wc -l <"$WORK/queue-candidates") evaluations of models trained elsewhere queued at $SECONDS s"
+[ "$QUICK" = 1 ] && sed -n '1p;$p' "$WORK/queue-candidates" >"$WORK/queue-quick" && mv "$WORK/queue-quick" "$WORK/queue-candidates"
+CANDIDATES_END=$(($(date +%s) + BUDGET / 3))
+while read -r command; do
+  [ "$(date +%s)" -lt "$CANDIDATES_END" ] || break
+  bash -c "$command"
+done <"$WORK/queue-candidates"
+say "- evaluations of models trained elsewhere done at $SECONDS s"
 
 # --- the runs ---------------------------------------------------------------------------------
 # Short runs end 40 % into the time left, long runs at 72 %: the rest is for the evaluations.
@@ -248,9 +258,6 @@ if [ $((DEADLINE - $(date +%s))) -gt 100 ]; then
   evaluate "$WORK/models/$name.bpk" "$name-ddpm1000" 400 --sampler ddpm
   say "- DDPM evaluation done at $SECONDS s"
 fi
-
-wait "$CANDIDATES"
-say "- evaluations of models trained elsewhere done at $SECONDS s"
 
 # --- results: what comes back -----------------------------------------------------------------
 say "" "## evaluations" "" "| eval | cond. acc. % | FD cond | FD uncond | floor | per digit |" "| --- | --- | --- | --- | --- | --- |"
