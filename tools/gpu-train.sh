@@ -74,10 +74,11 @@ command -v nvidia-smi >/dev/null && say "- GPU: $(nvidia-smi --query-gpu=name,dr
 say "- machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
 
 # Which build trains: the autotuned one where its loss and gradients match Flex at the runs'
-# batch sizes on this GPU, else the shipped one (WGSL, no fusion, no autotune).
+# batch sizes on this GPU, else the shipped one (WGSL, no fusion, no autotune). Tuning is slow:
+# on an H100 the check's first backward pass alone took 74 s, and the whole check over 150 s.
 EMERGE=./emerge
 if [ "$DEVICE" = gpu ] && [ -x ./emerge-autotune ]; then
-  if timeout --kill-after=5 150 ./emerge-autotune check-devices --require-gpu --presets tiny --batches 64,128 \
+  if timeout --kill-after=5 240 ./emerge-autotune check-devices --require-gpu --presets tiny --batches 64,128 \
     --steps 5 --images 2 >"$WORK/logs/check-autotune.log" 2>&1; then
     EMERGE=./emerge-autotune
   fi
