@@ -52,7 +52,7 @@ const PARAMETERS = {
   batch: { read: integer(1, Number.MAX_SAFE_INTEGER), expect: 'a number of images' },
   class: { read: (t) => (t === 'any' ? 'any' : integer(0, Number.MAX_SAFE_INTEGER)(t)), expect: 'a class number, or any' },
   guidance: { read: number(0, Infinity), expect: 'a guidance scale ≥ 0' },
-  interval: { read: interval, expect: 'all, or timesteps LOW-HIGH with LOW ≤ HIGH (e.g. 80-580)' },
+  interval: { read: interval, expect: 'all, or timesteps LOW-HIGH with LOW ≤ HIGH (e.g. 0-300)' },
   perDraw: { read: integer(1, 50), expect: '1 to 50 steps per draw' },
   autoplay: { read: (t) => ({ 1: true, true: true, 0: false, false: false })[t], expect: '0 or 1' },
   backend: { read: oneOf('auto', 'webgpu', 'cpu'), expect: 'auto, webgpu or cpu' },

@@ -47,7 +47,7 @@ pub struct GuidanceArgs {
     #[arg(long, default_value_t = DEFAULT_GUIDANCE)]
     pub guidance: f64,
     /// Apply w only for timesteps LOW ≤ t ≤ HIGH (the plain conditional prediction elsewhere;
-    /// Kynkäänniemi et al. 2024), e.g. `--guidance-interval 0:600`. Default: every step.
+    /// Kynkäänniemi et al. 2024), e.g. `--guidance-interval 0:300`. Default: every step.
     #[arg(long, value_name = "LOW:HIGH", value_parser = parse_interval)]
     pub guidance_interval: Option<(usize, usize)>,
 }
