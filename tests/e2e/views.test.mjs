@@ -52,6 +52,22 @@ describe('the explanation views', () => {
     await page.click('#learn-noise');
     await page.waitForFunction((seed) => window.emergeDebug.lesson.frame.seed !== seed, at900.seed);
     assert.notEqual((await page.evaluate(() => window.emergeDebug.lesson.frame)).noiseLoss, at900.noiseLoss);
+    // A fast drag (30 positions at once): the markers follow at once, and the lessons do not queue
+    // up behind it: the one running finishes, then one runs for where the slider ended.
+    const before = await page.evaluate(() => window.emergeDebug.lesson.frames);
+    await page.evaluate(() => {
+      const slider = document.getElementById('learn-slider');
+      for (let t = 100; t <= 680; t += 20) {
+        slider.value = String(t);
+        slider.dispatchEvent(new Event('input'));
+      }
+    });
+    assert.equal(await marker(page, 'learn-curve'), '680');
+    await page.waitForFunction(() => window.emergeDebug.lesson.frame.timestep === 680);
+    await page.waitForTimeout(500);
+    const dragged = await page.evaluate(() => window.emergeDebug.lesson);
+    assert.equal(dragged.frame.timestep, 680, 'no stale lesson lands after the last one');
+    assert.ok(dragged.frames - before <= 3, `${dragged.frames - before} lessons for one drag over 30 positions`);
 
     // The forward view's schedule marker follows its t too.
     await page.fill('#forward-slider', '999');

@@ -61,12 +61,25 @@ export function mount(root, ctx) {
   const label = () => (ctx.limits.classes > 0 ? ctx.digits.label(state.digit) : null);
   const fields = () => ({ pixels: pixels(), label: label(), seed: state.seed, checkpoint: state.checkpoint });
 
+  // A drag fires many input events: the markers follow each one, while lessons run one at a time,
+  // the next one for wherever the slider is when the last one lands (no queue of stale lessons).
+  const lessons = { running: false, wanted: false };
   async function showLesson() {
-    const t = Number(slider.value);
-    schedule.mark(t);
-    curve.mark(t);
+    schedule.mark(Number(slider.value));
+    curve.mark(Number(slider.value));
+    lessons.wanted = true;
+    if (lessons.running) return;
+    lessons.running = true;
+    while (lessons.wanted) {
+      lessons.wanted = false;
+      await computeLesson();
+    }
+    lessons.running = false;
+  }
+
+  async function computeLesson() {
     try {
-      const request = { ...fields(), t };
+      const request = { ...fields(), t: Number(slider.value) };
       const frame = await ctx.client.request('lesson', request);
       const images = { 'learn-x0': frame.original, 'learn-eps': frame.noise, 'learn-xt': frame.noisy, 'learn-eps-hat': frame.predictedNoise, 'learn-x0-hat': frame.prediction };
       for (const [id, rgba] of Object.entries(images)) drawRgba($(id), frame.width, frame.height, rgba);
