@@ -1,10 +1,25 @@
 // What every view needs once the model is loaded: the worker, the model and its limits, the
 // settings, the schedule's curves and the bundled real digits.
 
-import { loadDigits } from '../digits.js';
+import { fitImage, loadDigits } from '../digits.js';
 
 /** Resolves to the views' shared context; `extra` adds the page's own hooks (startRun, …). */
 export async function viewContext({ client, model, limits, settings, status }, extra = {}) {
   const [schedule, digits] = await Promise.all([client.request('schedule'), loadDigits()]);
-  return { client, model, limits, settings, status, schedule, digits, ...extra };
+  /** Bundled digit `i` at the model's size and channels, as the engine takes it. */
+  const digitForModel = (i) => fitImage(digits.image(i), digits.rows, digits.cols, model.channels, model.image_size);
+  return { client, model, limits, settings, status, schedule, digits, digitForModel, ...extra };
+}
+
+/** Fills `root` with a view's HTML; returns a lookup of its elements by id. */
+export function render(root, html) {
+  root.innerHTML = html;
+  return (id) => root.querySelector(`#${id}`);
+}
+
+/** A t slider over the model's timesteps 0..T−1, starting at `t`. */
+export function timestepSlider(slider, limits, t) {
+  slider.max = limits.timesteps - 1;
+  slider.value = Math.min(t, limits.timesteps - 1);
+  return slider;
 }

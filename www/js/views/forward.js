@@ -1,8 +1,9 @@
 // Part 1, the forward process q(x_t | x_0): a real digit noised to any t, with the schedule.
 
-import { digitPicker, fitImage } from '../digits.js';
+import { digitPicker } from '../digits.js';
 import { drawRgba } from '../draw.js';
 import { schedulePlot } from '../plot.js';
+import { render, timestepSlider } from './context.js';
 
 const TEMPLATE = `
   <h2>1 · Noise is added, step by step</h2>
@@ -29,14 +30,11 @@ const TEMPLATE = `
 /** Mounts the view into `root`. `ctx`: { client, model, limits, schedule, digits, settings,
  * status, startRun (absent in the embed) }. */
 export function mount(root, ctx) {
-  root.innerHTML = TEMPLATE;
-  const $ = (id) => root.querySelector(`#${id}`);
-  const slider = $('forward-slider');
-  slider.max = ctx.limits.timesteps - 1;
-  slider.value = ctx.settings.t;
+  const $ = render(root, TEMPLATE);
+  const slider = timestepSlider($('forward-slider'), ctx.limits, ctx.settings.t);
   const plot = schedulePlot($('forward-schedule'), ctx.schedule);
   let chosen = 0;
-  const image = () => fitImage(ctx.digits.image(chosen), ctx.digits.rows, ctx.digits.cols, ctx.model.channels, ctx.model.image_size);
+  const image = () => ctx.digitForModel(chosen);
 
   async function show() {
     const t = Number(slider.value);

@@ -1,9 +1,10 @@
 // Part 2, how the network learns: one training step on a real digit, the loss over t, and the
 // training timeline (the same step and the same seed's samples with earlier weights).
 
-import { digitPicker, fitImage } from '../digits.js';
+import { digitPicker } from '../digits.js';
 import { drawRgba } from '../draw.js';
 import { Plot, schedulePlot } from '../plot.js';
+import { render, timestepSlider } from './context.js';
 import { mountTimeline } from './timeline.js';
 
 const CURVE_POINTS = 21;
@@ -47,17 +48,14 @@ const TEMPLATE = `
 
 /** Mounts the view into `root`; see forward.js for `ctx`. */
 export function mount(root, ctx) {
-  root.innerHTML = TEMPLATE;
-  const $ = (id) => root.querySelector(`#${id}`);
-  const slider = $('learn-slider');
-  slider.max = ctx.limits.timesteps - 1;
-  slider.value = ctx.settings.t;
+  const $ = render(root, TEMPLATE);
+  const slider = timestepSlider($('learn-slider'), ctx.limits, ctx.settings.t);
   const schedule = schedulePlot($('learn-schedule'), ctx.schedule);
   const curve = new Plot($('learn-curve'), { xMax: ctx.limits.timesteps - 1 });
   const state = { digit: 0, seed: ctx.settings.seed, checkpoint: null };
   const debug = (window.emergeDebug.lesson = { frames: 0, curve: null, frame: null });
 
-  const pixels = () => fitImage(ctx.digits.image(state.digit), ctx.digits.rows, ctx.digits.cols, ctx.model.channels, ctx.model.image_size);
+  const pixels = () => ctx.digitForModel(state.digit);
   const label = () => (ctx.limits.classes > 0 ? ctx.digits.label(state.digit) : null);
   const fields = () => ({ pixels: pixels(), label: label(), seed: state.seed, checkpoint: state.checkpoint });
 

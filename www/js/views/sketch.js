@@ -4,6 +4,7 @@
 import { fitImage } from '../digits.js';
 import { drawGrey } from '../draw.js';
 import { DEFAULTS } from '../settings.js';
+import { render, timestepSlider } from './context.js';
 
 /** Where the noise slider starts unless the URL sets t: enough noise for the model to tidy up. */
 const SKETCH_T = 600;
@@ -81,16 +82,13 @@ class Sketch {
 /** Mounts the view into `root`. `ctx` as in forward.js, plus `cleanSketch({ pixels, t })`, which
  * starts the run whose frames `showFrame` below receives. */
 export function mount(root, ctx) {
-  root.innerHTML = TEMPLATE;
-  const $ = (id) => root.querySelector(`#${id}`);
+  const $ = render(root, TEMPLATE);
   const size = ctx.model.image_size;
   const pad = $('sketch-pad');
   pad.width = pad.height = size;
   const sketch = new Sketch(size);
   const debug = (window.emergeDebug.sketch = { pixels: null, t: null });
-  const slider = $('sketch-t');
-  slider.max = ctx.limits.timesteps - 1;
-  slider.value = Math.min(ctx.settings.t === DEFAULTS.t ? SKETCH_T : ctx.settings.t, ctx.limits.timesteps - 1);
+  const slider = timestepSlider($('sketch-t'), ctx.limits, ctx.settings.t === DEFAULTS.t ? SKETCH_T : ctx.settings.t);
   const syncT = () => ($('sketch-t-out').textContent = slider.value);
   slider.addEventListener('input', syncT);
   syncT();

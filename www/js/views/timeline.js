@@ -5,6 +5,7 @@
 import { formatBytes } from '../client.js';
 import { drawRgba } from '../draw.js';
 import { engineOptions } from '../settings.js';
+import { render } from './context.js';
 
 /** The timeline's sampler: quick, and the same for every checkpoint. */
 const TIMELINE_RUN = { sampler: 'ddim', steps: 20, eta: 1, batch: 10, class: 'any' };
@@ -20,7 +21,7 @@ function stepsOf(model) {
 export function mountTimeline(root, ctx, onCheckpoint) {
   const steps = stepsOf(ctx.model);
   const bytes = steps.reduce((sum, c) => sum + (c.bytes ?? 0), 0);
-  root.innerHTML = `
+  const $ = render(root, `
     <h3>Watch it learn</h3>
     <p>The same lesson, and the same seed's samples, with the weights saved while this model was trained:
       noise at step 0, then blobs, then digits.</p>
@@ -32,8 +33,7 @@ export function mountTimeline(root, ctx, onCheckpoint) {
       </label>
       <figure><canvas id="timeline-samples" width="1" height="1" role="img" aria-label="Samples drawn with the weights of this training step"></canvas>
         <figcaption>seed <output id="timeline-seed"></output>, DDIM ${TIMELINE_RUN.steps} steps${ctx.limits.classes ? ', one of each class in turn' : ''}</figcaption></figure>
-    </div>`;
-  const $ = (id) => root.querySelector(`#${id}`);
+    </div>`);
   const debug = (window.emergeDebug.timeline = { step: null, frame: null, drawn: 0 });
   if (!steps.length) {
     $('timeline-none').hidden = false;
