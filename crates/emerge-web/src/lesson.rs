@@ -7,6 +7,7 @@ use emerge_core::lesson::image_error;
 use emerge_core::{EmergeError, Lesson};
 use serde::Serialize;
 
+use crate::options::checked_class;
 use crate::readback::read_values;
 use crate::session::Model;
 
@@ -83,22 +84,10 @@ impl LessonInput<'_> {
     }
 
     fn labels(&self, batch: usize, device: &Device) -> Result<Option<Tensor<1, Int>>, EmergeError> {
-        let classes = self.model.config.unet.null_class();
-        let label = match (self.label, classes) {
-            (None, None) => return Ok(None),
-            (Some(_), None) => {
-                return Err(EmergeError::InvalidArgument(
-                    "this model is unconditional: it takes no class".into(),
-                ));
-            }
-            (Some(c), Some(classes)) if c >= classes => {
-                return Err(EmergeError::InvalidArgument(format!(
-                    "class {c} is out of range 0..{}",
-                    classes - 1
-                )));
-            }
-            (label, Some(null)) => label.unwrap_or(null),
+        let Some((null, label)) = checked_class(&self.model.config.unet, self.label)? else {
+            return Ok(None);
         };
+        let label = label.unwrap_or(null);
         Ok(Some(Tensor::from_data(
             TensorData::new(vec![label as i64; batch], [batch]),
             device,

@@ -81,20 +81,9 @@ impl SamplingOptions {
                 self.batch
             )));
         }
-        let Some(classes) = config.null_class() else {
-            return match self.class {
-                Some(_) => Err(EmergeError::InvalidArgument(
-                    "this model is unconditional: it takes no class".into(),
-                )),
-                None => Ok(Conditioning::Unconditional),
-            };
+        let Some((classes, class)) = checked_class(config, self.class)? else {
+            return Ok(Conditioning::Unconditional);
         };
-        if let Some(c) = self.class.filter(|&c| c >= classes) {
-            return Err(EmergeError::InvalidArgument(format!(
-                "class {c} is out of range 0..{}",
-                classes - 1
-            )));
-        }
         if !(0.0..=MAX_GUIDANCE).contains(&self.guidance) {
             return Err(EmergeError::InvalidArgument(format!(
                 "guidance must be 0 to {MAX_GUIDANCE}, got {}",
@@ -102,7 +91,7 @@ impl SamplingOptions {
             )));
         }
         let labels = (0..self.batch)
-            .map(|i| self.class.unwrap_or(i % classes))
+            .map(|i| class.unwrap_or(i % classes))
             .collect();
         Ok(Conditioning::Classes {
             labels,
@@ -112,6 +101,29 @@ impl SamplingOptions {
             },
         })
     }
+}
+
+/// A requested class checked against the model: `None` for an unconditional model (which takes
+/// none), else the model's number of classes (also the index of its null class) and the class.
+pub fn checked_class(
+    config: &UNetConfig,
+    class: Option<usize>,
+) -> Result<Option<(usize, Option<usize>)>, EmergeError> {
+    let Some(classes) = config.null_class() else {
+        return match class {
+            Some(_) => Err(EmergeError::InvalidArgument(
+                "this model is unconditional: it takes no class".into(),
+            )),
+            None => Ok(None),
+        };
+    };
+    if let Some(c) = class.filter(|&c| c >= classes) {
+        return Err(EmergeError::InvalidArgument(format!(
+            "class {c} is out of range 0..{}",
+            classes - 1
+        )));
+    }
+    Ok(Some((classes, class)))
 }
 
 #[cfg(test)]
