@@ -52,26 +52,24 @@ async function download(url, expectedBytes, progress = (loaded, total) => post({
   return bytes;
 }
 
-function postFrame(frame, kind) {
-  const sample = frame.sample;
-  const prediction = frame.prediction;
-  post(
-    {
-      status: kind,
-      timestep: frame.timestep,
-      step: frame.step,
-      total: frame.total,
-      width: frame.width,
-      height: frame.height,
-      alphaBar: frame.alphaBar,
-      snr: frame.snr,
-      millis: frame.millis,
-      sample,
-      prediction,
-    },
-    [sample.buffer, prediction.buffer],
-  );
+// The fields of the engine's frames: a sampling step's (StepFrame) and a lesson's (LearnFrame).
+const STEP_FRAME = ['timestep', 'step', 'total', 'width', 'height', 'alphaBar', 'snr', 'millis', 'sample', 'prediction'];
+const LEARN_FRAME = ['timestep', 'width', 'height', 'noiseLoss', 'imageError', 'alphaBar', 'snr', 'millis', 'original', 'noise', 'noisy', 'predictedNoise', 'prediction'];
+
+/** Copies an engine frame's fields out of its object (then freed) into a plain object. */
+function plainFrame(frame, keys) {
+  const result = Object.fromEntries(keys.map((key) => [key, frame[key]]));
   frame.free();
+  return result;
+}
+
+/** The pixel arrays of a result, handed over to the page instead of copied. */
+const transferables = (result) =>
+  result && typeof result === 'object' ? Object.values(result).filter((v) => ArrayBuffer.isView(v)).map((v) => v.buffer) : [];
+
+function postFrame(frame, kind) {
+  const result = plainFrame(frame, STEP_FRAME);
+  post({ status: kind, ...result }, transferables(result));
 }
 
 /** Starts (or restarts) the current request on the engine. */
@@ -156,28 +154,12 @@ const commands = {
   },
 };
 
-/** Copies a frame's pixels out of the engine's object (then freed) into transferable arrays. */
-function lessonResult(frame) {
-  const result = {};
-  for (const key of ['timestep', 'width', 'height', 'noiseLoss', 'imageError', 'alphaBar', 'snr', 'millis', 'original', 'noise', 'noisy', 'predictedNoise', 'prediction']) {
-    result[key] = frame[key];
-  }
-  frame.free();
-  return result;
-}
-
-function frameResult(frame) {
-  const result = { timestep: frame.timestep, step: frame.step, total: frame.total, width: frame.width, height: frame.height, alphaBar: frame.alphaBar, snr: frame.snr, millis: frame.millis, sample: frame.sample, prediction: frame.prediction };
-  frame.free();
-  return result;
-}
-
 /** Requests answered once, in the engine queue's order. */
 const requests = {
   schedule: () => JSON.parse(engine.schedule),
-  noised: async ({ pixels, t, seed }) => frameResult(await engine.noised(pixels, t, BigInt(seed))),
+  noised: async ({ pixels, t, seed }) => plainFrame(await engine.noised(pixels, t, BigInt(seed)), STEP_FRAME),
   lesson: async ({ pixels, label, t, seed, checkpoint }) =>
-    lessonResult(await engine.lesson(pixels, label ?? undefined, t, BigInt(seed), checkpoint ?? undefined)),
+    plainFrame(await engine.lesson(pixels, label ?? undefined, t, BigInt(seed), checkpoint ?? undefined), LEARN_FRAME),
   lossCurve: async ({ pixels, label, seed, points, checkpoint }) =>
     JSON.parse(await engine.lossCurve(pixels, label ?? undefined, BigInt(seed), points, checkpoint ?? undefined)),
   /** Downloads a checkpoint of the loaded model's run and loads it; answers its index. */
@@ -187,12 +169,9 @@ const requests = {
     checkpointBytes[index] = weights;
     return index;
   },
-  sample: async ({ options, checkpoint }) => frameResult(await engine.sample(JSON.stringify(options), checkpoint ?? undefined)),
+  sample: async ({ options, checkpoint }) => plainFrame(await engine.sample(JSON.stringify(options), checkpoint ?? undefined), STEP_FRAME),
   gif: ({ frames, width, height, delay }) => engine.encodeGif(frames, width, height, delay),
 };
-
-const transferables = (result) =>
-  result && typeof result === 'object' ? Object.values(result).filter((v) => ArrayBuffer.isView(v)).map((v) => v.buffer) : [];
 
 async function answer({ request, id, ...fields }) {
   try {
