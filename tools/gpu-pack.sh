@@ -44,7 +44,7 @@ if [ "${DAWN:-1}" != 0 ]; then
 fi
 mkdir -p "$OUT/models"
 cp www/models/mnist.bpk "$OUT/models/"
-cp tools/gpu-setup.sh tools/gpu-check.sh tools/gpu-train.sh "$OUT/"
+cp tools/gpu-setup.sh tools/gpu-check.sh tools/gpu-train.sh tools/recipe-arms.sh "$OUT/"
 if [ -n "${DATA:-}" ]; then
   mkdir -p "$OUT/mnist"
   cp "$DATA"/*-ubyte.gz "$OUT/mnist/"

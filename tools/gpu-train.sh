@@ -38,21 +38,9 @@ say() { printf '%s\n' "$@" | tee -a "$WORK/summary.md"; }
 DATA=$DIR/mnist
 CLASSIFIER=$DIR/models/mnist-classifier.bpk
 
-# The shipped recipe (batch 64, peak lr 1e-3, label dropout 0.2, Min-SNR-5, EMA 0.999, linear β,
-# channels 16/32/64) and one change each. (No EMA-decay row: the decay warms up as
-# (1 + step)/(10 + step) and reaches a cap of 0.999 only at step 8991, so a short run never
-# meets the cap.)
-SHIPPED="--label-dropout 0.2 --min-snr-gamma 5"
-SHORT=(
-  "shipped|$SHIPPED"
-  "dropout-0.1|--label-dropout 0.1 --min-snr-gamma 5"
-  "no-min-snr|--label-dropout 0.2"
-  "lr-2e-3|$SHIPPED --lr 2e-3"
-  "batch-128|$SHIPPED --batch-size 128"
-  "wide-32-64-128|$SHIPPED --channels 32,64,128"
-  "deep-2-blocks|$SHIPPED --layers-per-block 2"
-  "cosine|$SHIPPED --schedule cosine"
-)
+# The recipe arms: SHIPPED and SHORT (name|arguments).
+# shellcheck source=tools/recipe-arms.sh
+source "$DIR/recipe-arms.sh"
 COMBINED="$SHIPPED --batch-size 128 --lr 2e-3"
 LONG=(
   "long-16-32-64|$COMBINED"
