@@ -73,14 +73,15 @@ printf '%s\n' "${order[@]}" |
 {
   echo "| arm | arguments to \`emerge train\` | accuracy (w = 1.25) | weakest digit | Fréchet conditional | Fréchet unconditional | training time |"
   echo "| --- | --- | --- | --- | --- | --- | --- |"
-  for entry in "${SHORT[@]}" "shipped-no-ema|$SHIPPED (its raw weights, no EMA)"; do
-    name=${entry%%|*} change=${entry#*|}
+  for entry in "${SHORT[@]}" "shipped-no-ema|$SHIPPED"; do
+    name=${entry%%|*} change=${entry#*|} label=${entry%%|*}
+    [ "$name" = shipped-no-ema ] && label="shipped, raw weights (no EMA)"
     json=$RUNS/evals/$name.json
-    [ -f "$json" ] || { echo "| $name | $change | not measured | | | | |"; continue; }
+    [ -f "$json" ] || { echo "| $label | \`$change\` | not measured | | | | |"; continue; }
     run=$RUNS/${name%-no-ema}
     seconds=$(tail -n 1 "$run/log.csv" | cut -d, -f5)
-    jq -r --arg name "$name" --arg change "$change" --arg seconds "$seconds" '
-      def pct: (. * 1000 | round) / 10 | tostring + " %";
+    jq -r --arg name "$label" --arg change "$change" --arg seconds "$seconds" '
+      def pct: (. * 1000 | round) / 10 | tostring | (if test("[.]") then . else . + ".0" end) + " %";
       def times: (. * 100 | round) / 100 | tostring + "×";
       .frechet_floor_train_vs_test as $floor
       | (.conditional_accuracy_per_digit | to_entries | min_by(.value)) as $worst
