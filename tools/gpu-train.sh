@@ -2,9 +2,9 @@
 # Training on a GPU machine, in one time-boxed run: the recipe comparison (short runs that each
 # change one thing from the shipped recipe, same seed and same number of steps), two longer runs
 # of the recipe the CPU screen kept (batch 64 and 128) that export EMA checkpoints for the page's
-# training timeline, and `emerge eval` of everything (1000 samples; guidance sweeps with and without an
-# interval for the long runs). All runs train at once: a training step is launch-bound (on an
-# H100 one run alone took 0.36 s per step of 128 images with the GPU 44 % busy; eleven side by
+# training timeline, and `emerge eval` of everything (1000 samples; guidance sweeps with and
+# without an interval for the long runs). All runs train at once: a training step is
+# launch-bound (on an H100 one run alone took 0.36 s per step of 128 images with the GPU 44 % busy; eleven side by
 # side took 2.4 s per step each, 1.6× the images per second of one alone; both with kernel
 # fusion, which computes wrong gradients. Without fusion ten side by side took 1.8 to 2.2 s per
 # step each, about 360 images per second in all: 50 steps per short run in this budget, too few

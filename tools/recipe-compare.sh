@@ -32,6 +32,7 @@ mkdir -p "$RUNS/evals" "$RUNS/logs"
 run_arm() {
   local name=$1 spec="" entry
   for entry in "${SHORT[@]}"; do [ "${entry%%|*}" = "$name" ] && spec=${entry#*|}; done
+  [ -n "$spec" ] || { echo "no arm named '$name' in recipe-arms.sh" >&2; return 1; }
   local dir=$RUNS/$name final
   final=$(printf 'step-%07d' "$STEPS")
   if [ "$(cat "$dir/checkpoints/latest" 2>/dev/null)" != "$final" ]; then
