@@ -82,14 +82,12 @@ printf '%s\n' "${order[@]}" |
     [ -f "$json" ] || { echo "| $label | \`$change\` | not measured | | | | |"; continue; }
     run=$RUNS/${name%-no-ema}
     seconds=$(tail -n 1 "$run/log.csv" | cut -d, -f5)
-    jq -r --arg name "$label" --arg change "$change" --arg seconds "$seconds" '
-      def pct: (. * 1000 | round) / 10 | tostring | (if test("[.]") then . else . + ".0" end) + " %";
-      def times: (. * 100 | round) / 100 | tostring + "×";
+    jq -r -L "$TOOLS" --arg name "$label" --arg change "$change" --arg seconds "$seconds" '
+      include "eval-format";
       .frechet_floor_train_vs_test as $floor
       | (.conditional_accuracy_per_digit | to_entries | min_by(.value)) as $worst
       | "| \($name) | `\($change)` | \(.conditional_accuracy | pct) | \($worst.key): \($worst.value | pct) | "
-        + "\(.frechet_conditional * 100 | round / 100) (\(.frechet_conditional / $floor | times)) | "
-        + "\(.frechet_unconditional * 100 | round / 100) (\(.frechet_unconditional / $floor | times)) | "
+        + "\(.frechet_conditional | frechet($floor)) | \(.frechet_unconditional | frechet($floor)) | "
         + "\($seconds | tonumber | round) s |"' "$json"
   done
 } >"$RUNS/table.md"

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use burn::tensor::Device;
+use clap::ValueEnum;
 use emerge_core::image::to_byte;
 use emerge_core::{Guidance, ModelConfig, SamplerKind, UNet};
 use serde::Serialize;
@@ -15,10 +16,24 @@ use crate::frechet::frechet_distance;
 use crate::mnist::{self, Split};
 use crate::sample::{self, SampleRequest};
 
+/// Which samples an evaluation draws. The unconditional half does not depend on the guidance,
+/// so a sweep of guidance settings measures it once and the conditional half per setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Measured {
+    /// Conditional samples (guided) and unconditional ones.
+    Both,
+    /// Conditional samples only: accuracy, per-digit accuracy, Fréchet distance.
+    Conditional,
+    /// Unconditional samples only: Fréchet distance and class histogram.
+    Unconditional,
+}
+
 /// How samples are drawn for the evaluation.
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalSettings {
     pub count: usize,
+    pub measured: Measured,
     pub sampler: SamplerKind,
     /// Denoising steps; `None` until resolved from the model (T for DDPM, 50 for DDIM).
     pub steps: Option<usize>,
@@ -40,12 +55,12 @@ pub struct EvalReport {
     /// Conditional samples (digit i mod 10, guided) vs the test set.
     pub frechet_conditional: Option<f64>,
     /// Unconditional samples vs the test set.
-    pub frechet_unconditional: f64,
+    pub frechet_unconditional: Option<f64>,
     /// Share of conditional samples the classifier reads as the requested digit, overall and per digit.
     pub conditional_accuracy: Option<f64>,
     pub conditional_accuracy_per_digit: Option<Vec<f64>>,
     /// Unconditional samples per predicted class.
-    pub unconditional_histogram: Vec<usize>,
+    pub unconditional_histogram: Option<Vec<usize>>,
 }
 
 /// Draws `request.count` samples in batches of `batch` and returns them as u8 images.
@@ -83,6 +98,10 @@ pub fn evaluate(
         config.unet.sample_size,
         config.unet.sample_size
     );
+    anyhow::ensure!(
+        settings.measured != Measured::Conditional || config.unet.null_class().is_some(),
+        "this model takes no class, so it has no conditional samples to measure"
+    );
     let classifier = Classifier::load(classifier_path, device)?;
     let test = mnist::load(data_dir, Split::Test)?;
     let train = mnist::load(data_dir, Split::Train)?;
@@ -106,8 +125,12 @@ pub fn evaluate(
         },
         start: None,
     };
-    let (frechet_conditional, conditional_accuracy, per_digit) =
-        if let Some(classes) = config.unet.null_class() {
+    let conditional_classes = config
+        .unet
+        .null_class()
+        .filter(|_| settings.measured != Measured::Unconditional);
+    let (frechet_conditional, conditional_accuracy, per_digit) = match conditional_classes {
+        Some(classes) => {
             eprintln!("conditional samples (guidance {}):", settings.guidance);
             let labels: Vec<usize> = (0..n).map(|i| i % classes).collect();
             let pixels = draw(
@@ -139,28 +162,40 @@ pub fn evaluate(
                 Some(overall),
                 Some(per_digit),
             )
-        } else {
-            (None, None, None)
-        };
-    eprintln!("unconditional samples:");
-    let pixels = draw(
-        &unet,
-        &config,
-        &SampleRequest {
-            seed: settings.seed ^ 0xABCD,
-            ..base
-        },
-        settings.batch,
-    )?;
-    let mut histogram = vec![0; 10];
-    for p in classifier::predict(&classifier, &pixels, n, device)? {
-        histogram[p] += 1;
-    }
+        }
+        None => (None, None, None),
+    };
+    let (frechet_unconditional, histogram) = if settings.measured == Measured::Conditional {
+        (None, None)
+    } else {
+        eprintln!("unconditional samples:");
+        let pixels = draw(
+            &unet,
+            &config,
+            &SampleRequest {
+                seed: settings.seed ^ 0xABCD,
+                ..base
+            },
+            settings.batch,
+        )?;
+        let mut histogram = vec![0; 10];
+        for p in classifier::predict(&classifier, &pixels, n, device)? {
+            histogram[p] += 1;
+        }
+        (
+            Some(frechet_distance(
+                &features(&pixels, n)?,
+                &test_features,
+                FEATURES,
+            )),
+            Some(histogram),
+        )
+    };
     Ok(EvalReport {
         classifier_test_accuracy: classifier::accuracy(&classifier, &test, device)?,
         frechet_floor_train_vs_test: floor,
         frechet_conditional,
-        frechet_unconditional: frechet_distance(&features(&pixels, n)?, &test_features, FEATURES),
+        frechet_unconditional,
         conditional_accuracy,
         conditional_accuracy_per_digit: per_digit,
         unconditional_histogram: histogram,
@@ -202,17 +237,20 @@ pub fn table(report: &EvalReport) -> String {
                 .join(" / ")
         );
     }
-    out += &format!(
-        "| Fréchet distance, unconditional samples vs test | {:.3} ({:.2}× the floor) |\n| unconditional samples per class 0–9 | {} |\n",
+    if let (Some(fd), Some(histogram)) = (
         report.frechet_unconditional,
-        report.frechet_unconditional / report.frechet_floor_train_vs_test,
-        report
-            .unconditional_histogram
-            .iter()
-            .map(|c| c.to_string())
-            .collect::<Vec<_>>()
-            .join(" / ")
-    );
+        &report.unconditional_histogram,
+    ) {
+        out += &format!(
+            "| Fréchet distance, unconditional samples vs test | {fd:.3} ({:.2}× the floor) |\n| unconditional samples per class 0–9 | {} |\n",
+            fd / report.frechet_floor_train_vs_test,
+            histogram
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(" / ")
+        );
+    }
     out
 }
 
@@ -233,6 +271,107 @@ fn random_subset(images: &[u8], size: usize, n: usize, seed: u64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mnist::{encode_idx_images, encode_idx_labels};
+    use emerge_core::weights::{self, Precision};
+
+    /// A 28×28 MNIST-format data set (train and test) of `count` images: a bar whose row is the
+    /// label.
+    fn write_bars(dir: &Path, count: usize) {
+        let labels: Vec<u8> = (0..count).map(|i| (i % 10) as u8).collect();
+        let images: Vec<u8> = labels
+            .iter()
+            .flat_map(|&l| {
+                (0..784).map(move |p| if p / 28 == 4 + 2 * l as usize { 255 } else { 0 })
+            })
+            .collect();
+        for prefix in ["train", "t10k"] {
+            let images = encode_idx_images(&images, count, 28, 28);
+            std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
+            let labels = encode_idx_labels(&labels);
+            std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
+        }
+    }
+
+    /// An untrained two-level network for 28×28 digits, with or without classes, saved in `dir`.
+    fn untrained_model(dir: &Path, classes: bool) -> std::path::PathBuf {
+        let mut config = ModelConfig::preset("tiny").unwrap();
+        config.unet.sample_size = 28;
+        config.unet.attention_resolutions = vec![14];
+        config.unet.num_class_embeds = classes.then_some(11);
+        let unet = UNet::new(&config.unet, &Device::flex()).unwrap();
+        let path = dir.join(format!("classes-{classes}.bpk"));
+        weights::save(&path, &unet, &config, Precision::Full).unwrap();
+        path
+    }
+
+    fn settings(measured: Measured) -> EvalSettings {
+        EvalSettings {
+            count: 10,
+            measured,
+            sampler: SamplerKind::Ddim { eta: 1.0 },
+            steps: Some(2),
+            guidance: 2.0,
+            guidance_interval: None,
+            seed: 0,
+            batch: 10,
+        }
+    }
+
+    #[test]
+    fn each_half_of_the_evaluation_can_be_measured_alone() {
+        let dir = std::env::temp_dir().join(format!("emerge-eval-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        write_bars(&dir, 20);
+        let model = untrained_model(&dir, true);
+        let run = |measured| {
+            evaluate(
+                Some(&model),
+                &dir,
+                None,
+                settings(measured),
+                &Device::flex(),
+            )
+        };
+
+        let both = run(Measured::Both).unwrap();
+        let conditional = run(Measured::Conditional).unwrap();
+        assert_eq!(conditional.conditional_accuracy, both.conditional_accuracy);
+        assert_eq!(conditional.frechet_conditional, both.frechet_conditional);
+        assert_eq!(
+            conditional
+                .conditional_accuracy_per_digit
+                .as_ref()
+                .unwrap()
+                .len(),
+            10
+        );
+        assert_eq!(conditional.frechet_unconditional, None);
+        assert!(!table(&conditional).contains("unconditional"));
+
+        let unconditional = run(Measured::Unconditional).unwrap();
+        assert_eq!(
+            unconditional.frechet_unconditional,
+            both.frechet_unconditional
+        );
+        let histogram = unconditional.unconditional_histogram.as_ref().unwrap();
+        assert_eq!(histogram.iter().sum::<usize>(), 10);
+        assert_eq!(unconditional.conditional_accuracy, None);
+        assert!(!table(&unconditional).contains("conditional samples (w"));
+        assert!(table(&both).contains("conditional samples (w = 2)"));
+        assert!(table(&both).contains("unconditional samples per class"));
+
+        let classless = untrained_model(&dir, false);
+        let error = evaluate(
+            Some(&classless),
+            &dir,
+            None,
+            settings(Measured::Conditional),
+            &Device::flex(),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("takes no class"), "{error}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn random_subset_draws_distinct_whole_images() {

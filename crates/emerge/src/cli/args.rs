@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use emerge_core::Guidance;
 
 use crate::devices::DeviceChoice;
+use crate::eval::Measured;
 use crate::manifest::DEFAULT_GUIDANCE;
 
 /// emerge: a DDPM you can watch think. Train it, sample from it, measure it, export it for the page.
@@ -144,6 +145,9 @@ pub struct EvalArgs {
     /// Samples per measurement (and training images for the floor).
     #[arg(long, default_value_t = 1000)]
     pub count: usize,
+    /// Which samples to draw and measure (the unconditional ones do not depend on --guidance).
+    #[arg(long, value_enum, default_value_t = Measured::Both)]
+    pub measure: Measured,
     #[arg(long, value_enum, default_value_t = SamplerChoice::Ddim)]
     pub sampler: SamplerChoice,
     /// Denoising steps (default: T for DDPM, 50 for DDIM).

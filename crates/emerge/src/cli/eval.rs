@@ -16,6 +16,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     };
     let settings = crate::eval::EvalSettings {
         count: args.count,
+        measured: args.measure,
         sampler,
         steps: args.steps,
         guidance: args.guidance.guidance,

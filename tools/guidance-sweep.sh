@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The guidance sweep of a model's card (issue 13) on the CPU: `emerge eval --measure conditional`
+# once per guidance setting (a scale w, applied at every step or only for LOW ≤ t ≤ HIGH), and
+# the unconditional samples once (they do not depend on w). The evaluations go side by side, one
+# thread each: on 2 cores two single-threaded processes do 1.8× the work of one on both.
+#
+#   tools/guidance-sweep.sh MODEL DATA OUT [SETTING…]
+#
+# A SETTING is W (every step) or W@LOW:HIGH; the default list is below. OUT receives
+# evals/<setting>.json, logs/ and table.md. A setting already measured is not measured again, so
+# the script can be stopped and run again. EMERGE: the binary (default target/release/emerge);
+# WORKERS: evaluations at once (default nproc); COUNT: samples per measurement (default 1000);
+# STEPS: DDIM steps (default 50, the page's); BATCH: images sampled at once (default 100).
+set -euo pipefail
+TOOLS=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$TOOLS")
+usage="usage: guidance-sweep.sh MODEL DATA OUT [SETTING…]"
+MODEL=$(realpath "${1:?$usage}")
+DATA=$(cd "${2:?$usage}" && pwd)
+OUT=$(mkdir -p "${3:?$usage}" && cd "$3" && pwd)
+shift 3
+SETTINGS=("$@")
+[ ${#SETTINGS[@]} -gt 0 ] || SETTINGS=(1 1.25 1.5 2 3 1.5@0:300 2@0:300 3@0:300 2@0:550 3@0:550)
+EMERGE=${EMERGE:-$ROOT/target/release/emerge}
+WORKERS=${WORKERS:-$(nproc)}
+COUNT=${COUNT:-1000}
+STEPS=${STEPS:-50}
+BATCH=${BATCH:-100}
+[ -f "$MODEL" ] || { echo "no model file at $MODEL" >&2; exit 1; }
+for setting in "${SETTINGS[@]}"; do
+  [[ $setting =~ ^[0-9]+([.][0-9]+)?(@[0-9]+:[0-9]+)?$ ]] ||
+    { echo "'$setting' is not W or W@LOW:HIGH (e.g. 2@0:300)" >&2; exit 1; }
+done
+mkdir -p "$OUT/evals" "$OUT/logs"
+
+# Measures one setting ("unconditional", W or W@LOW:HIGH) unless its report is there.
+measure() {
+  local setting=$1 json=$OUT/evals/$1.json args
+  [ -f "$json" ] && return 0
+  case $setting in
+    unconditional) args=(--measure unconditional) ;;
+    *@*) args=(--measure conditional --guidance "${setting%@*}" --guidance-interval "${setting#*@}") ;;
+    *) args=(--measure conditional --guidance "$setting") ;;
+  esac
+  local start=$SECONDS
+  RAYON_NUM_THREADS=1 "$EMERGE" eval --model "$MODEL" --data "$DATA" --count "$COUNT" \
+    --steps "$STEPS" --seed 0 --batch "$BATCH" "${args[@]}" --json "$json.partial" \
+    >"$OUT/logs/$setting.log" 2>&1
+  jq --argjson seconds $((SECONDS - start)) '. + {seconds: $seconds}' "$json.partial" >"$json"
+  rm "$json.partial"
+}
+
+if [ "${SWEEP_SETTING:-}" ]; then
+  measure "$SWEEP_SETTING"
+  exit
+fi
+
+failed=0
+printf '%s\n' unconditional "${SETTINGS[@]}" |
+  xargs -P "$WORKERS" -I{} env SWEEP_SETTING={} EMERGE="$EMERGE" COUNT="$COUNT" STEPS="$STEPS" \
+    BATCH="$BATCH" bash "$0" "$MODEL" "$DATA" "$OUT" || failed=1
+
+# table.md: the unconditional line, then one row per setting in the order given.
+{
+  if [ -f "$OUT/evals/unconditional.json" ]; then
+    jq -r -L "$TOOLS" 'include "eval-format"; .frechet_floor_train_vs_test as $floor
+      | "Unconditional samples (w = 0): Fréchet distance \(.frechet_unconditional | frechet($floor)), "
+      + "per class 0–9 \(.unconditional_histogram | map(tostring) | join(" / ")) (\(.seconds) s).\n"' \
+      "$OUT/evals/unconditional.json"
+  fi
+  echo "| w | applied at | conditional accuracy | per digit 0–9 | Fréchet distance (× floor) | time |"
+  echo "| --- | --- | --- | --- | --- | --- |"
+  for setting in "${SETTINGS[@]}"; do
+    json=$OUT/evals/$setting.json
+    if [ ! -f "$json" ]; then
+      where="every step"
+      [[ $setting == *@* ]] && where="${setting#*@}"
+      echo "| ${setting%@*} | $where | not measured | | | |"
+      continue
+    fi
+    jq -r -L "$TOOLS" 'include "eval-format"; .frechet_floor_train_vs_test as $floor
+      | (.settings.guidance_interval | if . then "\(.[0]) ≤ t ≤ \(.[1])" else "every step" end) as $where
+      | "| \(.settings.guidance) | \($where) | \(.conditional_accuracy | pct) | "
+        + "\(.conditional_accuracy_per_digit | per_digit) | "
+        + "\(.frechet_conditional | frechet($floor)) | \(.seconds) s |"' "$json"
+  done
+} >"$OUT/table.md"
+cat "$OUT/table.md"
+if [ "$failed" = 1 ]; then
+  echo "some settings failed (see $OUT/logs): their rows say 'not measured'" >&2
+  exit 1
+fi
