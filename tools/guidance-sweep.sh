@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The guidance sweep of a model's card (issue 13) on the CPU: `emerge eval --measure conditional`
 # once per guidance setting (a scale w, applied at every step or only for LOW ≤ t ≤ HIGH), and
-# the unconditional samples once (they do not depend on w). The evaluations go side by side, one
+# `--measure unconditional` once (those samples do not depend on w). The evaluations go side by side, one
 # thread each: on 2 cores two single-threaded processes do 1.8× the work of one on both.
 #
 #   tools/guidance-sweep.sh MODEL DATA OUT [SETTING…]
 #
-# A SETTING is W (every step) or W@LOW:HIGH; the default list is below. OUT receives
+# A SETTING is W (every step), W@LOW:HIGH, or the word unconditional; the default list is below (its bands: t ≤ 300, and
+# t ≤ 560, which under the cosine schedule spans the noise levels that t ≤ 300 spans under the
+# linear one, ᾱ_t ≥ 0.39). OUT receives
 # evals/<setting>.json, logs/ and table.md. A setting already measured is not measured again, so
 # the script can be stopped and run again. EMERGE: the binary (default target/release/emerge);
 # WORKERS: evaluations at once (default nproc); COUNT: samples per measurement (default 1000);
@@ -20,7 +22,7 @@ DATA=$(cd "${2:?$usage}" && pwd)
 OUT=$(mkdir -p "${3:?$usage}" && cd "$3" && pwd)
 shift 3
 SETTINGS=("$@")
-[ ${#SETTINGS[@]} -gt 0 ] || SETTINGS=(1 1.25 1.5 2 3 1.5@0:300 2@0:300 3@0:300 2@0:550 3@0:550)
+[ ${#SETTINGS[@]} -gt 0 ] || SETTINGS=(unconditional 1 1.25 1.5 2 3 2@0:300 3@0:300 2@0:560 3@0:560)
 EMERGE=${EMERGE:-$ROOT/target/release/emerge}
 WORKERS=${WORKERS:-$(nproc)}
 COUNT=${COUNT:-1000}
@@ -28,8 +30,8 @@ STEPS=${STEPS:-50}
 BATCH=${BATCH:-100}
 [ -f "$MODEL" ] || { echo "no model file at $MODEL" >&2; exit 1; }
 for setting in "${SETTINGS[@]}"; do
-  [[ $setting =~ ^[0-9]+([.][0-9]+)?(@[0-9]+:[0-9]+)?$ ]] ||
-    { echo "'$setting' is not W or W@LOW:HIGH (e.g. 2@0:300)" >&2; exit 1; }
+  [[ $setting =~ ^(unconditional|[0-9]+([.][0-9]+)?(@[0-9]+:[0-9]+)?)$ ]] ||
+    { echo "'$setting' is not W, W@LOW:HIGH (e.g. 2@0:300) or unconditional" >&2; exit 1; }
 done
 mkdir -p "$OUT/evals" "$OUT/logs"
 
@@ -56,34 +58,38 @@ if [ "${SWEEP_SETTING:-}" ]; then
 fi
 
 failed=0
-printf '%s\n' unconditional "${SETTINGS[@]}" |
+printf '%s\n' "${SETTINGS[@]}" |
   xargs -P "$WORKERS" -I{} env SWEEP_SETTING={} EMERGE="$EMERGE" COUNT="$COUNT" STEPS="$STEPS" \
     BATCH="$BATCH" bash "$0" "$MODEL" "$DATA" "$OUT" || failed=1
 
-# table.md: the unconditional line, then one row per setting in the order given.
+# table.md: the unconditional line (when asked for), then one row per guidance setting in the
+# order given.
 {
-  if [ -f "$OUT/evals/unconditional.json" ]; then
+  if [[ " ${SETTINGS[*]} " == *" unconditional "* ]] && [ -f "$OUT/evals/unconditional.json" ]; then
     jq -r -L "$TOOLS" 'include "eval-format"; .frechet_floor_train_vs_test as $floor
-      | "Unconditional samples (w = 0): Fréchet distance \(.frechet_unconditional | frechet($floor)), "
+      | "Unconditional samples (w = 0, \(.settings.count) of them): Fréchet distance \(.frechet_unconditional | frechet($floor)), "
       + "per class 0–9 \(.unconditional_histogram | map(tostring) | join(" / ")) (\(.seconds) s).\n"' \
       "$OUT/evals/unconditional.json"
   fi
-  echo "| w | applied at | conditional accuracy | per digit 0–9 | Fréchet distance (× floor) | time |"
-  echo "| --- | --- | --- | --- | --- | --- |"
+  echo "| w | applied at | samples | conditional accuracy | per digit 0–9 | Fréchet distance (× floor) | time |"
+  echo "| --- | --- | --- | --- | --- | --- | --- |"
   for setting in "${SETTINGS[@]}"; do
+    [ "$setting" = unconditional ] && continue
     json=$OUT/evals/$setting.json
     if [ ! -f "$json" ]; then
       where="every step"
       [[ $setting == *@* ]] && where="${setting#*@}"
-      echo "| ${setting%@*} | $where | not measured | | | |"
+      echo "| ${setting%@*} | $where | not measured | | | | |"
       continue
     fi
     jq -r -L "$TOOLS" 'include "eval-format"; .frechet_floor_train_vs_test as $floor
       | (.settings.guidance_interval | if . then "\(.[0]) ≤ t ≤ \(.[1])" else "every step" end) as $where
-      | "| \(.settings.guidance) | \($where) | \(.conditional_accuracy | pct) | "
+      | "| \(.settings.guidance) | \($where) | \(.settings.count) | \(.conditional_accuracy | pct) | "
         + "\(.conditional_accuracy_per_digit | per_digit) | "
         + "\(.frechet_conditional | frechet($floor)) | \(.seconds) s |"' "$json"
   done
+  echo
+  echo "DDIM $STEPS steps (η = 1), seed 0, batches of $BATCH; the floor at each count is the Fréchet distance of as many training images to the test set."
 } >"$OUT/table.md"
 cat "$OUT/table.md"
 if [ "$failed" = 1 ]; then
