@@ -79,6 +79,82 @@ fn draw(
     Ok(pixels)
 }
 
+/// The classifier and the test set's features: what scores a set of samples.
+struct Judge<'a> {
+    classifier: Classifier,
+    test_features: Vec<f32>,
+    device: &'a Device,
+}
+
+impl Judge<'_> {
+    fn features(&self, pixels: &[u8], n: usize) -> Result<Vec<f32>> {
+        classifier::map_batches(pixels, n, self.device, |x| self.classifier.features(x))
+    }
+
+    /// Fréchet distance of `n` images to the test set.
+    fn frechet(&self, pixels: &[u8], n: usize) -> Result<f64> {
+        Ok(frechet_distance(
+            &self.features(pixels, n)?,
+            &self.test_features,
+            FEATURES,
+        ))
+    }
+}
+
+/// Conditional samples, digit i mod `classes` for sample i: their Fréchet distance, the share the
+/// classifier reads as the digit asked for, and that share per digit.
+fn conditional_half(
+    unet: &UNet,
+    config: &ModelConfig,
+    base: &SampleRequest,
+    classes: usize,
+    batch: usize,
+    judge: &Judge,
+) -> Result<(f64, f64, Vec<f64>)> {
+    let n = base.count;
+    eprintln!("conditional samples (guidance {}):", base.guidance.scale);
+    let labels: Vec<usize> = (0..n).map(|i| i % classes).collect();
+    let request = SampleRequest {
+        labels: Some(labels.clone()),
+        ..base.clone()
+    };
+    let pixels = draw(unet, config, &request, batch)?;
+    let predicted = classifier::predict(&judge.classifier, &pixels, n, judge.device)?;
+    let mut hits = vec![(0usize, 0usize); classes];
+    for (p, l) in predicted.iter().zip(&labels) {
+        hits[*l].1 += 1;
+        hits[*l].0 += usize::from(p == l);
+    }
+    let per_digit = hits
+        .iter()
+        .map(|(h, t)| *h as f64 / (*t).max(1) as f64)
+        .collect();
+    let overall = hits.iter().map(|h| h.0).sum::<usize>() as f64 / n as f64;
+    Ok((judge.frechet(&pixels, n)?, overall, per_digit))
+}
+
+/// Unconditional samples (their own noise, seed ^ 0xABCD): Fréchet distance and the class
+/// histogram the classifier reads.
+fn unconditional_half(
+    unet: &UNet,
+    config: &ModelConfig,
+    base: &SampleRequest,
+    batch: usize,
+    judge: &Judge,
+) -> Result<(f64, Vec<usize>)> {
+    eprintln!("unconditional samples:");
+    let request = SampleRequest {
+        seed: base.seed ^ 0xABCD,
+        ..base.clone()
+    };
+    let pixels = draw(unet, config, &request, batch)?;
+    let mut histogram = vec![0; 10];
+    for p in classifier::predict(&judge.classifier, &pixels, base.count, judge.device)? {
+        histogram[p] += 1;
+    }
+    Ok((judge.frechet(&pixels, base.count)?, histogram))
+}
+
 pub fn evaluate(
     model_path: Option<&Path>,
     data_dir: &Path,
@@ -102,16 +178,18 @@ pub fn evaluate(
         settings.measured != Measured::Conditional || config.unet.null_class().is_some(),
         "this model takes no class, so it has no conditional samples to measure"
     );
-    let classifier = Classifier::load(classifier_path, device)?;
     let test = mnist::load(data_dir, Split::Test)?;
     let train = mnist::load(data_dir, Split::Train)?;
-    let features = |pixels: &[u8], n: usize| {
-        classifier::map_batches(pixels, n, device, |x| classifier.features(x))
+    let classifier = Classifier::load(classifier_path, device)?;
+    let test_features =
+        classifier::map_batches(&test.images, test.len(), device, |x| classifier.features(x))?;
+    let judge = Judge {
+        classifier,
+        test_features,
+        device,
     };
-    let test_features = features(&test.images, test.len())?;
     let n = settings.count;
-    let train_features = features(&random_subset(&train.images, 784, n, settings.seed), n)?;
-    let floor = frechet_distance(&train_features, &test_features, FEATURES);
+    let floor = judge.frechet(&random_subset(&train.images, 784, n, settings.seed), n)?;
 
     let base = SampleRequest {
         count: n,
@@ -125,80 +203,31 @@ pub fn evaluate(
         },
         start: None,
     };
-    let conditional_classes = config
-        .unet
-        .null_class()
-        .filter(|_| settings.measured != Measured::Unconditional);
-    let (frechet_conditional, conditional_accuracy, per_digit) = match conditional_classes {
-        Some(classes) => {
-            eprintln!("conditional samples (guidance {}):", settings.guidance);
-            let labels: Vec<usize> = (0..n).map(|i| i % classes).collect();
-            let pixels = draw(
-                &unet,
-                &config,
-                &SampleRequest {
-                    labels: Some(labels.clone()),
-                    ..base.clone()
-                },
-                settings.batch,
-            )?;
-            let predicted = classifier::predict(&classifier, &pixels, n, device)?;
-            let mut hits = vec![(0usize, 0usize); classes];
-            for (p, l) in predicted.iter().zip(&labels) {
-                hits[*l].1 += 1;
-                hits[*l].0 += usize::from(p == l);
-            }
-            let per_digit: Vec<f64> = hits
-                .iter()
-                .map(|(h, t)| *h as f64 / (*t).max(1) as f64)
-                .collect();
-            let overall = hits.iter().map(|h| h.0).sum::<usize>() as f64 / n as f64;
-            (
-                Some(frechet_distance(
-                    &features(&pixels, n)?,
-                    &test_features,
-                    FEATURES,
-                )),
-                Some(overall),
-                Some(per_digit),
-            )
-        }
-        None => (None, None, None),
-    };
-    let (frechet_unconditional, histogram) = if settings.measured == Measured::Conditional {
-        (None, None)
-    } else {
-        eprintln!("unconditional samples:");
-        let pixels = draw(
+    let conditional =
+        match config.unet.null_class() {
+            Some(classes) if settings.measured != Measured::Unconditional => Some(
+                conditional_half(&unet, &config, &base, classes, settings.batch, &judge)?,
+            ),
+            _ => None,
+        };
+    let unconditional = match settings.measured {
+        Measured::Conditional => None,
+        _ => Some(unconditional_half(
             &unet,
             &config,
-            &SampleRequest {
-                seed: settings.seed ^ 0xABCD,
-                ..base
-            },
+            &base,
             settings.batch,
-        )?;
-        let mut histogram = vec![0; 10];
-        for p in classifier::predict(&classifier, &pixels, n, device)? {
-            histogram[p] += 1;
-        }
-        (
-            Some(frechet_distance(
-                &features(&pixels, n)?,
-                &test_features,
-                FEATURES,
-            )),
-            Some(histogram),
-        )
+            &judge,
+        )?),
     };
     Ok(EvalReport {
-        classifier_test_accuracy: classifier::accuracy(&classifier, &test, device)?,
+        classifier_test_accuracy: classifier::accuracy(&judge.classifier, &test, device)?,
         frechet_floor_train_vs_test: floor,
-        frechet_conditional,
-        frechet_unconditional,
-        conditional_accuracy,
-        conditional_accuracy_per_digit: per_digit,
-        unconditional_histogram: histogram,
+        frechet_conditional: conditional.as_ref().map(|c| c.0),
+        conditional_accuracy: conditional.as_ref().map(|c| c.1),
+        conditional_accuracy_per_digit: conditional.map(|c| c.2),
+        frechet_unconditional: unconditional.as_ref().map(|u| u.0),
+        unconditional_histogram: unconditional.map(|u| u.1),
         settings,
     })
 }
