@@ -130,6 +130,25 @@ describe('the demo page', () => {
     await page.close();
   });
 
+  test('on the CPU fallback a run starts with 4 images unless the URL names a batch; on WebGPU with 16', TIMEOUT, async () => {
+    const batchOf = async (query, selector = '#batch') => {
+      const { page, errors } = await open(env, query);
+      assert.equal(await waitForState(page, ['ready', 'error']), 'ready');
+      const result = { batch: selector && (await page.inputValue(selector)), notes: await page.textContent('#notes') };
+      assert.deepEqual(errors, []);
+      await page.close();
+      return result;
+    };
+    const cpu = await batchOf('index.html?autoplay=0&backend=cpu');
+    assert.equal(cpu.batch, '4');
+    assert.match(cpu.notes, /On the CPU fallback a run starts with 4 images/);
+    const asked = await batchOf('index.html?autoplay=0&backend=cpu&batch=9');
+    assert.equal(asked.batch, '9');
+    assert.doesNotMatch(asked.notes, /CPU fallback/);
+    assert.equal((await batchOf('index.html?autoplay=0&backend=webgpu')).batch, '16');
+    assert.match((await batchOf('embed.html?autoplay=0&backend=cpu', null)).notes, /starts with 4 images/);
+  });
+
   test('guidance in an interval draws what the CLI draws with --guidance-interval', TIMEOUT, async () => {
     const run = { seed: 4, steps: 10, count: 2, digit: 1, guidance: 3, interval: '80-580' };
     const query = `seed=${run.seed}&steps=${run.steps}&batch=${run.count}&class=${run.digit}&guidance=${run.guidance}&interval=${run.interval}`;

@@ -4,7 +4,7 @@
 
 import { Client, loadManifest } from './client.js';
 import { DEFAULTS, modelDefaults, parseSettings, settingsUrl } from './settings.js';
-import { chooseModel, createDebug, fitToLimits, showFrame } from './stage.js';
+import { chooseModel, createDebug, fitToDevice, fitToLimits, showFrame } from './stage.js';
 import { viewContext } from './views/context.js';
 import * as forwardView from './views/forward.js';
 import * as learnView from './views/learn.js';
@@ -57,6 +57,7 @@ const client = new Client({
   },
   ready(message) {
     limits = message.limits;
+    fitToDevice(settings, given, document.body.dataset.backend, notes);
     fitToLimits(settings, limits, notes);
     if (notes.length) Object.assign($('notes'), { hidden: false, textContent: notes.join(' ') });
     if (settings.view !== 'generate') {

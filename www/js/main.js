@@ -7,7 +7,7 @@ import { drawRgba, saveBlob, savePng } from './draw.js';
 import { FrameHistory, firstImage } from './history.js';
 import { schedulePlot } from './plot.js';
 import { DDIM_STEPS, DEFAULTS, modelDefaults, parseSettings, readSetting, settingsUrl } from './settings.js';
-import { chooseModel, createDebug, describeModel, fitToLimits, showFrame } from './stage.js';
+import { chooseModel, createDebug, describeModel, fitToDevice, fitToLimits, showFrame } from './stage.js';
 import { viewContext } from './views/context.js';
 import * as forwardView from './views/forward.js';
 import * as learnView from './views/learn.js';
@@ -21,6 +21,8 @@ let defaults = DEFAULTS;
 let model = null;
 // What the engine accepts for the loaded model: {timesteps, max_batch, max_guidance, classes}.
 let limits = null;
+// Where the engine runs: 'webgpu' or 'cpu' (from the worker's 'device' message).
+let backend = null;
 // Which view the current run draws into ('generate' or 'sketch'), and the sketch view's targets.
 let runOwner = 'generate';
 let sketch = null;
@@ -102,7 +104,8 @@ function readControls() {
 
 const client = new Client({
   device({ device }) {
-    const gpu = device.backend === 'webgpu';
+    backend = device.backend;
+    const gpu = backend === 'webgpu';
     $('device').textContent = gpu ? `WebGPU · ${device.adapter}` : 'CPU fallback (WebAssembly)';
     $('device').dataset.backend = device.backend;
     $('device-reason').textContent = device.fallback_reason ? `WebGPU unavailable: ${device.fallback_reason}. Running on the CPU: slower.` : '';
@@ -113,6 +116,7 @@ const client = new Client({
   },
   ready(message) {
     limits = message.limits;
+    fitToDevice(settings, given, backend, notes);
     $('download-text').textContent = `weights ${formatBytes(model.bytes)} loaded · ${model.parameters.toLocaleString('en')} parameters`;
     fitToLimits(settings, limits, notes);
     showNotes(notes);

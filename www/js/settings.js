@@ -4,6 +4,10 @@
 // The DDIM slider's range (a page choice; the engine reports the model's T and its other limits).
 export const DDIM_STEPS = { min: 10, max: 250 };
 
+// The batch a run starts with on the CPU fallback when the URL names none: one core in wasm
+// takes about as long per image as the whole default batch on a GPU (README, "Numbers").
+export const CPU_BATCH = 4;
+
 export const DEFAULTS = Object.freeze({
   model: '',
   sampler: 'ddim',

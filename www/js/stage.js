@@ -3,6 +3,7 @@
 
 import { formatBytes } from './client.js';
 import { drawRgba } from './draw.js';
+import { CPU_BATCH } from './settings.js';
 
 /** The manifest entry named `name` (or the default one, with a note saying so). */
 export function chooseModel(manifest, name, notes) {
@@ -55,6 +56,14 @@ function frameChecksum(rgba) {
   let checksum = 0;
   for (let i = 0; i < rgba.length; i += 4) checksum += rgba[i] + 3 * rgba[i + 1] + 7 * rgba[i + 2];
   return checksum;
+}
+
+/** On the CPU fallback, starts with CPU_BATCH images unless the URL (`given`) names a batch, with
+ * a note saying so. */
+export function fitToDevice(settings, given, backend, notes) {
+  if (backend !== 'cpu' || given.batch !== undefined || settings.batch <= CPU_BATCH) return;
+  settings.batch = CPU_BATCH;
+  notes.push(`On the CPU fallback a run starts with ${CPU_BATCH} images (Batch sets more).`);
 }
 
 /** Brings `settings` within what the engine reports for the loaded model (`limits`: T, the
