@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # The guidance sweep of a model's card (issue 13) on the CPU: `emerge eval --measure conditional`
 # once per guidance setting (a scale w, applied at every step or only for LOW ≤ t ≤ HIGH), and
-# `--measure unconditional` once (those samples do not depend on w). The evaluations go side by side, one
-# thread each: on 2 cores two single-threaded processes do 1.8× the work of one on both.
+# `--measure unconditional` once (those samples do not depend on w). The evaluations go side by
+# side, one thread each: on 2 cores two single-threaded processes do 1.8× the work of one on both.
 #
 #   tools/guidance-sweep.sh MODEL DATA OUT [SETTING…]
 #
-# A SETTING is W (every step), W@LOW:HIGH, or the word unconditional; the default list is below (its bands: t ≤ 300, and
-# t ≤ 560, which under the cosine schedule spans the noise levels that t ≤ 300 spans under the
-# linear one, ᾱ_t ≥ 0.39). OUT receives
-# evals/<setting>.json, logs/ and table.md. A setting already measured is not measured again, so
-# the script can be stopped and run again. EMERGE: the binary (default target/release/emerge);
+# A SETTING is W (every step), W@LOW:HIGH, or the word unconditional; the default list is below
+# (its bands: t ≤ 300, and t ≤ 560, which under the cosine schedule spans the noise levels that
+# t ≤ 300 spans under the linear one, ᾱ_t ≥ 0.39). OUT receives evals/<setting>.json, logs/ and
+# table.md. A setting already measured is not measured again, so the script can be stopped and
+# run again. EMERGE: the binary (default target/release/emerge);
 # WORKERS: evaluations at once (default nproc); COUNT: samples per measurement (default 1000);
 # STEPS: DDIM steps (default 50, the page's); BATCH: images sampled at once (default 100).
 set -euo pipefail

@@ -21,8 +21,6 @@ let defaults = DEFAULTS;
 let model = null;
 // What the engine accepts for the loaded model: {timesteps, max_batch, max_guidance, classes}.
 let limits = null;
-// Where the engine runs: 'webgpu' or 'cpu' (from the worker's 'device' message).
-let backend = null;
 // Which view the current run draws into ('generate' or 'sketch'), and the sketch view's targets.
 let runOwner = 'generate';
 let sketch = null;
@@ -104,8 +102,7 @@ function readControls() {
 
 const client = new Client({
   device({ device }) {
-    backend = device.backend;
-    const gpu = backend === 'webgpu';
+    const gpu = device.backend === 'webgpu';
     $('device').textContent = gpu ? `WebGPU · ${device.adapter}` : 'CPU fallback (WebAssembly)';
     $('device').dataset.backend = device.backend;
     $('device-reason').textContent = device.fallback_reason ? `WebGPU unavailable: ${device.fallback_reason}. Running on the CPU: slower.` : '';
@@ -116,7 +113,7 @@ const client = new Client({
   },
   ready(message) {
     limits = message.limits;
-    fitToDevice(settings, given, backend, notes);
+    fitToDevice(settings, given, $('device').dataset.backend, notes);
     $('download-text').textContent = `weights ${formatBytes(model.bytes)} loaded · ${model.parameters.toLocaleString('en')} parameters`;
     fitToLimits(settings, limits, notes);
     showNotes(notes);

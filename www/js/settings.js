@@ -4,8 +4,9 @@
 // The DDIM slider's range (a page choice; the engine reports the model's T and its other limits).
 export const DDIM_STEPS = { min: 10, max: 250 };
 
-// The batch a run starts with on the CPU fallback when the URL names none: one core in wasm
-// takes about as long per image as the whole default batch on a GPU (README, "Numbers").
+// The batch a run starts with on the CPU fallback when the URL names none: the fallback is one
+// core in wasm, where a guided 50-step run of 16 images takes about 20 s for the 16/32/64
+// network and about a minute for 32/64/128 (tests/bench.mjs: 203 and 567 ms per step of 16).
 export const CPU_BATCH = 4;
 
 export const DEFAULTS = Object.freeze({
