@@ -32,7 +32,7 @@ try {
     await page.dispatchEvent('#timeline-slider', 'input');
     await page.waitForFunction(() => window.emergeDebug.timeline.drawn > 1, null, { timeout: 300_000 });
   });
-  await shoot('generate', 'index.html?backend=cpu&seed=2', async (page) => {
+  await shoot('generate', 'index.html?backend=cpu&batch=16&seed=2', async (page) => {
     await waitForState(page, ['complete'], 600_000);
   });
   await shoot('draw', 'embed.html?view=draw&backend=cpu&class=4&batch=4&seed=9', async (page) => {
