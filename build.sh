@@ -20,7 +20,7 @@ wasm_bindgen_version() {
 }
 
 ensure_wasm_toolchain() {
-  if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  if ! rustup target list --installed | grep -x wasm32-unknown-unknown >/dev/null; then
     log "adding the rustup target wasm32-unknown-unknown"
     rustup target add wasm32-unknown-unknown
   fi
@@ -52,7 +52,7 @@ build_wasm() {
 # the SwiftShader Vulkan driver that Debian's chromium package ships, through the Vulkan loader.
 SWIFTSHADER=/usr/lib/chromium/vk_swiftshader_icd.json
 ensure_vulkan() {
-  if ! ldconfig -p | grep -q 'libvulkan.so.1' || [ ! -f "$SWIFTSHADER" ]; then
+  if ! ldconfig -p | grep 'libvulkan.so.1' >/dev/null || [ ! -f "$SWIFTSHADER" ]; then
     echo "the tests need the Vulkan loader and Chromium's SwiftShader: apt-get install libvulkan1 chromium" >&2
     exit 1
   fi

@@ -11,7 +11,7 @@ export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
 # Debian's packages, where the machine lacks them: on an NVIDIA machine, as root, into / (the
 # driver finds them only through the linker cache), else into a private folder searched after
 # the machine's own.
-if ls ./*.deb >/dev/null 2>&1 && ! ldconfig -p 2>/dev/null | grep -q 'libGLdispatch.so.0'; then
+if ls ./*.deb >/dev/null 2>&1 && ! ldconfig -p 2>/dev/null | grep 'libGLdispatch.so.0' >/dev/null; then
   if [ "$(id -u)" = 0 ] && [ -e /dev/nvidiactl ]; then
     for deb in ./*.deb; do dpkg-deb -x "$deb" /; done
     ldconfig
