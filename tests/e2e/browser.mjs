@@ -52,9 +52,26 @@ export function foreignRequests(requests, origin) {
   return requests.filter((url) => !url.startsWith(origin) && !url.startsWith('data:') && !url.startsWith('blob:'));
 }
 
-/** The native CLI's samples for the same settings, as 28×28 u8 images. */
+/** ᾱ_t = ∏_{s ≤ t} (1 − β_s) of the model in weight file `file`, from the schedule its config
+ * names (the file carries its config as JSON), computed here apart from the engine: the paper's
+ * linear β, or Improved DDPM's cosine (eq. 17, β clipped at 0.999). */
+export function alphaBar(file, t) {
+  const config = /"schedule":(\{"num_train_timesteps":\d+,"beta_schedule":\{[^}]*\})/.exec(readFileSync(file, 'latin1'));
+  const { num_train_timesteps: T, beta_schedule: schedule } = JSON.parse(`${config[1]}}`);
+  const f = (i) => Math.cos((((i / T) + schedule.s) / (1 + schedule.s)) * (Math.PI / 2)) ** 2;
+  const beta = {
+    linear: (i) => schedule.beta_start + (i / (T - 1)) * (schedule.beta_end - schedule.beta_start),
+    cosine: (i) => Math.min(1 - f(i + 1) / f(i), 0.999),
+  }[schedule.kind];
+  let product = 1;
+  for (let i = 0; i <= t; i++) product *= 1 - beta(i);
+  return product;
+}
+
+/** The native CLI's samples for the same settings, as 28×28 u8 images. `interval`: LOW-HIGH or
+ * all; absent, the CLI's default (which the page takes from the manifest). */
 export function nativeSamples({ seed, steps, count, digit, guidance, interval }) {
-  const out = join(RESULTS, `native-${seed}-${steps}-${count}-${digit}-${guidance}-${interval ?? 'all'}.idx`);
+  const out = join(RESULTS, `native-${seed}-${steps}-${count}-${digit}-${guidance}-${interval ?? 'default'}.idx`);
   execFileSync(CLI, [
     'sample', '--model', join(SITE, 'models/mnist.bpk'), '--sampler', 'ddim', '--eta', '1', '--steps', String(steps),
     '--count', String(count), '--seed', String(seed), '--class', String(digit), '--guidance', String(guidance), '--out', out,

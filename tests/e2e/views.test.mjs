@@ -167,7 +167,7 @@ describe('the explanation views', () => {
     const out = join(RESULTS, 'sketch-cleaned.idx');
     execFileSync(CLI, [
       'sample', '--model', join(SITE, 'models/mnist.bpk'), '--from', png, '--t', String(run.t), '--seed', String(run.seed),
-      '--steps', String(run.steps), '--eta', '1', '--class', String(run.digit), '--guidance', '1.25', '--count', String(run.batch), '--out', out,
+      '--steps', String(run.steps), '--eta', '1', '--class', String(run.digit), '--count', String(run.batch), '--out', out,
     ]);
     const native = idxImages(readFileSync(out));
     for (let i = 0; i < run.batch; i++) {

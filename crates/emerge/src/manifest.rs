@@ -7,9 +7,13 @@ use anyhow::{Context, Result};
 use emerge_core::{Guidance, ModelConfig};
 use serde::{Deserialize, Serialize};
 
-/// The guidance scale w a conditional model is sampled with unless told otherwise (the page,
-/// `sample`, `eval`): the shipped model's best measured trade-off (see www/models/MODEL.md).
-pub const DEFAULT_GUIDANCE: f64 = 1.25;
+/// The guidance a conditional model is sampled with unless told otherwise (the page through the
+/// manifest, `sample`, `eval`, `export`): the shipped model's best measured trade-off (see
+/// www/models/MODEL.md). The interval is in the shipped model's timesteps.
+pub const DEFAULT_GUIDANCE: Guidance = Guidance {
+    scale: 1.25,
+    interval: None,
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ManifestEntry {

@@ -31,6 +31,22 @@ mod tests {
     }
 
     #[test]
+    fn the_cli_samples_the_built_in_model_with_the_guidance_its_manifest_recommends() {
+        let manifest: crate::manifest::Manifest =
+            serde_json::from_str(include_str!("../../../www/models/manifest.json")).unwrap();
+        let entry = manifest
+            .models
+            .iter()
+            .find(|m| m.file == "mnist.bpk")
+            .unwrap();
+        assert_eq!(entry.bytes, SHIPPED.len());
+        let recommended = crate::manifest::DEFAULT_GUIDANCE;
+        assert_eq!(entry.default_guidance, recommended.scale);
+        let interval = recommended.interval.map(|(low, high)| [low, high]);
+        assert_eq!(entry.default_guidance_interval, interval);
+    }
+
+    #[test]
     fn a_missing_file_is_named_with_the_reason_said_once() {
         let missing = std::env::temp_dir().join("emerge-no-such-model.bpk");
         let message = format!("{:#}", load(Some(&missing), &Device::flex()).unwrap_err());

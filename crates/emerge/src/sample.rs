@@ -65,7 +65,7 @@ impl SampleRequest {
             sampler: SamplerKind::Ddim { eta: 1.0 },
             steps: 50,
             labels,
-            guidance: Guidance::everywhere(crate::manifest::DEFAULT_GUIDANCE),
+            guidance: crate::manifest::DEFAULT_GUIDANCE,
             start: None,
         }
     }

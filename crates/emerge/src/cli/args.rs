@@ -45,28 +45,44 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct GuidanceArgs {
     /// Classifier-free guidance scale w (0 = unconditional, 1 = conditional, >1 sharper).
-    #[arg(long, default_value_t = DEFAULT_GUIDANCE)]
+    #[arg(long, default_value_t = DEFAULT_GUIDANCE.scale)]
     pub guidance: f64,
     /// Apply w only for timesteps LOW ≤ t ≤ HIGH (the plain conditional prediction elsewhere;
-    /// Kynkäänniemi et al. 2024), e.g. `--guidance-interval 0:300`. Default: every step.
-    #[arg(long, value_name = "LOW:HIGH", value_parser = parse_interval)]
-    pub guidance_interval: Option<(usize, usize)>,
+    /// Kynkäänniemi et al. 2024), e.g. `--guidance-interval 0:300`, or `all` for every step.
+    #[arg(long, value_name = "LOW:HIGH|all", default_value_t = GuidanceInterval(DEFAULT_GUIDANCE.interval), value_parser = parse_interval)]
+    pub guidance_interval: GuidanceInterval,
 }
 
 impl GuidanceArgs {
     pub fn guidance(&self) -> Guidance {
         Guidance {
             scale: self.guidance,
-            interval: self.guidance_interval,
+            interval: self.guidance_interval.0,
         }
     }
 }
 
-/// `LOW:HIGH` (inclusive timesteps, LOW ≤ HIGH).
-fn parse_interval(text: &str) -> Result<(usize, usize), String> {
+/// Where guidance applies: inclusive timesteps `(LOW, HIGH)`, or `None` for every step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GuidanceInterval(pub Option<(usize, usize)>);
+
+impl std::fmt::Display for GuidanceInterval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some((low, high)) => write!(f, "{low}:{high}"),
+            None => f.write_str("all"),
+        }
+    }
+}
+
+/// `LOW:HIGH` (inclusive timesteps, LOW ≤ HIGH), or `all`.
+fn parse_interval(text: &str) -> Result<GuidanceInterval, String> {
+    if text.trim() == "all" {
+        return Ok(GuidanceInterval(None));
+    }
     let (low, high) = text
         .split_once(':')
-        .ok_or_else(|| format!("'{text}' is not LOW:HIGH (for example 0:600)"))?;
+        .ok_or_else(|| format!("'{text}' is not LOW:HIGH (for example 0:600) or all"))?;
     let parse = |s: &str| {
         s.trim()
             .parse::<usize>()
@@ -76,7 +92,7 @@ fn parse_interval(text: &str) -> Result<(usize, usize), String> {
     if low > high {
         return Err(format!("'{text}' is empty: LOW must not exceed HIGH"));
     }
-    Ok((low, high))
+    Ok(GuidanceInterval(Some((low, high))))
 }
 
 /// The `--device` of the commands that compute (train, sample, eval).
@@ -105,7 +121,7 @@ pub struct CheckArgs {
     /// Images in the DDIM run (digits 0, 1, … in turn).
     #[arg(long, default_value_t = 16)]
     pub images: usize,
-    #[arg(long, default_value_t = DEFAULT_GUIDANCE)]
+    #[arg(long, default_value_t = DEFAULT_GUIDANCE.scale)]
     pub guidance: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -357,8 +373,18 @@ mod tests {
 
     #[test]
     fn guidance_intervals_parse_or_say_what_is_wrong() {
-        assert_eq!(parse_interval("80:580"), Ok((80, 580)));
-        assert_eq!(parse_interval(" 0 : 0 "), Ok((0, 0)));
+        assert_eq!(
+            parse_interval("80:580"),
+            Ok(GuidanceInterval(Some((80, 580))))
+        );
+        assert_eq!(
+            parse_interval(" 0 : 0 "),
+            Ok(GuidanceInterval(Some((0, 0))))
+        );
+        assert_eq!(parse_interval("all"), Ok(GuidanceInterval(None)));
+        for interval in [GuidanceInterval(Some((0, 300))), GuidanceInterval(None)] {
+            assert_eq!(parse_interval(&interval.to_string()), Ok(interval));
+        }
         assert!(
             parse_interval("580:80")
                 .unwrap_err()

@@ -20,7 +20,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         sampler,
         steps: args.steps,
         guidance: args.guidance.guidance,
-        guidance_interval: args.guidance.guidance_interval,
+        guidance_interval: args.guidance.guidance_interval.0,
         seed: args.seed,
         batch: args.batch,
     };

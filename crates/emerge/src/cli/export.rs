@@ -90,7 +90,7 @@ mod tests {
     use emerge_core::weights;
 
     use super::*;
-    use crate::cli::args::GuidanceArgs;
+    use crate::cli::args::{GuidanceArgs, GuidanceInterval};
     use crate::train::TrainOptions;
 
     #[test]
@@ -119,7 +119,7 @@ mod tests {
                 digits: None,
                 guidance: GuidanceArgs {
                     guidance,
-                    guidance_interval,
+                    guidance_interval: GuidanceInterval(guidance_interval),
                 },
             })
         };

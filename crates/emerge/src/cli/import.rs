@@ -29,7 +29,8 @@ pub fn run(args: ImportArgs) -> Result<()> {
         .unwrap_or_else(|| format!("diffusers checkpoint {name}"));
     let recommended = Recommended {
         source,
-        guidance: Guidance::everywhere(DEFAULT_GUIDANCE),
+        // At every step: an interval is in the shipped model's timesteps, not this model's.
+        guidance: Guidance::everywhere(DEFAULT_GUIDANCE.scale),
         training_steps: None,
         checkpoints: Vec::new(),
     };
