@@ -52,10 +52,10 @@ export function foreignRequests(requests, origin) {
   return requests.filter((url) => !url.startsWith(origin) && !url.startsWith('data:') && !url.startsWith('blob:'));
 }
 
-/** ᾱ_t = ∏_{s ≤ t} (1 − β_s) of the model in weight file `file`, from the schedule its config
- * names (the file carries its config as JSON), computed here apart from the engine: the paper's
- * linear β, or Improved DDPM's cosine (eq. 17, β clipped at 0.999). */
-export function alphaBar(file, t) {
+/** The noise schedule the model in weight file `file` names (the file carries its config as
+ * JSON): `{ kind, alphaBar(t) }`, ᾱ_t = ∏_{s ≤ t} (1 − β_s) computed here apart from the engine,
+ * for the paper's linear β or Improved DDPM's cosine (eq. 17, β clipped at 0.999). */
+export function modelSchedule(file) {
   const config = /"schedule":(\{"num_train_timesteps":\d+,"beta_schedule":\{[^}]*\})/.exec(readFileSync(file, 'latin1'));
   const { num_train_timesteps: T, beta_schedule: schedule } = JSON.parse(`${config[1]}}`);
   const f = (i) => Math.cos((((i / T) + schedule.s) / (1 + schedule.s)) * (Math.PI / 2)) ** 2;
@@ -63,9 +63,12 @@ export function alphaBar(file, t) {
     linear: (i) => schedule.beta_start + (i / (T - 1)) * (schedule.beta_end - schedule.beta_start),
     cosine: (i) => Math.min(1 - f(i + 1) / f(i), 0.999),
   }[schedule.kind];
-  let product = 1;
-  for (let i = 0; i <= t; i++) product *= 1 - beta(i);
-  return product;
+  const alphaBar = (t) => {
+    let product = 1;
+    for (let i = 0; i <= t; i++) product *= 1 - beta(i);
+    return product;
+  };
+  return { kind: schedule.kind, alphaBar };
 }
 
 /** The native CLI's samples for the same settings, as 28×28 u8 images. `interval`: LOW-HIGH or

@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CLI, RESULTS, SITE, alphaBar, foreignRequests, lastFrame, looksLikeADigit, nativeSamples, open, startBrowser, tile, waitForState, waitForViews } from './browser.mjs';
+import { CLI, RESULTS, SITE, foreignRequests, lastFrame, looksLikeADigit, modelSchedule, nativeSamples, open, startBrowser, tile, waitForState, waitForViews } from './browser.mjs';
 
 const RUN = { seed: 7, steps: 10, count: 2, digit: 3, guidance: 2 };
 const RUN_QUERY = `seed=${RUN.seed}&steps=${RUN.steps}&batch=${RUN.count}&class=${RUN.digit}&guidance=${RUN.guidance}`;
@@ -73,7 +73,7 @@ describe('the demo page', () => {
     await page.close();
   });
 
-  test('the forward process view noises a real digit and shows ᾱ_t', TIMEOUT, async () => {
+  test('the forward process view noises a real digit, shows ᾱ_t and names the schedule', TIMEOUT, async () => {
     const { page } = await open(env, 'index.html?autoplay=0&backend=cpu');
     await waitForState(page, ['ready']);
     await waitForViews(page);
@@ -81,8 +81,10 @@ describe('the demo page', () => {
     await page.dispatchEvent('#forward-slider', 'input');
     await page.waitForFunction(() => document.getElementById('forward-t').textContent === '999');
     const shown = Number(await page.textContent('#alpha-bar'));
-    const expected = alphaBar(join(SITE, 'models/mnist.bpk'), 999);
+    const schedule = modelSchedule(join(SITE, 'models/mnist.bpk'));
+    const expected = schedule.alphaBar(999);
     assert.ok(Math.abs(shown / expected - 1) < 1e-3, `ᾱ_999 shown as ${shown}, the model's schedule has ${expected}`);
+    assert.match(await page.textContent('#schedule-name'), new RegExp(`${schedule.kind}.*T = 1000`, 's'));
     await page.close();
   });
 

@@ -278,15 +278,18 @@ impl Engine {
         }
     }
 
-    /// The model's noise schedule over t = 0..T as JSON: `{betas, alphas_cumprod, log_snr}`
-    /// (log SNR(t) = ln(ᾱ_t/(1 − ᾱ_t))).
+    /// The model's noise schedule over t = 0..T as JSON: `{beta_schedule, betas, alphas_cumprod,
+    /// log_snr}` (`beta_schedule` as the model file names it, e.g. `{"kind": "cosine", "s":
+    /// 0.008}`; log SNR(t) = ln(ᾱ_t/(1 − ᾱ_t))).
     #[wasm_bindgen(getter)]
     pub fn schedule(&self) -> Result<String, JsError> {
-        let schedule = &self.model()?.schedule;
+        let model = self.model()?;
+        let schedule = &model.schedule;
         let log_snr: Vec<f64> = (0..schedule.num_train_timesteps())
             .map(|t| schedule.snr(t).ln())
             .collect();
         to_json(&serde_json::json!({
+            "beta_schedule": model.config.schedule.beta_schedule,
             "betas": schedule.betas,
             "alphas_cumprod": schedule.alphas_cumprod,
             "log_snr": log_snr,

@@ -13,6 +13,7 @@ const TEMPLATE = `
   <details><summary>The maths</summary>
     <p>x<sub>t</sub> = √ᾱ<sub>t</sub> x<sub>0</sub> + √(1 − ᾱ<sub>t</sub>) ε with ε ~ N(0, I) and
       ᾱ<sub>t</sub> = ∏<sub>s≤t</sub>(1 − β<sub>s</sub>) (Ho et al. 2020, eq. 4). SNR(t) = ᾱ<sub>t</sub>/(1 − ᾱ<sub>t</sub>).</p>
+    <p id="schedule-name"></p>
   </details>
   <div id="digit-picker" class="digit-picker" role="group" aria-label="Real MNIST digits"></div>
   <div class="forward-row">
@@ -27,12 +28,26 @@ const TEMPLATE = `
     </div>
   </div>`;
 
+/** The β schedule a model file names (the engine's `beta_schedule`), in words, over T steps. */
+function scheduleName(beta, T) {
+  if (beta.kind === 'linear') {
+    return `This model's β<sub>t</sub> rises linearly from ${beta.beta_start} to ${beta.beta_end} over T = ${T} steps (the paper's schedule, §4).`;
+  }
+  if (beta.kind === 'cosine') {
+    return `This model uses the cosine schedule (Nichol &amp; Dhariwal 2021, eq. 17): ᾱ<sub>t</sub> = f(t)/f(0) with
+      f(t) = cos²(((t/T + s)/(1 + s))·π/2), s = ${beta.s}, T = ${T}, β<sub>t</sub> capped at 0.999. It takes the digit
+      away more evenly over t than the paper's linear β, under which little is left after t ≈ 600.`;
+  }
+  return `This model's schedule: ${beta.kind}, T = ${T}.`;
+}
+
 /** Mounts the view into `root`. `ctx`: { client, model, limits, schedule, digits, settings,
  * status, startRun (absent in the embed) }. */
 export function mount(root, ctx) {
   const $ = render(root, TEMPLATE);
   const slider = timestepSlider($('forward-slider'), ctx.limits, ctx.settings.t);
   const plot = schedulePlot($('forward-schedule'), ctx.schedule);
+  $('schedule-name').innerHTML = scheduleName(ctx.schedule.beta_schedule, ctx.schedule.alphas_cumprod.length);
   let chosen = 0;
   const image = () => ctx.digitForModel(chosen);
 
