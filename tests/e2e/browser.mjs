@@ -53,8 +53,9 @@ export function foreignRequests(requests, origin) {
 }
 
 /** The noise schedule the model in weight file `file` names (the file carries its config as
- * JSON): `{ kind, alphaBar(t) }`, ᾱ_t = ∏_{s ≤ t} (1 − β_s) computed here apart from the engine,
- * for the paper's linear β or Improved DDPM's cosine (eq. 17, β clipped at 0.999). */
+ * JSON): `{ kind, alphaBar(t), timestepAt(level) }`, ᾱ_t = ∏_{s ≤ t} (1 − β_s) computed here apart
+ * from the engine, for the paper's linear β or Improved DDPM's cosine (eq. 17, β clipped at 0.999),
+ * and the first t at which ᾱ_t has fallen to `level`. */
 export function modelSchedule(file) {
   const config = /"schedule":(\{"num_train_timesteps":\d+,"beta_schedule":\{[^}]*\})/.exec(readFileSync(file, 'latin1'));
   const { num_train_timesteps: T, beta_schedule: schedule } = JSON.parse(`${config[1]}}`);
@@ -68,7 +69,12 @@ export function modelSchedule(file) {
     for (let i = 0; i <= t; i++) product *= 1 - beta(i);
     return product;
   };
-  return { kind: schedule.kind, alphaBar };
+  const timestepAt = (level) => {
+    let t = 0;
+    while (t < T - 1 && alphaBar(t) > level) t++;
+    return t;
+  };
+  return { kind: schedule.kind, alphaBar, timestepAt };
 }
 
 /** The native CLI's samples for the same settings, as 28×28 u8 images. `interval`: LOW-HIGH or

@@ -6,11 +6,14 @@ import { after, before, describe, test } from 'node:test';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLI, RESULTS, SITE, greyPng, lastFrame, looksLikeADigit, open, startBrowser, tile, waitForState, waitForViews } from './browser.mjs';
+import { CLI, RESULTS, SITE, greyPng, lastFrame, looksLikeADigit, modelSchedule, open, startBrowser, tile, waitForState, waitForViews } from './browser.mjs';
 import { idxImages, maxDifference } from '../grid.mjs';
+import { OPENING_NOISE } from '../../www/js/settings.js';
 
 const TIMEOUT = { timeout: 420_000 };
 const manifest = JSON.parse(readFileSync(join(SITE, 'models/manifest.json'), 'utf8'));
+// Where the views open without a t in the URL: the same noise level ᾱ_t whatever the schedule.
+const schedule = modelSchedule(join(SITE, 'models/mnist.bpk'));
 // The model whose training run shipped its timeline (the default one when it has it).
 const TIMELINE_MODEL = [manifest.models.find((m) => m.name === manifest.default), ...manifest.models].find((m) => m?.checkpoints?.length);
 
@@ -28,7 +31,7 @@ describe('the explanation views', () => {
     await waitForViews(page);
     await page.waitForFunction(() => window.emergeDebug.lesson.curve && window.emergeDebug.lesson.frame);
     const { curve, frame } = await page.evaluate(() => window.emergeDebug.lesson);
-    assert.equal(frame.timestep, 300);
+    assert.equal(frame.timestep, schedule.timestepAt(OPENING_NOISE.views));
     assert.ok(Number.isFinite(frame.noiseLoss) && frame.noiseLoss > 0, `L_simple = ${frame.noiseLoss}`);
     assert.equal(Number(await page.textContent('#learn-loss')).toPrecision(2), frame.noiseLoss.toPrecision(2));
     // Over t, for this digit and this noise: the clean image implied by the guess gets worse as
@@ -151,6 +154,7 @@ describe('the explanation views', () => {
     await page.mouse.move(...at(0.72, 0.25), { steps: 8 });
     await page.mouse.move(...at(0.45, 0.8), { steps: 8 });
     await page.mouse.up();
+    assert.equal(Number(await page.inputValue('#sketch-t')), schedule.timestepAt(OPENING_NOISE.sketch));
     await page.fill('#sketch-t', String(run.t));
     await page.dispatchEvent('#sketch-t', 'input');
     await page.click('#sketch-clean');

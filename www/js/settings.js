@@ -9,6 +9,11 @@ export const DDIM_STEPS = { min: 10, max: 250 };
 // network and about a minute for 32/64/128 (tests/bench.mjs: 203 and 567 ms per step of 16).
 export const CPU_BATCH = 4;
 
+// Where the forward and learning views, and the drawing view, open unless the URL sets t: noise
+// levels ᾱ_t, so that a model with another schedule opens at the same amount of noise. The paper's
+// linear schedule reaches them at t = 300 (√ᾱ ≈ 0.63 of the digit left) and t = 600 (0.16 left).
+export const OPENING_NOISE = Object.freeze({ views: 0.395, sketch: 0.0258 });
+
 export const DEFAULTS = Object.freeze({
   model: '',
   sampler: 'ddim',
@@ -22,8 +27,8 @@ export const DEFAULTS = Object.freeze({
   perDraw: 1,
   autoplay: true,
   backend: 'auto',
-  // The noise level the forward, learning and drawing views open at.
-  t: 300,
+  // The timestep the forward, learning and drawing views open at; null: at OPENING_NOISE.
+  t: null,
   // What embed.html shows: the reverse process (generate), or one of the other views alone.
   view: 'generate',
 });

@@ -17,6 +17,14 @@ export function render(root, html) {
   return (id) => root.querySelector(`#${id}`);
 }
 
+/** Where a view's t slider opens: the URL's t, or the first t at which ᾱ_t has fallen to
+ * `alphaBar` (the same amount of noise whatever the model's schedule). */
+export function openingT(ctx, alphaBar) {
+  if (ctx.settings.t !== null) return ctx.settings.t;
+  const t = ctx.schedule.alphas_cumprod.findIndex((value) => value <= alphaBar);
+  return t < 0 ? ctx.schedule.alphas_cumprod.length - 1 : t;
+}
+
 /** A t slider over the model's timesteps 0..T−1, starting at `t`. */
 export function timestepSlider(slider, limits, t) {
   slider.max = limits.timesteps - 1;

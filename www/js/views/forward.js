@@ -3,7 +3,8 @@
 import { digitPicker } from '../digits.js';
 import { drawRgba } from '../draw.js';
 import { schedulePlot } from '../plot.js';
-import { render, timestepSlider } from './context.js';
+import { OPENING_NOISE } from '../settings.js';
+import { openingT, render, timestepSlider } from './context.js';
 
 const TEMPLATE = `
   <h2>1 · Noise is added, step by step</h2>
@@ -45,7 +46,7 @@ function scheduleName(beta, T) {
  * status, startRun (absent in the embed) }. */
 export function mount(root, ctx) {
   const $ = render(root, TEMPLATE);
-  const slider = timestepSlider($('forward-slider'), ctx.limits, ctx.settings.t);
+  const slider = timestepSlider($('forward-slider'), ctx.limits, openingT(ctx, OPENING_NOISE.views));
   const plot = schedulePlot($('forward-schedule'), ctx.schedule);
   $('schedule-name').innerHTML = scheduleName(ctx.schedule.beta_schedule, ctx.schedule.alphas_cumprod.length);
   let chosen = 0;

@@ -4,7 +4,8 @@
 import { digitPicker } from '../digits.js';
 import { drawRgba } from '../draw.js';
 import { Plot, schedulePlot } from '../plot.js';
-import { render, timestepSlider } from './context.js';
+import { OPENING_NOISE } from '../settings.js';
+import { openingT, render, timestepSlider } from './context.js';
 import { mountTimeline } from './timeline.js';
 
 const CURVE_POINTS = 21;
@@ -49,7 +50,7 @@ const TEMPLATE = `
 /** Mounts the view into `root`; see forward.js for `ctx`. */
 export function mount(root, ctx) {
   const $ = render(root, TEMPLATE);
-  const slider = timestepSlider($('learn-slider'), ctx.limits, ctx.settings.t);
+  const slider = timestepSlider($('learn-slider'), ctx.limits, openingT(ctx, OPENING_NOISE.views));
   const schedule = schedulePlot($('learn-schedule'), ctx.schedule);
   const curve = new Plot($('learn-curve'), { xMax: ctx.limits.timesteps - 1 });
   const state = { digit: 0, seed: ctx.settings.seed, checkpoint: null };

@@ -3,11 +3,8 @@
 
 import { fitImage } from '../digits.js';
 import { drawGrey } from '../draw.js';
-import { DEFAULTS } from '../settings.js';
-import { render, timestepSlider } from './context.js';
-
-/** Where the noise slider starts unless the URL sets t: enough noise for the model to tidy up. */
-const SKETCH_T = 600;
+import { OPENING_NOISE } from '../settings.js';
+import { openingT, render, timestepSlider } from './context.js';
 
 const TEMPLATE = `
   <h2>4 · Clean your own drawing</h2>
@@ -16,7 +13,7 @@ const TEMPLATE = `
   <details><summary>The maths</summary>
     <p>SDEdit (Meng et al. 2021): x<sub>t</sub> = √ᾱ<sub>t</sub> x<sub>sketch</sub> + √(1 − ᾱ<sub>t</sub>) ε, then the reverse
       process from t down to 0 with the sampler, digit and guidance chosen above. The same run on the command line:
-      <code>emerge sample --from sketch.png --t 600</code>.</p>
+      <code>emerge sample --from sketch.png --t <span id="sketch-t-code"></span></code>.</p>
   </details>
   <div class="sketch-row">
     <div>
@@ -88,8 +85,8 @@ export function mount(root, ctx) {
   pad.width = pad.height = size;
   const sketch = new Sketch(size);
   const debug = (window.emergeDebug.sketch = { pixels: null, t: null });
-  const slider = timestepSlider($('sketch-t'), ctx.limits, ctx.settings.t === DEFAULTS.t ? SKETCH_T : ctx.settings.t);
-  const syncT = () => ($('sketch-t-out').textContent = slider.value);
+  const slider = timestepSlider($('sketch-t'), ctx.limits, openingT(ctx, OPENING_NOISE.sketch));
+  const syncT = () => ($('sketch-t-out').textContent = $('sketch-t-code').textContent = slider.value);
   slider.addEventListener('input', syncT);
   syncT();
 
