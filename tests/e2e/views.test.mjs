@@ -105,7 +105,7 @@ describe('the explanation views', () => {
     });
   });
 
-  test('the training timeline: noise at step 0, digits at the end, the size said before downloading', TIMEOUT, async () => {
+  test('the training timeline: noise at step 0, digits at the end, each checkpoint downloaded when reached', TIMEOUT, async () => {
     assert.ok(TIMELINE_MODEL, 'a shipped model must list its training checkpoints');
     const { page, errors, requests } = await open(env, `index.html?autoplay=0&backend=cpu&model=${TIMELINE_MODEL.name}&seed=5`);
     assert.equal(await waitForState(page, ['ready', 'error']), 'ready');
@@ -125,13 +125,16 @@ describe('the explanation views', () => {
       const digits = Array.from({ length: frame.batch }, (_, i) => tile(frame, i)).filter(looksLikeADigit).length;
       return { step, digits, batch: frame.batch };
     };
+    const downloaded = () => requests.filter((url) => url.includes('-timeline/')).map((url) => url.split('/').pop());
     const first = await drawn(null);
     assert.equal(first.step, 0);
+    assert.deepEqual(downloaded(), ['step-0000000.bpk']);
     assert.ok(first.digits <= 2, `the untrained network drew ${first.digits} digit-like images`);
     // The learning view follows the timeline: at step 0 the lesson uses the untrained network.
     await page.waitForFunction(() => window.emergeDebug.lesson.frame?.checkpoint === 0);
     const last = await drawn(TIMELINE_MODEL.checkpoints.length);
     assert.equal(last.step, TIMELINE_MODEL.training_steps);
+    assert.equal(downloaded().length, 1, 'the last position is the model itself: nothing more to download');
     assert.ok(last.digits >= last.batch - 2, `only ${last.digits} of ${last.batch} final samples look like digits`);
     assert.match(await page.textContent('#timeline-step'), /this model/);
     await page.screenshot({ path: join(RESULTS, 'view-timeline.png'), fullPage: true });

@@ -1,6 +1,6 @@
-// Watch it learn: the weights saved during the model's training run (listed in the manifest,
-// downloaded only when asked), a slider over training steps, and the same seed's samples drawn
-// with each. The learning view above follows the slider too.
+// Watch it learn: the weights saved during the model's training run (listed in the manifest), a
+// slider over training steps, and the same seed's samples drawn with each; each checkpoint is
+// downloaded when the slider first reaches it. The learning view above follows the slider too.
 
 import { formatBytes } from '../client.js';
 import { drawRgba } from '../draw.js';
@@ -41,47 +41,59 @@ export function mountTimeline(root, ctx, onCheckpoint) {
   }
   const load = $('timeline-load');
   load.hidden = false;
-  load.textContent = `Load the training timeline: ${steps.length - 1} checkpoints, ${formatBytes(bytes)}`;
-  const indices = [];
+  load.textContent = `Show the training timeline: ${steps.length - 1} checkpoints, ${formatBytes(bytes)}, each downloaded when the slider reaches it`;
+  // The engine's index of each position's checkpoint once downloaded (the last is the model).
+  const indices = new Map([[steps.length - 1, null]]);
+  const slider = $('timeline-slider');
+  let busy = false;
 
-  async function show(position) {
-    const step = steps[position];
-    const checkpoint = position < indices.length ? indices[position] : null;
-    $('timeline-step').textContent = step.label;
+  /** The checkpoint of `position`, downloaded on first use. */
+  async function checkpointAt(position) {
+    if (!indices.has(position)) {
+      const step = steps[position];
+      $('timeline-step').textContent = `${step.label} (downloading ${formatBytes(step.bytes)}…)`;
+      indices.set(position, await ctx.client.request('checkpoint', { url: new URL(step.file, ctx.model.baseUrl).href, bytes: step.bytes }));
+    }
+    return indices.get(position);
+  }
+
+  async function draw(position) {
+    const checkpoint = await checkpointAt(position);
+    $('timeline-step').textContent = steps[position].label;
     $('timeline-seed').textContent = ctx.settings.seed;
     onCheckpoint(checkpoint);
+    const options = engineOptions({ ...ctx.settings, ...TIMELINE_RUN, batch: Math.min(TIMELINE_RUN.batch, ctx.limits.max_batch) }, ctx.limits);
+    const frame = await ctx.client.request('sample', { options, checkpoint });
+    drawRgba($('timeline-samples'), frame.width, frame.height, frame.sample);
+    debug.step = steps[position].step;
+    debug.frame = { width: frame.width, height: frame.height, sample: frame.sample, batch: options.batch };
+    debug.drawn += 1;
+  }
+
+  /** Draws where the slider is; positions it passed over while busy are neither downloaded nor drawn. */
+  async function follow() {
+    if (busy) return;
+    busy = true;
+    let drawn = null;
     try {
-      const options = engineOptions({ ...ctx.settings, ...TIMELINE_RUN, batch: Math.min(TIMELINE_RUN.batch, ctx.limits.max_batch) }, ctx.limits);
-      const frame = await ctx.client.request('sample', { options, checkpoint });
-      drawRgba($('timeline-samples'), frame.width, frame.height, frame.sample);
-      debug.step = step.step;
-      debug.frame = { width: frame.width, height: frame.height, sample: frame.sample, batch: options.batch };
-      debug.drawn += 1;
+      while (drawn !== Number(slider.value)) {
+        drawn = Number(slider.value);
+        await draw(drawn);
+      }
     } catch (error) {
-      ctx.status(error.message, 'error');
+      $('timeline-step').textContent = steps[Number(slider.value)].label;
+      ctx.status(`The training timeline could not be drawn: ${error.message} (move the slider to try again)`, 'error');
+    } finally {
+      busy = false;
     }
   }
 
-  load.onclick = async () => {
-    load.disabled = true;
-    indices.length = 0;
-    try {
-      for (const [i, step] of steps.slice(0, -1).entries()) {
-        load.textContent = `Loading checkpoint ${i + 1} of ${steps.length - 1}…`;
-        indices.push(await ctx.client.request('checkpoint', { url: new URL(step.file, ctx.model.baseUrl).href, bytes: step.bytes }));
-      }
-    } catch (error) {
-      ctx.status(`The training timeline could not be loaded: ${error.message}`, 'error');
-      load.disabled = false;
-      load.textContent = 'Retry loading the training timeline';
-      return;
-    }
+  load.onclick = () => {
     load.hidden = true;
     $('timeline-body').hidden = false;
-    const slider = $('timeline-slider');
     slider.max = steps.length - 1;
     slider.value = 0;
-    slider.addEventListener('input', () => show(Number(slider.value)));
-    show(0);
+    slider.addEventListener('input', follow);
+    follow();
   };
 }
