@@ -42,7 +42,7 @@ measure() {
   case $setting in
     unconditional) args=(--measure unconditional) ;;
     *@*) args=(--measure conditional --guidance "${setting%@*}" --guidance-interval "${setting#*@}") ;;
-    *) args=(--measure conditional --guidance "$setting") ;;
+    *) args=(--measure conditional --guidance "$setting" --guidance-interval all) ;;
   esac
   local start=$SECONDS
   RAYON_NUM_THREADS=1 "$EMERGE" eval --model "$MODEL" --data "$DATA" --count "$COUNT" \
