@@ -64,17 +64,14 @@ export function modelSchedule(file) {
     linear: (i) => schedule.beta_start + (i / (T - 1)) * (schedule.beta_end - schedule.beta_start),
     cosine: (i) => Math.min(1 - f(i + 1) / f(i), 0.999),
   }[schedule.kind];
-  const alphaBar = (t) => {
-    let product = 1;
-    for (let i = 0; i <= t; i++) product *= 1 - beta(i);
-    return product;
+  const alphasCumprod = [];
+  for (let i = 0, product = 1; i < T; i++) alphasCumprod.push((product *= 1 - beta(i)));
+  const reached = (level) => alphasCumprod.findIndex((value) => value <= level);
+  return {
+    kind: schedule.kind,
+    alphaBar: (t) => alphasCumprod[t],
+    timestepAt: (level) => (reached(level) < 0 ? T - 1 : reached(level)),
   };
-  const timestepAt = (level) => {
-    let t = 0;
-    while (t < T - 1 && alphaBar(t) > level) t++;
-    return t;
-  };
-  return { kind: schedule.kind, alphaBar, timestepAt };
 }
 
 /** The native CLI's samples for the same settings, as 28×28 u8 images. `interval`: LOW-HIGH or
