@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Training on a GPU machine, in one time-boxed run: the recipe comparison (short runs that each
-# change one thing from the shipped recipe, same seed and same number of steps), two longer runs
+# change one thing from the baseline recipe, same seed and same number of steps), two longer runs
 # of the recipe the CPU screen kept (batch 64 and 128) that export EMA checkpoints for the page's
 # training timeline, and `emerge eval` of everything (1000 samples; guidance sweeps with and
 # without an interval for the long runs). All runs train at once: a training step is
@@ -38,19 +38,18 @@ say() { printf '%s\n' "$@" | tee -a "$WORK/summary.md"; }
 DATA=$DIR/mnist
 CLASSIFIER=$DIR/models/mnist-classifier.bpk
 
-# The recipe arms: SHIPPED and SHORT (name|arguments).
+# The recipe arms: BASELINE, SHORT (name|arguments), and KEPT: what the 600-step screen on the
+# CPU kept (tools/recipe-compare.sh; the model card's table).
 # shellcheck source=tools/recipe-arms.sh
 source "$DIR/recipe-arms.sh"
-# What the 600-step screen on the CPU kept (tools/recipe-compare.sh; the model card's table).
-COMBINED="$SHIPPED --channels 32,64,128 --lr 2e-3 --schedule cosine"
 LONG=(
-  "long-kept|$COMBINED"
-  "long-kept-batch-128|$COMBINED --batch-size 128"
+  "long-kept|$KEPT"
+  "long-kept-batch-128|$KEPT --batch-size 128"
 )
 TIMELINE=0,250,500,1000,2000,4000
 if [ "$QUICK" = 1 ]; then
   SHORT=("${SHORT[@]:0:2}")
-  LONG=("long-quick|$SHIPPED")
+  LONG=("long-quick|$BASELINE")
   TIMELINE=0,2
 fi
 # Nothing new starts after this moment, so the results are packed in time.

@@ -12,7 +12,11 @@
 # table.md. A setting already measured is not measured again, so the script can be stopped and
 # run again. EMERGE: the binary (default target/release/emerge);
 # WORKERS: evaluations at once (default nproc); COUNT: samples per measurement (default 1000);
-# STEPS: DDIM steps (default 50, the page's); BATCH: images sampled at once (default 100).
+# STEPS: DDIM steps (default 50, the page's); ETA: DDIM's η (default 1: fresh noise at every
+# step, as in DDPM; 0: deterministic); BATCH: images sampled at once (default 100);
+# DEVICE: cpu (default) or gpu (then use WORKERS=1 and a larger BATCH, e.g. 500). Measuring needs
+# only the binary; table.md needs jq, so on a machine without it run the script again where jq
+# is, on the returned OUT (nothing is measured twice).
 set -euo pipefail
 TOOLS=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$TOOLS")
@@ -27,7 +31,9 @@ EMERGE=${EMERGE:-$ROOT/target/release/emerge}
 WORKERS=${WORKERS:-$(nproc)}
 COUNT=${COUNT:-1000}
 STEPS=${STEPS:-50}
+ETA=${ETA:-1}
 BATCH=${BATCH:-100}
+DEVICE=${DEVICE:-cpu}
 [ -f "$MODEL" ] || { echo "no model file at $MODEL" >&2; exit 1; }
 for setting in "${SETTINGS[@]}"; do
   [[ $setting =~ ^(unconditional|[0-9]+([.][0-9]+)?(@[0-9]+:[0-9]+)?)$ ]] ||
@@ -44,12 +50,9 @@ measure() {
     *@*) args=(--measure conditional --guidance "${setting%@*}" --guidance-interval "${setting#*@}") ;;
     *) args=(--measure conditional --guidance "$setting" --guidance-interval all) ;;
   esac
-  local start=$SECONDS
-  RAYON_NUM_THREADS=1 "$EMERGE" eval --model "$MODEL" --data "$DATA" --count "$COUNT" \
-    --steps "$STEPS" --seed 0 --batch "$BATCH" "${args[@]}" --json "$json.partial" \
+  RAYON_NUM_THREADS=1 "$EMERGE" eval --device "$DEVICE" --model "$MODEL" --data "$DATA" \
+    --count "$COUNT" --steps "$STEPS" --eta "$ETA" --seed 0 --batch "$BATCH" "${args[@]}" --json "$json" \
     >"$OUT/logs/$setting.log" 2>&1
-  jq --argjson seconds $((SECONDS - start)) '. + {seconds: $seconds}' "$json.partial" >"$json"
-  rm "$json.partial"
 }
 
 if [ "${SWEEP_SETTING:-}" ]; then
@@ -60,7 +63,8 @@ fi
 failed=0
 printf '%s\n' "${SETTINGS[@]}" |
   xargs -P "$WORKERS" -I{} env SWEEP_SETTING={} EMERGE="$EMERGE" COUNT="$COUNT" STEPS="$STEPS" \
-    BATCH="$BATCH" bash "$0" "$MODEL" "$DATA" "$OUT" || failed=1
+    ETA="$ETA" BATCH="$BATCH" DEVICE="$DEVICE" bash "$0" "$MODEL" "$DATA" "$OUT" || failed=1
+command -v jq >/dev/null || { echo "no jq here: table.md not written (run again where jq is)" >&2; exit "$failed"; }
 
 # table.md: the unconditional line (when asked for), then one row per guidance setting in the
 # order given.
@@ -68,7 +72,7 @@ printf '%s\n' "${SETTINGS[@]}" |
   if [[ " ${SETTINGS[*]} " == *" unconditional "* ]] && [ -f "$OUT/evals/unconditional.json" ]; then
     jq -r -L "$TOOLS" 'include "eval-format"; .frechet_floor_train_vs_test as $floor
       | "Unconditional samples (w = 0, \(.settings.count) of them): Fréchet distance \(.frechet_unconditional | frechet($floor)), "
-      + "per class 0–9 \(.unconditional_histogram | map(tostring) | join(" / ")) (\(.seconds) s).\n"' \
+      + "per class 0–9 \(.unconditional_histogram | map(tostring) | join(" / ")) (\(.seconds | round) s, \(.device // "Flex (CPU)")).\n"' \
       "$OUT/evals/unconditional.json"
   fi
   echo "| w | applied at | samples | conditional accuracy | per digit 0–9 | Fréchet distance (× floor) | time |"
@@ -86,10 +90,10 @@ printf '%s\n' "${SETTINGS[@]}" |
       | (.settings.guidance_interval | if . then "\(.[0]) ≤ t ≤ \(.[1])" else "every step" end) as $where
       | "| \(.settings.guidance) | \($where) | \(.settings.count) | \(.conditional_accuracy | pct) | "
         + "\(.conditional_accuracy_per_digit | per_digit) | "
-        + "\(.frechet_conditional | frechet($floor)) | \(.seconds) s |"' "$json"
+        + "\(.frechet_conditional | frechet($floor)) | \(.seconds | round) s (\(.device // "Flex (CPU)")) |"' "$json"
   done
   echo
-  echo "DDIM $STEPS steps (η = 1), seed 0, batches of $BATCH; the floor at each count is the Fréchet distance of as many training images to the test set."
+  echo "DDIM $STEPS steps (η = $ETA), seed 0, batches of $BATCH; the floor at each count is the Fréchet distance of as many training images to the test set."
 } >"$OUT/table.md"
 cat "$OUT/table.md"
 if [ "$failed" = 1 ]; then

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The recipe comparison (issue 13) on the CPU: one short run per arm of tools/recipe-arms.sh (the
-# shipped recipe and one change each), all with the same seed and the same number of steps, each
+# baseline and one change each), all with the same seed and the same number of steps, each
 # scored by `emerge eval` on its EMA weights (1000 samples, DDIM with η = 1, w = 1.25, seed 0),
-# plus the shipped arm's raw weights (EMA against none). The runs go side by side, one thread
+# plus the baseline arm's raw weights (EMA against none). The runs go side by side, one thread
 # each: on 2 cores two single-threaded runs made 1.8× the steps per second of one run on both.
 #
 #   tools/recipe-compare.sh DATA RUNS [STEPS]        (STEPS per run, default 600)
@@ -27,7 +27,7 @@ CLASSIFIER=$ROOT/crates/emerge/assets/mnist-classifier.bpk
 source "$TOOLS/recipe-arms.sh"
 mkdir -p "$RUNS/evals" "$RUNS/logs"
 
-# Trains arm $1 (resuming it where it stopped) and evaluates its final EMA weights; the shipped
+# Trains arm $1 (resuming it where it stopped) and evaluates its final EMA weights; the baseline
 # arm's raw weights too. One thread each, so that WORKERS of them share the cores.
 run_arm() {
   local name=$1 spec="" entry
@@ -43,7 +43,7 @@ run_arm() {
       --sample-every 0 --checkpoint-every 100 --quiet $spec "${resume[@]}" >>"$RUNS/logs/$name.train.log" 2>&1
   fi
   evaluate "$name" "$dir/checkpoints/$final/ema.bpk"
-  [ "$name" = shipped ] && evaluate shipped-no-ema "$dir/checkpoints/$final/model.bpk"
+  [ "$name" = baseline ] && evaluate baseline-no-ema "$dir/checkpoints/$final/model.bpk"
   return 0
 }
 
@@ -60,7 +60,7 @@ if [ "${RECIPE_ARM:-}" ]; then
   exit
 fi
 
-# The slowest runs start first (step times on one thread relative to the shipped arm, measured
+# The slowest runs start first (step times on one thread relative to the baseline arm, measured
 # here: wide 2.6×, batch 128 2.0×, two blocks per level 1.4×), so the workers finish together.
 order=(wide-32-64-128 batch-128 deep-2-blocks)
 for entry in "${SHORT[@]}"; do
@@ -71,13 +71,13 @@ printf '%s\n' "${order[@]}" |
   xargs -P "$WORKERS" -I{} env RECIPE_ARM={} EMERGE="$EMERGE" EVAL_STEPS="$EVAL_STEPS" \
     EVAL_COUNT="$EVAL_COUNT" bash "$0" "$DATA" "$RUNS" "$STEPS" || failed=1
 
-# table.md: one row per arm, the shipped recipe first.
+# table.md: one row per arm, the baseline first.
 {
   echo "| arm | arguments to \`emerge train\` | accuracy (w = 1.25) | weakest digit | Fréchet conditional | Fréchet unconditional | training time |"
   echo "| --- | --- | --- | --- | --- | --- | --- |"
-  for entry in "${SHORT[@]}" "shipped-no-ema|$SHIPPED"; do
+  for entry in "${SHORT[@]}" "baseline-no-ema|$BASELINE"; do
     name=${entry%%|*} change=${entry#*|} label=${entry%%|*}
-    [ "$name" = shipped-no-ema ] && label="shipped, raw weights (no EMA)"
+    [ "$name" = baseline-no-ema ] && label="baseline, raw weights (no EMA)"
     json=$RUNS/evals/$name.json
     [ -f "$json" ] || { echo "| $label | \`$change\` | not measured | | | | |"; continue; }
     run=$RUNS/${name%-no-ema}

@@ -3,6 +3,7 @@
 //! samples per digit, and the class histogram of unconditional samples.
 
 use std::path::Path;
+use std::time::Instant;
 
 use anyhow::Result;
 use burn::tensor::Device;
@@ -12,6 +13,7 @@ use emerge_core::{Guidance, ModelConfig, SamplerKind, UNet};
 use serde::Serialize;
 
 use crate::classifier::{self, Classifier, FEATURES};
+use crate::devices::OpenedDevice;
 use crate::frechet::frechet_distance;
 use crate::mnist::{self, Split};
 use crate::sample::{self, SampleRequest};
@@ -61,6 +63,10 @@ pub struct EvalReport {
     pub conditional_accuracy_per_digit: Option<Vec<f64>>,
     /// Unconditional samples per predicted class.
     pub unconditional_histogram: Option<Vec<usize>>,
+    /// Where the network and the classifier ran (e.g. "Flex (CPU)", or the GPU's name).
+    pub device: String,
+    /// Wall time of the whole evaluation: loading, sampling and scoring.
+    pub seconds: f64,
 }
 
 /// Draws `request.count` samples in batches of `batch` and returns them as u8 images.
@@ -160,8 +166,10 @@ pub fn evaluate(
     data_dir: &Path,
     classifier_path: Option<&Path>,
     mut settings: EvalSettings,
-    device: &Device,
+    opened: &OpenedDevice,
 ) -> Result<EvalReport> {
+    let start = Instant::now();
+    let device = &opened.device;
     let (config, unet) = crate::model_file::load(model_path, device)?;
     let steps = *settings.steps.get_or_insert(match settings.sampler {
         SamplerKind::Ddpm => config.schedule.num_train_timesteps,
@@ -229,6 +237,8 @@ pub fn evaluate(
         frechet_unconditional: unconditional.as_ref().map(|u| u.0),
         unconditional_histogram: unconditional.map(|u| u.1),
         settings,
+        device: opened.label.clone(),
+        seconds: start.elapsed().as_secs_f64(),
     })
 }
 
@@ -280,6 +290,10 @@ pub fn table(report: &EvalReport) -> String {
                 .join(" / ")
         );
     }
+    out += &format!(
+        "| computed on | {} in {:.0} s |\n",
+        report.device, report.seconds
+    );
     out
 }
 
@@ -358,7 +372,7 @@ mod tests {
                 &dir,
                 None,
                 settings(measured),
-                &Device::flex(),
+                &OpenedDevice::cpu(),
             )
         };
 
@@ -382,12 +396,15 @@ mod tests {
             unconditional.frechet_unconditional,
             both.frechet_unconditional
         );
+        assert_eq!(unconditional.device, "Flex (CPU)");
+        assert!(unconditional.seconds > 0.0);
         let histogram = unconditional.unconditional_histogram.as_ref().unwrap();
         assert_eq!(histogram.iter().sum::<usize>(), 10);
         assert_eq!(unconditional.conditional_accuracy, None);
         assert!(!table(&unconditional).contains("conditional samples (w"));
         assert!(table(&both).contains("conditional samples (w = 2)"));
         assert!(table(&both).contains("unconditional samples per class"));
+        assert!(table(&both).contains("| computed on | Flex (CPU) in "));
 
         let classless = untrained_model(&dir, false);
         let error = evaluate(
@@ -395,7 +412,7 @@ mod tests {
             &dir,
             None,
             settings(Measured::Conditional),
-            &Device::flex(),
+            &OpenedDevice::cpu(),
         )
         .unwrap_err();
         assert!(error.to_string().contains("takes no class"), "{error}");

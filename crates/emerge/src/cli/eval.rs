@@ -29,7 +29,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         &args.data,
         args.classifier.as_deref(),
         settings,
-        &crate::devices::open(args.device.choice)?.device,
+        &crate::devices::open(args.device.choice)?,
     )?;
     print!("{}", crate::eval::table(&report));
     if let Some(path) = args.json {
