@@ -20,7 +20,7 @@ from diffusers import UNet2DModel
 NETWORKS = {
     # emerge's `mnist` preset, written as diffusers' config
     "mnist": dict(
-        sample_size=28, in_channels=1, out_channels=1, block_out_channels=(16, 32, 64), layers_per_block=1,
+        sample_size=28, in_channels=1, out_channels=1, block_out_channels=(32, 64, 128), layers_per_block=1,
         down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
         up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), norm_num_groups=8, norm_eps=1e-5,
         attention_head_dim=32, flip_sin_to_cos=True, freq_shift=0, downsample_padding=1, num_class_embeds=11,

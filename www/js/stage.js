@@ -14,7 +14,7 @@ export function chooseModel(manifest, name, notes) {
   return manifest.models.find((m) => m.name === manifest.default);
 }
 
-/** "mnist · 28×28 grey · 1.4 MB": what a visitor sees of a model before downloading it. */
+/** "mnist · 28×28 grey · 5.5 MB": what a visitor sees of a model before downloading it. */
 export function describeModel(model) {
   const colours = model.channels === 3 ? 'colour' : model.channels === 1 ? 'grey' : `${model.channels} channels`;
   return `${model.name} · ${model.image_size}×${model.image_size} ${colours} · ${formatBytes(model.bytes)}`;

@@ -1,5 +1,5 @@
 //! Where a command's model comes from: the file the user names, or the shipped MNIST model, which
-//! is built into the binary (1.4 MB) so that an installed `emerge` samples from any directory.
+//! is built into the binary (5.5 MB) so that an installed `emerge` samples from any directory.
 
 use std::path::Path;
 
@@ -27,7 +27,7 @@ mod tests {
     fn the_built_in_model_is_the_shipped_mnist_model() {
         let (config, unet) = load(None, &Device::flex()).unwrap();
         assert_eq!(config.unet, emerge_core::UNetConfig::mnist());
-        assert_eq!(burn::module::Module::num_params(&unet), 687_473);
+        assert_eq!(burn::module::Module::num_params(&unet), 2_736_353);
     }
 
     #[test]

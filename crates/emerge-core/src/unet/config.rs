@@ -64,13 +64,13 @@ impl UNetConfig {
     }
 
     /// The model the page ships: 28×28 MNIST digits, class-conditional with a null class,
-    /// sized to train on a 2-core CPU in about two hours.
+    /// sized so that 6000 steps of batch 64 draw clean digits (about 5.5 hours on a 2-core CPU).
     pub fn mnist() -> Self {
         Self {
             in_channels: 1,
             out_channels: 1,
             sample_size: 28,
-            block_out_channels: vec![16, 32, 64],
+            block_out_channels: vec![32, 64, 128],
             layers_per_block: 1,
             attention_resolutions: vec![7],
             norm_num_groups: 8,
