@@ -18,11 +18,11 @@ const shoot = async (name, path, act) => {
   await page.close();
 };
 try {
-  await shoot('forward', 'embed.html?view=forward&backend=cpu&t=350', async (page) => {
+  await shoot('forward', 'embed.html?view=forward&backend=cpu&t=640', async (page) => {
     await waitForState(page, ['ready']);
-    await page.waitForFunction(() => document.getElementById('forward-t').textContent === '350');
+    await page.waitForFunction(() => document.getElementById('forward-t').textContent === '640');
   });
-  await shoot('learn', 'embed.html?view=learn&backend=cpu&t=400&seed=3', async (page) => {
+  await shoot('learn', 'embed.html?view=learn&backend=cpu&t=700&seed=3', async (page) => {
     await waitForState(page, ['ready']);
     await page.waitForFunction(() => window.emergeDebug.lesson?.curve && window.emergeDebug.lesson.frame);
     await page.click('#timeline-load');
