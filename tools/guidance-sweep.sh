@@ -14,7 +14,7 @@
 # WORKERS: evaluations at once (default nproc); COUNT: samples per measurement (default 1000);
 # STEPS: DDIM steps (default 50, the page's); ETA: DDIM's η (default 1: fresh noise at every
 # step, as in DDPM; 0: deterministic); BATCH: images sampled at once (default 100);
-# DEVICE: cpu (default) or gpu (then use WORKERS=1 and a larger BATCH, e.g. 500). Measuring needs
+# DEVICE: cpu (default) or gpu (then WORKERS=2 and BATCH=500: two at once keep an H100 busy). Measuring needs
 # only the binary; table.md needs jq, so on a machine without it run the script again where jq
 # is, on the returned OUT (nothing is measured twice).
 set -euo pipefail
