@@ -72,19 +72,21 @@ step "(b) native reference for the Dawn run (Flex)" 60 ./emerge sample --model "
 step "(b) the page's engine on Dawn: DDIM 10 steps, batch 2, digit 3, seed 7, w = 2" 120 "$NODE" dawn/harness.mjs "${DAWN[@]}" \
   --sampler ddim --eta 1 --steps 10 --batch 2 --class 3 --seed 7 --guidance 2 --expect "$DIR/native.idx"
 
-# --- (c) timings: the page's default run and the paper's DDPM, natively and through Dawn -----
+# --- (c) timings: DDIM 50, DPM-Solver++(2M) 20 and the paper's DDPM, natively and through Dawn --
 if [ "$QUICK" = 1 ]; then
   RUNS=("ddim 10 2")
 else
-  RUNS=("ddim 50 16" "ddpm 1000 16")
+  RUNS=("ddim 50 16" "dpmpp_2m 20 16" "ddpm 1000 16")
 fi
 for run in "${RUNS[@]}"; do
   read -r sampler steps batch <<<"$run"
+  eta=()
+  [ "$sampler" != ddim ] || eta=(--eta 1) # η is DDIM's alone
   devices=(gpu cpu)
   [ "$steps" -le 50 ] || devices=(gpu) # Flex would need minutes for 1000 steps
   for device in "${devices[@]}"; do
     step "(c) native $device: $sampler $steps steps, batch $batch, w = 1.25" 120 ./emerge sample --device "$device" \
-      --model "$MODEL" --sampler "$sampler" --eta 1 --steps "$steps" --count "$batch" --guidance 1.25 --class 7 \
+      --model "$MODEL" --sampler "$sampler" "${eta[@]}" --steps "$steps" --count "$batch" --guidance 1.25 --class 7 \
       --out "$DIR/timing-$device-$sampler.idx"
   done
   step "(c) Dawn: $sampler $steps steps, batch $batch, w = 1.25, a frame read back every step" 150 "$NODE" \

@@ -149,9 +149,9 @@ export WORK DEVICE DATA CLASSIFIER EVAL_COUNT DEADLINE
 # Guidance cases, most telling first (the deadline may stop a queue): the default w, a banded
 # w = 2, no guidance, … The bands are those of tools/guidance-sweep.sh for the cosine schedule
 # the kept recipe trains with: t ≤ 560 spans the noise levels of the linear schedule's t ≤ 300.
-GUIDANCE_CASES=("w1.25|--guidance 1.25" "w2-band0-560|--guidance 2 --guidance-interval 0:560" "w1|--guidance 1"
-  "w2|--guidance 2" "w3-band0-560|--guidance 3 --guidance-interval 0:560" "w1.5|--guidance 1.5" "w3|--guidance 3"
-  "w2-band0-300|--guidance 2 --guidance-interval 0:300" "w3-band0-300|--guidance 3 --guidance-interval 0:300")
+GUIDANCE_CASES=("w1.25|--guidance 1.25" "w2-band0-560|--guidance 2 --guidance-interval 0-560" "w1|--guidance 1"
+  "w2|--guidance 2" "w3-band0-560|--guidance 3 --guidance-interval 0-560" "w1.5|--guidance 1.5" "w3|--guidance 3"
+  "w2-band0-300|--guidance 2 --guidance-interval 0-300" "w3-band0-300|--guidance 3 --guidance-interval 0-300")
 
 # --- models trained elsewhere (models/candidates/*.bpk): evaluated first, one at a time --------
 # The page's default, the guidance sweep, then the paper's DDPM with all T steps (300 samples:

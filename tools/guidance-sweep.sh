@@ -6,7 +6,7 @@
 #
 #   tools/guidance-sweep.sh MODEL DATA OUT [SETTING…]
 #
-# A SETTING is W (every step), W@LOW:HIGH, or the word unconditional; the default list is below
+# A SETTING is W (every step), W@LOW-HIGH, or the word unconditional; the default list is below
 # (its bands: t ≤ 300, and t ≤ 560, which under the cosine schedule spans the noise levels that
 # t ≤ 300 spans under the linear one, ᾱ_t ≥ 0.39). OUT receives evals/<setting>.json, logs/ and
 # table.md. A setting already measured is not measured again, so the script can be stopped and
@@ -26,7 +26,7 @@ DATA=$(cd "${2:?$usage}" && pwd)
 OUT=$(mkdir -p "${3:?$usage}" && cd "$3" && pwd)
 shift 3
 SETTINGS=("$@")
-[ ${#SETTINGS[@]} -gt 0 ] || SETTINGS=(unconditional 1 1.25 1.5 2 3 2@0:300 3@0:300 2@0:560 3@0:560)
+[ ${#SETTINGS[@]} -gt 0 ] || SETTINGS=(unconditional 1 1.25 1.5 2 3 2@0-300 3@0-300 2@0-560 3@0-560)
 EMERGE=${EMERGE:-$ROOT/target/release/emerge}
 WORKERS=${WORKERS:-$(nproc)}
 COUNT=${COUNT:-1000}
@@ -36,12 +36,12 @@ BATCH=${BATCH:-100}
 DEVICE=${DEVICE:-cpu}
 [ -f "$MODEL" ] || { echo "no model file at $MODEL" >&2; exit 1; }
 for setting in "${SETTINGS[@]}"; do
-  [[ $setting =~ ^(unconditional|[0-9]+([.][0-9]+)?(@[0-9]+:[0-9]+)?)$ ]] ||
-    { echo "'$setting' is not W, W@LOW:HIGH (e.g. 2@0:300) or unconditional" >&2; exit 1; }
+  [[ $setting =~ ^(unconditional|[0-9]+([.][0-9]+)?(@[0-9]+-[0-9]+)?)$ ]] ||
+    { echo "'$setting' is not W, W@LOW-HIGH (e.g. 2@0-300) or unconditional" >&2; exit 1; }
 done
 mkdir -p "$OUT/evals" "$OUT/logs"
 
-# Measures one setting ("unconditional", W or W@LOW:HIGH) unless its report is there.
+# Measures one setting ("unconditional", W or W@LOW-HIGH) unless its report is there.
 measure() {
   local setting=$1 json=$OUT/evals/$1.json args
   [ -f "$json" ] && return 0
@@ -51,7 +51,7 @@ measure() {
     *) args=(--measure conditional --guidance "$setting" --guidance-interval all) ;;
   esac
   RAYON_NUM_THREADS=1 "$EMERGE" eval --device "$DEVICE" --model "$MODEL" --data "$DATA" \
-    --count "$COUNT" --steps "$STEPS" --eta "$ETA" --seed 0 --batch "$BATCH" "${args[@]}" --json "$json" \
+    --count "$COUNT" --sampler ddim --steps "$STEPS" --eta "$ETA" --seed 0 --batch "$BATCH" "${args[@]}" --json "$json" \
     >"$OUT/logs/$setting.log" 2>&1
 }
 
@@ -71,7 +71,7 @@ command -v jq >/dev/null || { echo "no jq here: table.md not written (run again 
 {
   if [[ " ${SETTINGS[*]} " == *" unconditional "* ]] && [ -f "$OUT/evals/unconditional.json" ]; then
     jq -r -L "$TOOLS" 'include "eval-format"; .frechet_floor_train_vs_test as $floor
-      | "Unconditional samples (w = 0, \(.settings.count) of them): Fréchet distance \(.frechet_unconditional | frechet($floor)), "
+      | "Unconditional samples (w = 0, \(.settings.request.images) of them): Fréchet distance \(.frechet_unconditional | frechet($floor)), "
       + "per class 0–9 \(.unconditional_histogram | map(tostring) | join(" / ")) (\(.seconds | round) s, \(.device // "Flex (CPU)")).\n"' \
       "$OUT/evals/unconditional.json"
   fi
@@ -87,8 +87,8 @@ command -v jq >/dev/null || { echo "no jq here: table.md not written (run again 
       continue
     fi
     jq -r -L "$TOOLS" 'include "eval-format"; .frechet_floor_train_vs_test as $floor
-      | (.settings.guidance_interval | if . then "\(.[0]) ≤ t ≤ \(.[1])" else "every step" end) as $where
-      | "| \(.settings.guidance) | \($where) | \(.settings.count) | \(.conditional_accuracy | pct) | "
+      | (.settings.request.guidance.interval | if . then "\(.[0]) ≤ t ≤ \(.[1])" else "every step" end) as $where
+      | "| \(.settings.request.guidance.scale) | \($where) | \(.settings.request.images) | \(.conditional_accuracy | pct) | "
         + "\(.conditional_accuracy_per_digit | per_digit) | "
         + "\(.frechet_conditional | frechet($floor)) | \(.seconds | round) s (\(.device // "Flex (CPU)")) |"' "$json"
   done

@@ -51,7 +51,7 @@ evaluate() {
   local name=$1 model=$2
   [ -f "$RUNS/evals/$name.json" ] && return 0
   RAYON_NUM_THREADS=1 "$EMERGE" eval --model "$model" --data "$DATA" --classifier "$CLASSIFIER" \
-    --count "$EVAL_COUNT" --steps "$EVAL_STEPS" --guidance 1.25 --seed 0 --batch 100 \
+    --count "$EVAL_COUNT" --sampler ddim --eta 1 --steps "$EVAL_STEPS" --guidance 1.25 --seed 0 --batch 100 \
     --json "$RUNS/evals/$name.json" >"$RUNS/logs/$name.eval.log" 2>&1
 }
 

@@ -17,9 +17,10 @@ import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { samplingRequest } from '../../www/js/settings.js';
 import { idxImages, maxDifference, tile } from '../grid.mjs';
 
-const USAGE = 'usage: harness.mjs --pkg DIR --model FILE [--dawn dawn.node] [--sampler ddim|ddpm] [--steps N] [--eta E] [--batch N] [--class C] [--seed S] [--guidance W] [--per-draw N] [--expect native.idx] [--tolerance 6] [--json out.json]';
+const USAGE = 'usage: harness.mjs --pkg DIR --model FILE [--dawn dawn.node] [--sampler ddim|ddpm|dpmpp_2m|sde_dpmpp_2m] [--steps N] [--eta E] [--batch N] [--class C] [--seed S] [--guidance W] [--per-draw N] [--expect native.idx] [--tolerance 6] [--json out.json]';
 
 function options() {
   try {
@@ -50,14 +51,17 @@ function options() {
       pkg: resolve(values.pkg),
       model: resolve(values.model),
       dawn: values.dawn && resolve(values.dawn),
-      request: {
+      // The page's settings, turned into a request by the page's own function once the model's
+      // limits are known.
+      settings: {
         sampler: values.sampler,
         steps: number('steps'),
         eta: number('eta'),
         seed: number('seed'),
         batch: number('batch'),
-        class: values.class === undefined ? null : number('class'),
+        class: values.class === undefined ? 'any' : number('class'),
         guidance: number('guidance'),
+        interval: 'all',
       },
       perDraw: number('per-draw'),
       expect: values.expect,
@@ -159,7 +163,8 @@ async function main() {
   // As the page's worker: start, then step() and read a frame back until the run is done.
   t = now();
   const atStart = { ...calls };
-  const total = engine.start(JSON.stringify(o.request));
+  const request = samplingRequest(o.settings, JSON.parse(engine.limits));
+  const total = engine.start(JSON.stringify(request));
   let frame = await engine.step(o.perDraw);
   timings.first_frame_ms = now() - t;
   const afterFirst = now();
@@ -178,7 +183,7 @@ async function main() {
   const result = {
     adapter: device.adapter,
     backend: device.backend,
-    request: o.request,
+    request,
     steps: frame.step,
     frames,
     timings,
@@ -189,9 +194,9 @@ async function main() {
   if (frame.step !== total) errors.push(`the run stopped at step ${frame.step} of ${total}`);
   if (o.expect) {
     if (channels !== 1) throw new Error('--expect compares grey (one-channel) models only');
-    const grid = { sample: frame.sample, width: frame.width, batch: o.request.batch };
+    const grid = { sample: frame.sample, width: frame.width, batch: request.images };
     const native = idxImages(readFileSync(o.expect));
-    const mine = Array.from({ length: o.request.batch }, (_, i) => tile(grid, i, size));
+    const mine = Array.from({ length: request.images }, (_, i) => tile(grid, i, size));
     result.max_difference = Math.max(...mine.map((image, i) => maxDifference(image, native[i] ?? [])));
     result.tolerance = o.tolerance;
   }

@@ -74,14 +74,16 @@ export function modelSchedule(file) {
   };
 }
 
-/** The native CLI's samples for the same settings, as 28×28 u8 images. `interval`: LOW-HIGH or
- * all; absent, the CLI's default (which the page takes from the manifest). */
-export function nativeSamples({ seed, steps, count, digit, guidance, interval }) {
-  const out = join(RESULTS, `native-${seed}-${steps}-${count}-${digit}-${guidance}-${interval ?? 'default'}.idx`);
+/** The native CLI's samples for the same settings, as 28×28 u8 images. `sampler` (the page's
+ * name) and `eta` default to DDIM with η = 1; `interval`: LOW-HIGH or all; absent, the model's
+ * recommended one (which the page takes from the manifest). */
+export function nativeSamples({ seed, steps, count, digit, guidance, interval, sampler = 'ddim', eta = 1 }) {
+  const out = join(RESULTS, `native-${sampler}-${seed}-${steps}-${count}-${digit}-${guidance}-${interval ?? 'default'}.idx`);
   execFileSync(CLI, [
-    'sample', '--model', join(SITE, 'models/mnist.bpk'), '--sampler', 'ddim', '--eta', '1', '--steps', String(steps),
+    'sample', '--model', join(SITE, 'models/mnist.bpk'), '--sampler', sampler,
+    ...(sampler === 'ddim' ? ['--eta', String(eta)] : []), '--steps', String(steps),
     '--count', String(count), '--seed', String(seed), '--class', String(digit), '--guidance', String(guidance), '--out', out,
-    ...(interval ? ['--guidance-interval', interval.replace('-', ':')] : []),
+    ...(interval ? ['--guidance-interval', interval] : []),
   ]);
   return idxImages(readFileSync(out));
 }

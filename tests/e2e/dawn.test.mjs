@@ -1,5 +1,5 @@
 // The page's engine (the built site's pkg/) on Dawn, Chrome's WebGPU implementation, outside the
-// browser: the same request as the browser test, compared with the native CLI. Without a GPU the
+// browser: SDE-DPM-Solver++(2M) (the browser test runs DDIM), compared with the native CLI. Without a GPU the
 // Vulkan loader is pointed at the SwiftShader driver Debian's chromium package ships.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -15,7 +15,7 @@ test('the page engine on Dawn draws the native CLI’s digits', { timeout: 420_0
   assert.ok(CLI, 'EMERGE_CLI must point at the native emerge binary');
   const native = join(RESULTS, 'dawn-native.idx');
   execFileSync(CLI, [
-    'sample', '--model', join(SITE, 'models/mnist.bpk'), '--sampler', 'ddim', '--eta', '1',
+    'sample', '--model', join(SITE, 'models/mnist.bpk'), '--sampler', 'sde_dpmpp_2m',
     '--steps', String(RUN.steps), '--count', String(RUN.count), '--seed', String(RUN.seed),
     '--class', String(RUN.digit), '--guidance', String(RUN.guidance), '--out', native,
   ]);
@@ -27,7 +27,7 @@ test('the page engine on Dawn draws the native CLI’s digits', { timeout: 420_0
   try {
     output = execFileSync(process.execPath, [
       harness, '--pkg', join(SITE, 'pkg'), '--model', join(SITE, 'models/mnist.bpk'),
-      '--sampler', 'ddim', '--eta', '1', '--steps', String(RUN.steps), '--batch', String(RUN.count),
+      '--sampler', 'sde_dpmpp_2m', '--steps', String(RUN.steps), '--batch', String(RUN.count),
       '--class', String(RUN.digit), '--seed', String(RUN.seed), '--guidance', String(RUN.guidance),
       '--expect', native, '--json', report,
     ], { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });

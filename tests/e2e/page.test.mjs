@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { CLI, RESULTS, SITE, foreignRequests, lastFrame, looksLikeADigit, modelSchedule, nativeSamples, open, startBrowser, tile, waitForState, waitForViews } from './browser.mjs';
 
 const RUN = { seed: 7, steps: 10, count: 2, digit: 3, guidance: 2 };
-const RUN_QUERY = `seed=${RUN.seed}&steps=${RUN.steps}&batch=${RUN.count}&class=${RUN.digit}&guidance=${RUN.guidance}`;
+const RUN_QUERY = `sampler=ddim&eta=1&seed=${RUN.seed}&steps=${RUN.steps}&batch=${RUN.count}&class=${RUN.digit}&guidance=${RUN.guidance}`;
 const TIMEOUT = { timeout: 420_000 };
 
 let env;
@@ -94,7 +94,7 @@ describe('the demo page', () => {
       const response = await route.fetch();
       const manifest = await response.json();
       const mnist = manifest.models.find((m) => m.name === 'mnist');
-      Object.assign(mnist, { default_sampler: 'ddim', default_steps: 20, default_guidance: 1.5 });
+      mnist.recommended = { ...mnist.recommended, sampler: { kind: 'ddim', eta: 1 }, steps: 20, guidance: { scale: 1.5, interval: null } };
       await route.fulfill({ response, json: manifest });
     });
     const page = await context.newPage();
@@ -196,6 +196,23 @@ describe('the demo page', () => {
     assert.equal(await waitForState(page, ['complete', 'error'], 60_000), 'error');
     assert.match(await page.textContent('#status-message'), /injected step failure/);
     await context.close();
+  });
+
+  test('an image is the same at batch 1 and 7, as the CLI draws it (η = 1, per-image noise)', TIMEOUT, async () => {
+    const run = { sampler: 'ddim', eta: 1, seed: 11, steps: 5, digit: 4, guidance: 1.25, interval: 'all' };
+    const query = `sampler=ddim&eta=1&seed=${run.seed}&steps=${run.steps}&class=${run.digit}&guidance=${run.guidance}&backend=cpu`;
+    const images = async (batch) => {
+      const { page } = await open(env, `index.html?${query}&batch=${batch}`);
+      assert.equal(await waitForState(page, ['complete', 'error']), 'complete', await page.textContent('#status-message'));
+      const frame = await lastFrame(page);
+      await page.close();
+      return Array.from({ length: batch }, (_, i) => tile({ ...frame, batch }, i));
+    };
+    const [seven, one] = [await images(7), await images(1)];
+    const native = nativeSamples({ ...run, count: 7 });
+    const largest = (a, b) => Math.max(...a.map((v, p) => Math.abs(v - b[p])));
+    assert.ok(largest(seven[0], one[0]) <= 1, `image 0 at batch 7 and alone differ by ${largest(seven[0], one[0])}/255`);
+    for (let i = 0; i < 7; i++) assert.ok(largest(seven[i], native[i]) <= 6, `image ${i} differs from the CLI's`);
   });
 
   test('corrupt weights show an error message, not a blank page', TIMEOUT, async () => {

@@ -2,14 +2,16 @@
 
 For each UNet configuration it builds a diffusers `UNet2DModel` with random weights, saves it as a
 diffusers checkpoint directory (config.json + weights), and records inputs, timesteps, labels and
-the model's output in `parity.json`. For the samplers it drives diffusers' `DDPMScheduler` and
-`DDIMScheduler` with recorded model outputs and recorded noise and stores every step.
+the model's output in `parity.json`. For the samplers it drives diffusers' `DDPMScheduler`,
+`DDIMScheduler` and `DPMSolverMultistepScheduler` (DPM-Solver++(2M) and its SDE variant) with
+recorded model outputs and recorded noise and stores every step.
 The Rust tests (`cargo test -p emerge --test parity`) import the checkpoints with `emerge import`
 and must reproduce every number.
 
 Run once by hand, in a virtual environment (see tools/parity/README.md):
     python tools/parity/make_fixtures.py crates/emerge/tests/fixtures/diffusers
     python tools/parity/make_fixtures.py --cifar10 /tmp/ddpm-cifar10-random   # 143 MB, opt-in
+    python tools/parity/make_fixtures.py --schedulers-only crates/emerge/tests/fixtures/diffusers
 """
 
 import argparse
@@ -21,7 +23,7 @@ import os
 import numpy as np
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 from safetensors.torch import save_file
 
 # Small configurations that between them cover every option emerge maps (each committed).
@@ -122,15 +124,25 @@ def write_unet(name, spec, out_dir, seed):
 
 
 def scheduler_cases():
+    """(name, scheduler, steps, eta, shape, emerge's sampler or None for DDPM/DDIM)."""
     common = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear", clip_sample=True)
     small, single = (2, 1, 4, 4), (1, 1, 2, 2)
-    yield "ddpm-fixed-small", DDPMScheduler(**common, variance_type="fixed_small"), 50, None, small
-    yield "ddpm-fixed-large", DDPMScheduler(**common, variance_type="fixed_large"), 50, None, small
+    yield "ddpm-fixed-small", DDPMScheduler(**common, variance_type="fixed_small"), 50, None, small, None
+    yield "ddpm-fixed-large", DDPMScheduler(**common, variance_type="fixed_large"), 50, None, small, None
     # all T = 1000 steps of the cosine schedule, on a 2x2 image to keep the fixture small
     cosine = {**common, "beta_schedule": "squaredcos_cap_v2"}
-    yield "ddpm-cosine-all-steps", DDPMScheduler(**cosine, variance_type="fixed_small"), 1000, None, single
-    yield "ddim-eta0", DDIMScheduler(**common), 20, 0.0, small
-    yield "ddim-eta1", DDIMScheduler(**common), 20, 1.0, small
+    yield "ddpm-cosine-all-steps", DDPMScheduler(**cosine, variance_type="fixed_small"), 1000, None, single, None
+    yield "ddim-eta0", DDIMScheduler(**common), 20, 0.0, small, None
+    yield "ddim-eta1", DDIMScheduler(**common), 20, 1.0, small, None
+    # DPM-Solver++(2M), its defaults (linspace spacing, last step to sigma = 0, first order there),
+    # with x0 clipped to [-1, 1] as emerge's schedules do: dynamic thresholding whose range is
+    # capped at sample_max_value = 1 is exactly that clipping.
+    for name, config, steps in [("linear", common, 20), ("cosine", cosine, 10)]:
+        dpm = {k: v for k, v in config.items() if k != "clip_sample"}
+        dpm.update(thresholding=True, sample_max_value=1.0)
+        for algorithm, kind in [("dpmsolver++", "dpmpp_2m"), ("sde-dpmsolver++", "sde_dpmpp_2m")]:
+            scheduler = DPMSolverMultistepScheduler(**dpm, algorithm_type=algorithm)
+            yield f"{kind.replace('_', '-')}-{name}", scheduler, steps, None, small, dict(kind=kind)
 
 
 def exact_alphas_cumprod(config):
@@ -146,19 +158,27 @@ def exact_alphas_cumprod(config):
 
 
 def in_float64(scheduler):
-    """The same diffusers scheduler, its tables exact and its arithmetic in float64."""
+    """The same diffusers scheduler, its tables exact and its arithmetic in float64. (DPMSolver-
+    MultistepScheduler stores the sample in float32 between steps, a 6e-8 relative rounding.)"""
     scheduler = copy.deepcopy(scheduler)
     scheduler.alphas_cumprod = exact_alphas_cumprod(scheduler.config)
     scheduler.one = torch.tensor(1.0, dtype=torch.float64)
     if hasattr(scheduler, "final_alpha_cumprod"):
         scheduler.final_alpha_cumprod = torch.tensor(1.0, dtype=torch.float64)
+    if isinstance(scheduler, DPMSolverMultistepScheduler):
+        # its sigmas are cast to float32 in set_timesteps: sigma_t = sqrt((1 - a_t)/a_t), exact
+        ac = scheduler.alphas_cumprod.numpy()
+        sigmas = np.sqrt((1 - ac) / ac)[scheduler.timesteps.numpy()]
+        scheduler.sigmas = torch.from_numpy(np.concatenate([sigmas, [0.0]]))
     return scheduler
 
 
 def run_scheduler(scheduler, eta, sample, inputs):
     """Drives `scheduler` over its timesteps with the recorded (ε, noise) pairs of `inputs`.
-    DDIMScheduler.step takes the noise as `variance_noise`; DDPMScheduler.step draws its own
-    with diffusers' `randn_tensor`, which is pointed at the recorded noise meanwhile."""
+    DDIMScheduler.step and DPMSolverMultistepScheduler.step take the noise as `variance_noise`;
+    DDPMScheduler.step draws its own with diffusers' `randn_tensor`, which is pointed at the
+    recorded noise meanwhile. DPMSolverMultistepScheduler returns no x0: it is the (clipped) data
+    prediction it keeps for the next step, `model_outputs[-1]`."""
     from diffusers.schedulers import scheduling_ddpm
 
     trajectory = []
@@ -168,12 +188,17 @@ def run_scheduler(scheduler, eta, sample, inputs):
     try:
         for t, (model_output, noise) in zip(scheduler.timesteps, inputs):
             model_output, noise = model_output.to(sample.dtype), noise.to(sample.dtype)
-            if eta is None:
+            if isinstance(scheduler, DPMSolverMultistepScheduler):
+                out = scheduler.step(model_output, t, sample, variance_noise=noise)
+                pred_original_sample = scheduler.model_outputs[-1]
+            elif eta is None:
                 drawn["noise"] = noise
                 out = scheduler.step(model_output, t, sample)
+                pred_original_sample = out.pred_original_sample
             else:
                 out = scheduler.step(model_output, t, sample, eta=eta, variance_noise=noise)
-            trajectory.append(dict(prev_sample=flat(out.prev_sample), pred_original_sample=flat(out.pred_original_sample)))
+                pred_original_sample = out.pred_original_sample
+            trajectory.append(dict(prev_sample=flat(out.prev_sample), pred_original_sample=flat(pred_original_sample)))
             sample = out.prev_sample
     finally:
         scheduling_ddpm.randn_tensor = original
@@ -184,16 +209,22 @@ def write_schedulers(out_dir, seed):
     """Every step of each sampler, with recorded ε and noise, in float32 (diffusers as shipped)
     and in float64."""
     cases = []
-    for name, scheduler, steps, eta, shape in scheduler_cases():
+    for name, scheduler, steps, eta, shape, sampler in scheduler_cases():
         generator = torch.Generator().manual_seed(seed)
         scheduler.set_timesteps(steps)
         initial = torch.randn(shape, generator=generator)
         # a plausible ε with a few large values so that x̂_0 clipping is exercised, and z ~ N(0, I)
         inputs = [(torch.randn(shape, generator=generator) * 1.5, torch.randn(shape, generator=generator))
                   for _ in scheduler.timesteps]
+        exact = in_float64(scheduler)  # before the float32 run changes the scheduler's state
         f32 = run_scheduler(scheduler, eta, initial, inputs)
-        f64 = run_scheduler(in_float64(scheduler), eta, initial.to(torch.float64), inputs)
-        record = dict(name=name, config={k: v for k, v in scheduler.config.items() if not k.startswith("_")}, steps=steps,
+        f64 = run_scheduler(exact, eta, initial.to(torch.float64), inputs)
+        # (JSON has no infinities: DPMSolverMultistepScheduler's lambda_min_clipped = -inf is left out)
+        config = {k: v for k, v in scheduler.config.items()
+                  if not k.startswith("_") and not (isinstance(v, float) and not math.isfinite(v))}
+        if sampler is not None:  # emerge reads the schedule from the config, clipping included
+            config = dict(config, clip_sample=True, thresholding=False, variance_type="fixed_small")
+        record = dict(name=name, config=config, steps=steps, sampler=sampler,
                       eta=eta, shape=list(shape), initial=flat(initial), timesteps=[int(t) for t in scheduler.timesteps],
                       alphas_cumprod=flat(scheduler.alphas_cumprod),
                       trajectory=[dict(model_output=flat(mo), noise=flat(n), prev_sample=a["prev_sample"],
@@ -211,6 +242,8 @@ def main():
     parser.add_argument("out", help="directory to write the fixtures to")
     parser.add_argument("--cifar10", action="store_true",
                         help="write only the full-size google/ddpm-cifar10-32 configuration (143 MB)")
+    parser.add_argument("--schedulers-only", action="store_true",
+                        help="write only schedulers.json (the UNet fixtures are left as they are)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -219,8 +252,9 @@ def main():
     if args.cifar10:
         write_unet("ddpm-cifar10-32-random", CIFAR10, args.out, args.seed)
         return
-    for i, (name, spec) in enumerate(SMALL.items()):
-        write_unet(name, spec, args.out, args.seed + i)
+    if not args.schedulers_only:
+        for i, (name, spec) in enumerate(SMALL.items()):
+            write_unet(name, spec, args.out, args.seed + i)
     write_schedulers(args.out, args.seed)
     with open(os.path.join(args.out, "VERSIONS"), "w") as f:
         f.write(f"torch {torch.__version__}\ndiffusers {diffusers.__version__}\n")

@@ -1,6 +1,6 @@
 // The page's side of the worker: start it, send commands, route its messages to handlers.
 
-import { engineOptions } from './settings.js';
+import { samplingRequest } from './settings.js';
 
 export class Client {
   /** `handlers` maps worker statuses ('frame', 'error', …) to functions. */
@@ -40,7 +40,7 @@ export class Client {
 
   /** Starts a run; `limits` are the engine's for the loaded model (from its 'ready' message). */
   start(settings, limits, { image = null, autoplay = true } = {}) {
-    this.send('start', { options: engineOptions(settings, limits), image, perDraw: settings.perDraw, autoplay });
+    this.send('start', { request: samplingRequest(settings, limits), image, perDraw: settings.perDraw, autoplay });
   }
 }
 

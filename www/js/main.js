@@ -6,7 +6,7 @@ import { Client, formatBytes, loadManifest } from './client.js';
 import { drawRgba, saveBlob, savePng } from './draw.js';
 import { FrameHistory, firstImage } from './history.js';
 import { schedulePlot } from './plot.js';
-import { DDIM_STEPS, DEFAULTS, modelDefaults, parseSettings, readSetting, settingsUrl } from './settings.js';
+import { STEPS, DEFAULTS, modelDefaults, parseSettings, readSetting, settingsUrl } from './settings.js';
 import { chooseModel, createDebug, describeModel, fitToDevice, fitToLimits, showFrame } from './stage.js';
 import { viewContext } from './views/context.js';
 import * as forwardView from './views/forward.js';
@@ -64,16 +64,16 @@ function writeControls() {
 function applyLimits() {
   $('batch').max = limits.max_batch;
   $('guidance').max = limits.max_guidance;
-  $('steps').max = Math.min(DDIM_STEPS.max, limits.timesteps);
+  $('steps').max = Math.min(STEPS.max, limits.timesteps - 1);
   $('ddpm-option').textContent = `DDPM, all ${limits.timesteps} steps`;
   for (const id of ['digit', 'guidance', 'interval']) $(id).disabled = limits.classes === 0;
 }
 
 function syncLabels() {
-  const ddim = $('sampler').value === 'ddim';
-  $('steps').disabled = !ddim;
-  $('eta').disabled = !ddim;
-  $('steps-out').textContent = ddim ? $('steps').value : String(limits?.timesteps ?? '');
+  const respaced = $('sampler').value !== 'ddpm';
+  $('steps').disabled = !respaced;
+  $('eta').disabled = $('sampler').value !== 'ddim';
+  $('steps-out').textContent = respaced ? $('steps').value : String(limits?.timesteps ?? '');
   $('eta-out').textContent = Number($('eta').value).toFixed(2);
   $('guidance-out').textContent = Number($('guidance').value).toFixed(2);
   $('batch-out').textContent = $('batch').value;
@@ -83,7 +83,7 @@ function syncLabels() {
 function readControls() {
   const clampInt = (v, lo, hi, fallback) => (Number.isInteger(v) && v >= lo && v <= hi ? v : fallback);
   settings.sampler = $('sampler').value;
-  settings.steps = clampInt(Number($('steps').value), DDIM_STEPS.min, DDIM_STEPS.max, 50);
+  settings.steps = clampInt(Number($('steps').value), STEPS.min, STEPS.max, DEFAULTS.steps);
   settings.eta = Number($('eta').value);
   settings.seed = clampInt(Number($('seed').value), 0, 2 ** 32 - 1, 1);
   settings.batch = clampInt(Number($('batch').value), 1, limits.max_batch, DEFAULTS.batch);

@@ -1,8 +1,9 @@
 // The demo's settings: defaults, parsing from a URL (share links, the embed's parameters) with a
 // note for every value that had to be replaced, and writing them back into a URL.
 
-// The DDIM slider's range (a page choice; the engine reports the model's T and its other limits).
-export const DDIM_STEPS = { min: 10, max: 250 };
+// The steps slider's range for the respaced samplers, DDIM and DPM-Solver++ (a page choice; the
+// engine reports the model's T and its other limits). DDPM runs all T steps.
+export const STEPS = { min: 5, max: 250 };
 
 // The batch a run starts with on the CPU fallback when the URL names none: the fallback is one
 // core in wasm, where a guided 50-step run of 16 images takes about 20 s for the 16/32/64
@@ -53,8 +54,8 @@ function interval(text) {
 /** Each parameter: how to read it and what a valid value looks like (for the note). */
 const PARAMETERS = {
   model: { read: (t) => (/^[\w.-]+$/.test(t) ? t : undefined), expect: 'a model name from the manifest' },
-  sampler: { read: oneOf('ddpm', 'ddim'), expect: 'ddpm or ddim' },
-  steps: { read: integer(DDIM_STEPS.min, DDIM_STEPS.max), expect: `${DDIM_STEPS.min} to ${DDIM_STEPS.max} DDIM steps` },
+  sampler: { read: oneOf('ddpm', 'ddim', 'dpmpp_2m', 'sde_dpmpp_2m'), expect: 'ddpm, ddim, dpmpp_2m or sde_dpmpp_2m' },
+  steps: { read: integer(STEPS.min, STEPS.max), expect: `${STEPS.min} to ${STEPS.max} steps` },
   eta: { read: number(0, 1), expect: 'η between 0 and 1' },
   seed: { read: integer(0, 2 ** 32 - 1), expect: 'a whole number from 0 to 4294967295' },
   // Upper bounds of batch, class, guidance and interval come from the engine once the model is
@@ -73,14 +74,17 @@ const PARAMETERS = {
 /** `text` read as setting `name` (undefined when it is not a valid value). */
 export const readSetting = (name, text) => PARAMETERS[name].read(String(text));
 
-/** The defaults for `model`: the page's, with the sampler, steps and guidance its manifest entry
- * recommends (measured by `emerge eval` for a trained model). */
+/** The defaults for `model`: the page's, with the sampler, steps and guidance of the request its
+ * manifest entry recommends (measured by `emerge eval`; `emerge recommend` sets it). */
 export function modelDefaults(model) {
+  const request = model?.recommended;
+  const interval = request?.guidance?.interval;
   const recommended = {
-    sampler: PARAMETERS.sampler.read(String(model?.default_sampler)),
-    steps: PARAMETERS.steps.read(String(model?.default_steps)),
-    guidance: PARAMETERS.guidance.read(String(model?.default_guidance)),
-    interval: model?.default_guidance_interval ? PARAMETERS.interval.read(model.default_guidance_interval.join('-')) : 'all',
+    sampler: PARAMETERS.sampler.read(String(request?.sampler?.kind)),
+    eta: request?.sampler?.kind === 'ddim' ? PARAMETERS.eta.read(String(request.sampler.eta)) : undefined,
+    steps: PARAMETERS.steps.read(String(request?.steps)),
+    guidance: PARAMETERS.guidance.read(String(request?.guidance?.scale)),
+    interval: interval ? PARAMETERS.interval.read(interval.join('-')) : 'all',
   };
   const defaults = { ...DEFAULTS };
   for (const [name, value] of Object.entries(recommended)) if (value !== undefined) defaults[name] = value;
@@ -115,16 +119,17 @@ export function settingsUrl(settings, base, defaults) {
   return url.toString();
 }
 
-/** The options the wasm engine takes for a run; DDPM runs all of the model's T steps. */
-export function engineOptions(settings, limits) {
+/** The sampling request the engine takes for `settings` (the JSON of emerge_core's
+ * SamplingRequest); DDPM runs all of the model's T steps. The URL's `interval=LOW-HIGH` becomes
+ * the request's [low, high] here and nowhere else. */
+export function samplingRequest(settings, limits) {
+  const any = settings.class === 'any';
   return {
-    sampler: settings.sampler,
+    sampler: settings.sampler === 'ddim' ? { kind: 'ddim', eta: settings.eta } : { kind: settings.sampler },
     steps: settings.sampler === 'ddpm' ? limits.timesteps : settings.steps,
-    eta: settings.sampler === 'ddim' ? settings.eta : 0,
     seed: settings.seed,
-    batch: settings.batch,
-    class: settings.class === 'any' ? null : settings.class,
-    guidance: settings.guidance,
-    guidance_interval: settings.interval === 'all' ? null : settings.interval.split('-').map(Number),
+    images: settings.batch,
+    classes: limits.classes === 0 ? 'unconditional' : any ? 'each_in_turn' : { class: settings.class },
+    guidance: { scale: settings.guidance, interval: settings.interval === 'all' ? null : settings.interval.split('-').map(Number) },
   };
 }

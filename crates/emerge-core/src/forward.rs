@@ -3,9 +3,9 @@
 use burn::tensor::Tensor;
 
 use crate::error::EmergeError;
-use crate::noise::GaussianNoise;
+use crate::noise::ImageNoise;
 use crate::schedule::NoiseSchedule;
-use crate::tensor_util::{gaussian, per_sample};
+use crate::tensor_util::{image_gaussian, per_sample};
 
 impl NoiseSchedule {
     /// Samples x_t ~ q(x_t | x_0) for a batch with one timestep per sample:
@@ -43,22 +43,18 @@ impl NoiseSchedule {
         Ok(original_samples * sqrt_alpha_prod + noise * sqrt_one_minus_alpha_prod)
     }
 
-    /// x_t ~ q(x_t | x_0) for every image of `original_samples` at one timestep, ε drawn from
-    /// `seed`: the same x_t for the same seed everywhere (the forward view, "denoise from here",
-    /// SDEdit in the CLI).
+    /// x_t ~ q(x_t | x_0) for every image of `original_samples` at one timestep, image i's ε
+    /// the first draw of its stream in `noise`: the same x_t for the same seed and image
+    /// everywhere (the forward view, "denoise from here", SDEdit).
     pub fn add_seeded_noise(
         &self,
         original_samples: Tensor<4>,
         timestep: usize,
-        seed: u64,
+        noise: &mut ImageNoise,
     ) -> Result<Tensor<4>, EmergeError> {
         let shape = original_samples.dims();
-        let noise = gaussian(
-            &mut GaussianNoise::new(seed),
-            shape,
-            &original_samples.device(),
-        );
-        self.add_noise(original_samples, noise, &vec![timestep; shape[0]])
+        let epsilon = image_gaussian(noise, shape, &original_samples.device())?;
+        self.add_noise(original_samples, epsilon, &vec![timestep; shape[0]])
     }
 
     /// x̂_0 = (x_t − √(1 − ᾱ_t) ε)/√ᾱ_t, one timestep per sample  (DDPM eq. 15): the clean image
@@ -149,7 +145,7 @@ mod tests {
         let x0 = Tensor::<4>::zeros([1, 1, 4, 4], &device);
         let noised = |seed| {
             schedule
-                .add_seeded_noise(x0.clone(), 500, seed)
+                .add_seeded_noise(x0.clone(), 500, &mut ImageNoise::new(seed, 0..1))
                 .unwrap()
                 .into_data()
                 .try_to_vec::<f32>()
@@ -159,7 +155,7 @@ mod tests {
         assert_ne!(noised(7), noised(8));
         // At t = 500 the image is √(1 − ᾱ_t) ε: its scale follows the schedule.
         let expected = (1.0 - schedule.alphas_cumprod[500]).sqrt() as f32;
-        let first = GaussianNoise::new(7).normals(1)[0];
+        let first = GaussianNoise::for_image(7, 0).normals(1)[0];
         assert!((noised(7)[0] - expected * first).abs() < 1e-5);
     }
 

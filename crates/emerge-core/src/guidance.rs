@@ -1,6 +1,7 @@
 //! The UNet as a sampler sees it, with classifier-free guidance (Ho & Salimans 2022).
 
 use burn::tensor::{Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
 
 use crate::error::EmergeError;
 use crate::sampler::NoisePredictor;
@@ -19,8 +20,10 @@ pub const MAX_GUIDANCE: f64 = 10.0;
 /// The guidance of a conditional run: the scale w, and optionally the band of timesteps where it
 /// applies. Outside the band the plain conditional prediction is used (w = 1), as in
 /// Kynkäänniemi et al. 2024, "Applying guidance in a limited interval improves sample and
-/// distribution quality in diffusion models", §3.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// distribution quality in diffusion models", §3. JSON: `{"scale": w, "interval": [low, high]}`
+/// (`null`: every step), the one spelling of an interval wherever JSON carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Guidance {
     pub scale: f64,
     /// Inclusive timesteps `(low, high)`: w applies where low ≤ t ≤ high; `None`: at every t.

@@ -2,7 +2,9 @@
 //!
 //! - [`schedule`]: β schedules and every per-timestep table, in f64.
 //! - [`forward`]: q(x_t | x_0), [`NoiseSchedule::add_noise`].
-//! - [`sampler`]: DDPM and DDIM as step-by-step state machines, reproducible from a seed.
+//! - [`sampler`]: DDPM, DDIM and DPM-Solver++(2M) as step-by-step state machines, each image
+//!   reproducible from (seed, index) whatever its batch.
+//! - [`request`]: the loaded [`Model`] and the one [`SamplingRequest`] every boundary speaks.
 //! - [`guidance`]: classifier-free guidance around the UNet.
 //! - [`lesson`]: one training example as the network sees it, and its loss.
 //! - [`unet`]: the diffusers-layout UNet and its presets.
@@ -18,6 +20,7 @@ pub mod image;
 pub mod lesson;
 pub mod model;
 pub mod noise;
+pub mod request;
 pub mod sampler;
 pub mod schedule;
 pub mod tensor_util;
@@ -28,7 +31,8 @@ pub use error::EmergeError;
 pub use guidance::{Conditioning, Denoiser, Guidance, MAX_GUIDANCE, guided_noise};
 pub use lesson::Lesson;
 pub use model::ModelConfig;
-pub use noise::GaussianNoise;
+pub use noise::{GaussianNoise, ImageNoise};
+pub use request::{Classes, Model, Run, SamplingRequest, StartImage};
 pub use sampler::{NoisePredictor, Sampler, SamplerKind, Sampling, StepOutput};
 pub use schedule::{BetaSchedule, NoiseSchedule, ScheduleConfig, VarianceType};
 pub use unet::{UNet, UNetConfig};

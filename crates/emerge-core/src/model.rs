@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::EmergeError;
+use crate::request::SamplingRequest;
 use crate::schedule::{NoiseSchedule, ScheduleConfig};
 use crate::unet::UNetConfig;
 
@@ -11,6 +12,10 @@ use crate::unet::UNetConfig;
 pub struct ModelConfig {
     pub unet: UNetConfig,
     pub schedule: ScheduleConfig,
+    /// The request the model is meant to be sampled with, chosen by measurement (its model
+    /// card); absent in files written before models carried one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recommended: Option<SamplingRequest>,
 }
 
 impl ModelConfig {
@@ -19,6 +24,7 @@ impl ModelConfig {
         Ok(Self {
             unet: UNetConfig::preset(name)?,
             schedule: ScheduleConfig::default(),
+            recommended: None,
         })
     }
 
@@ -26,9 +32,13 @@ impl ModelConfig {
         NoiseSchedule::new(self.schedule)
     }
 
-    /// Checks both parts; the error names the field at fault.
+    /// Checks every part; the error names the field at fault.
     pub fn validate(&self) -> Result<(), EmergeError> {
         self.unet.validate()?;
-        NoiseSchedule::new(self.schedule).map(|_| ())
+        NoiseSchedule::new(self.schedule)?;
+        match &self.recommended {
+            Some(request) => request.validate(self),
+            None => Ok(()),
+        }
     }
 }

@@ -17,21 +17,35 @@ pub struct GaussianNoise {
     spare: Option<f64>,
 }
 
+/// SplitMix64's output function: a bijective mix of 64 bits.
+fn splitmix64_mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// SplitMix64's increment (the golden ratio in 64 bits).
+const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
 impl GaussianNoise {
     pub fn new(seed: u64) -> Self {
         // SplitMix64 expands the seed into the four words of xoshiro's state (its authors' advice).
         let mut x = seed;
         let mut splitmix = || {
-            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
+            x = x.wrapping_add(GOLDEN_GAMMA);
+            splitmix64_mix(x)
         };
         Self {
             state: [splitmix(), splitmix(), splitmix(), splitmix()],
             spare: None,
         }
+    }
+
+    /// The stream of image `image` of a run seeded `seed`: it depends on the pair only, so an
+    /// image is the same whatever batch it is drawn in. The index is mixed into the seed
+    /// (SplitMix64's bijective finaliser), so distinct images of a seed never share a stream.
+    pub fn for_image(seed: u64, image: usize) -> Self {
+        Self::new(seed ^ splitmix64_mix((image as u64).wrapping_add(GOLDEN_GAMMA)))
     }
 
     /// The next 64 random bits (xoshiro256++).
@@ -84,6 +98,42 @@ impl GaussianNoise {
     }
 }
 
+/// The noise of a run, one stream per image: image i of a run seeded s draws its x_T (or SDEdit's
+/// ε) and then every step's z from [`GaussianNoise::for_image`]`(s, i)`, so its pixels do not
+/// depend on the batch size or on how the run is split.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageNoise {
+    streams: Vec<GaussianNoise>,
+}
+
+impl ImageNoise {
+    /// The streams of images `images` (indices within the run) of a run seeded `seed`.
+    pub fn new(seed: u64, images: std::ops::Range<usize>) -> Self {
+        Self {
+            streams: images
+                .map(|image| GaussianNoise::for_image(seed, image))
+                .collect(),
+        }
+    }
+
+    /// Images served.
+    pub fn len(&self) -> usize {
+        self.streams.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    /// `per_image` standard normal draws from each image's stream, image after image.
+    pub fn normals(&mut self, per_image: usize) -> Vec<f32> {
+        self.streams
+            .iter_mut()
+            .flat_map(|stream| stream.normals(per_image))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +155,18 @@ mod tests {
         // Pinned so that a change of algorithm (which would change every shared link's images) is seen.
         let mut rng = GaussianNoise::new(0);
         assert_eq!(rng.next_u64(), 0x53175d61490b23df);
+    }
+
+    #[test]
+    fn an_image_draws_the_same_noise_whatever_its_batch() {
+        let whole = ImageNoise::new(5, 0..7).normals(3);
+        let mut split = ImageNoise::new(5, 0..2).normals(3);
+        split.extend(ImageNoise::new(5, 2..7).normals(3));
+        assert_eq!(whole, split);
+        assert_eq!(ImageNoise::new(5, 4..5).normals(3), whole[12..15]);
+        // distinct images and distinct seeds give distinct streams
+        assert_ne!(whole[0..3], whole[3..6]);
+        assert_ne!(ImageNoise::new(6, 0..1).normals(3), whole[0..3]);
     }
 
     #[test]

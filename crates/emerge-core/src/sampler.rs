@@ -1,19 +1,22 @@
 //! Reverse-process samplers as step-by-step state machines: DDPM ancestral sampling
-//! (Ho et al. 2020, Algorithm 2; respaced as in Nichol & Dhariwal 2021 §4) and DDIM
-//! (Song et al. 2021, eq. 12). The page drives the same objects one step at a time.
+//! (Ho et al. 2020, Algorithm 2; respaced as in Nichol & Dhariwal 2021 §4), DDIM
+//! (Song et al. 2021, eq. 12) and DPM-Solver++(2M) with its SDE variant (Lu et al. 2022,
+//! "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Probabilistic Models", Algorithm 2
+//! and §5). The page drives the same objects one step at a time.
 //!
 //! Glossary (diffusers' names ↔ paper symbols): `alpha_prod_t` ᾱ_t, `alpha_prod_t_prev` ᾱ_{t−1}
 //! (of the respaced sequence; 1 after the last step), `beta_prod_t` 1 − ᾱ_t,
 //! `current_alpha_t` α_t = ᾱ_t/ᾱ_{t−1}, `current_beta_t` β_t = 1 − α_t, `pred_original_sample` x̂_0,
-//! `pred_epsilon` ε_θ(x_t, t), `std_dev_t` σ_t, `prev_sample` x_{t−1}.
+//! `pred_epsilon` ε_θ(x_t, t), `std_dev_t` σ_t, `prev_sample` x_{t−1}. DPM-Solver++ writes the
+//! marginal as x_t = α_t x_0 + σ_t ε with α_t = √ᾱ_t, σ_t = √(1 − ᾱ_t) and λ_t = ln(α_t/σ_t).
 
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::EmergeError;
-use crate::noise::GaussianNoise;
+use crate::noise::ImageNoise;
 use crate::schedule::NoiseSchedule;
-use crate::tensor_util::gaussian;
+use crate::tensor_util::image_gaussian;
 
 /// The Gaussian q(x_{t−1} | x_t, x_0) of one DDPM step: mean c₀ x_0 + c_t x_t, variance σ².
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -25,12 +28,69 @@ pub struct Posterior {
 
 /// Which reverse process to run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
 pub enum SamplerKind {
     /// Ancestral sampling with the schedule's fixed variance (DDPM Algorithm 2).
     Ddpm,
     /// DDIM with stochasticity η ∈ [0, 1]: η = 0 is deterministic, η = 1 matches DDPM's β̃.
     Ddim { eta: f64 },
+    /// DPM-Solver++(2M): the multistep second-order solver of the diffusion ODE in x̂_0
+    /// (Lu et al. 2022, Algorithm 2), deterministic; diffusers' `DPMSolverMultistepScheduler`.
+    #[serde(rename = "dpmpp_2m")]
+    DpmSolver2M,
+    /// SDE-DPM-Solver++(2M): the same multistep solver of the diffusion SDE, which adds fresh
+    /// noise every step (Lu et al. 2022, §5; diffusers' `algorithm_type="sde-dpmsolver++"`).
+    #[serde(rename = "sde_dpmpp_2m")]
+    SdeDpmSolver2M,
+}
+
+impl SamplerKind {
+    /// Checks the parameters (η ∈ [0, 1]).
+    pub fn validate(&self) -> Result<(), EmergeError> {
+        match *self {
+            SamplerKind::Ddim { eta } if !(0.0..=1.0).contains(&eta) => Err(
+                EmergeError::InvalidArgument(format!("DDIM eta must lie in [0, 1], got {eta}")),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether this sampler visits every one of the model's T timesteps unless told otherwise
+    /// (the paper's DDPM), rather than a short respaced run.
+    pub fn is_multistep(&self) -> bool {
+        matches!(self, SamplerKind::DpmSolver2M | SamplerKind::SdeDpmSolver2M)
+    }
+
+    /// How the timesteps of a run of fewer steps than T are chosen: diffusers' default for each
+    /// scheduler ("leading" for DDPM and DDIM, "linspace" for DPM-Solver).
+    fn spacing(&self) -> Spacing {
+        if self.is_multistep() {
+            Spacing::Linspace
+        } else {
+            Spacing::Leading
+        }
+    }
+}
+
+impl std::fmt::Display for SamplerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SamplerKind::Ddpm => f.write_str("DDPM"),
+            SamplerKind::Ddim { eta } => write!(f, "DDIM (η = {eta})"),
+            SamplerKind::DpmSolver2M => f.write_str("DPM-Solver++(2M)"),
+            SamplerKind::SdeDpmSolver2M => f.write_str("SDE-DPM-Solver++(2M)"),
+        }
+    }
+}
+
+/// Timestep spacings of a respaced run (diffusers' `timestep_spacing`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Spacing {
+    /// t_i = i·⌊n/steps⌋ (+ offset): starts below the top for few steps (980 for 50 of 1000).
+    Leading,
+    /// t_i = round(i·(n − 1)/steps) for i = steps … 1: starts at the top, ends above 0 (the
+    /// solver's last step goes to σ = 0).
+    Linspace,
 }
 
 /// What one reverse step produces: x_{t−1} and the model's current guess of x_0.
@@ -55,19 +115,25 @@ pub struct Sampler {
 
 impl Sampler {
     /// A sampler that starts from pure noise at the top of the schedule. With `steps < T` the
-    /// timesteps are respaced with diffusers' "leading" spacing: t_i = i·⌊T/steps⌋, descending
-    /// (for T = 1000 and 50 steps: 980, 960, …, 0).
+    /// timesteps are respaced as diffusers does for the same scheduler: DDPM and DDIM with the
+    /// "leading" spacing t_i = i·⌊T/steps⌋, descending (for T = 1000 and 50 steps: 980, 960, …,
+    /// 0); DPM-Solver with "linspace", round(i·(T − 1)/steps) for i = steps … 1 (for 20 steps:
+    /// 999, 949, …, 50, then σ = 0).
     pub fn new(
         schedule: NoiseSchedule,
         kind: SamplerKind,
         steps: usize,
     ) -> Result<Self, EmergeError> {
-        let total = schedule.num_train_timesteps();
-        Self::with_timesteps(schedule, kind, leading_timesteps(total, steps, 0)?)
+        let top = schedule.num_train_timesteps() - 1;
+        let timesteps = match kind.spacing() {
+            Spacing::Leading => leading_timesteps(top + 1, steps, 0)?,
+            Spacing::Linspace => linspace_timesteps(top, steps)?,
+        };
+        Self::with_timesteps(schedule, kind, timesteps)
     }
 
     /// A sampler that starts from an x_t at timestep `start` (the page's "denoise from here"):
-    /// the same spacing over `0..=start`, shifted so that the first timestep is exactly `start`.
+    /// the same spacing over `0..=start`, its first timestep exactly `start`.
     pub fn from_timestep(
         schedule: NoiseSchedule,
         kind: SamplerKind,
@@ -75,9 +141,24 @@ impl Sampler {
         start: usize,
     ) -> Result<Self, EmergeError> {
         schedule.check_timestep(start)?;
-        let ratio = leading_ratio(start + 1, steps)?;
-        let offset = start - (steps - 1) * ratio;
-        Self::with_timesteps(schedule, kind, leading_timesteps(start + 1, steps, offset)?)
+        let timesteps = match kind.spacing() {
+            Spacing::Leading => {
+                let ratio = leading_ratio(start + 1, steps)?;
+                let offset = start - (steps - 1) * ratio;
+                leading_timesteps(start + 1, steps, offset)?
+            }
+            Spacing::Linspace => linspace_timesteps(start, steps)?,
+        };
+        Self::with_timesteps(schedule, kind, timesteps)
+    }
+
+    /// The most steps a run from timestep `start` can take with `kind` (each step visits a
+    /// distinct timestep).
+    pub fn max_steps(kind: SamplerKind, start: usize) -> usize {
+        match kind.spacing() {
+            Spacing::Leading => start + 1,
+            Spacing::Linspace => start.max(1),
+        }
     }
 
     fn with_timesteps(
@@ -85,13 +166,7 @@ impl Sampler {
         kind: SamplerKind,
         timesteps: Vec<usize>,
     ) -> Result<Self, EmergeError> {
-        if let SamplerKind::Ddim { eta } = kind
-            && !(0.0..=1.0).contains(&eta)
-        {
-            return Err(EmergeError::InvalidArgument(format!(
-                "DDIM eta must lie in [0, 1], got {eta}"
-            )));
-        }
+        kind.validate()?;
         Ok(Self {
             schedule,
             kind,
@@ -145,18 +220,25 @@ impl Sampler {
         }
     }
 
+    /// λ_t = ln(α_t/σ_t) = ½ ln(ᾱ_t/(1 − ᾱ_t)), the half log-SNR DPM-Solver steps in.
+    fn lambda(alpha_prod: f64) -> f64 {
+        0.5 * (alpha_prod / (1.0 - alpha_prod)).ln()
+    }
+
     /// One reverse step from `sample` = x_t at `timesteps[index]`, given the model's
-    /// ε_θ(x_t, t). Noise, where the step needs it, is drawn from `noise`.
+    /// ε_θ(x_t, t) and, for DPM-Solver++(2M), the x̂_0 of the step before (`None` on the first
+    /// step). Noise, where the step needs it, is drawn from each image's stream in `noise`.
     pub fn step(
         &self,
         index: usize,
         model_output: Tensor<4>,
         sample: Tensor<4>,
-        noise: &mut GaussianNoise,
+        previous: Option<&Tensor<4>>,
+        noise: &mut ImageNoise,
     ) -> Result<StepOutput, EmergeError> {
         let (shape, device) = (sample.dims(), sample.device());
-        self.step_with_variance_noise(index, model_output, sample, || {
-            gaussian(noise, shape, &device)
+        self.step_with_variance_noise(index, model_output, sample, previous, || {
+            image_gaussian(noise, shape, &device)
         })
     }
 
@@ -167,7 +249,8 @@ impl Sampler {
         index: usize,
         model_output: Tensor<4>,
         sample: Tensor<4>,
-        variance_noise: impl FnOnce() -> Tensor<4>,
+        previous: Option<&Tensor<4>>,
+        variance_noise: impl FnOnce() -> Result<Tensor<4>, EmergeError>,
     ) -> Result<StepOutput, EmergeError> {
         let &timestep = self
             .timesteps
@@ -236,10 +319,13 @@ impl Sampler {
                     + pred_sample_direction;
                 (mean, std_dev_t)
             }
+            SamplerKind::DpmSolver2M | SamplerKind::SdeDpmSolver2M => {
+                self.dpm_solver_update(index, sample, pred_original_sample.clone(), previous)?
+            }
         };
         // 7. add noise: x_{t−1} = mean + σ_t z, z ~ N(0, I)
         let prev_sample = if std_dev_t > 0.0 {
-            let z = variance_noise();
+            let z = variance_noise()?;
             if z.dims() != mean.dims() {
                 return Err(EmergeError::InvalidArgument(format!(
                     "noise shape {:?} differs from sample shape {:?}",
@@ -255,6 +341,76 @@ impl Sampler {
             timestep,
             prev_sample,
             pred_original_sample,
+        })
+    }
+}
+
+impl Sampler {
+    /// DPM-Solver++(2M) from s₀ = `timesteps[index]` to the next timestep t (σ_t = 0 after the
+    /// last), in data prediction D = x̂_0. Returns the deterministic part of x_t and the standard
+    /// deviation of the noise the SDE variant adds. The first step has no earlier x̂_0 and the last
+    /// step ends at σ = 0, so both are first order, as in diffusers (`lower_order_final`).
+    fn dpm_solver_update(
+        &self,
+        index: usize,
+        sample: Tensor<4>,
+        pred_original_sample: Tensor<4>,
+        previous: Option<&Tensor<4>>,
+    ) -> Result<(Tensor<4>, f64), EmergeError> {
+        let alphas_cumprod = &self.schedule.alphas_cumprod;
+        let alpha_prod_s0 = alphas_cumprod[self.timesteps[index]];
+        let alpha_prod_t = self.alpha_prod_prev(index);
+        // 4. α, σ of the two ends
+        let (alpha_s0, sigma_s0) = (alpha_prod_s0.sqrt(), (1.0 - alpha_prod_s0).sqrt());
+        let (alpha_t, sigma_t) = (alpha_prod_t.sqrt(), (1.0 - alpha_prod_t).sqrt());
+        // e^{−h} with h = λ_t − λ_{s₀}: (σ_t/α_t)/(σ_{s₀}/α_{s₀}), 0 at σ_t = 0 (λ_t = ∞)
+        let exp_neg_h = (sigma_t / alpha_t) / (sigma_s0 / alpha_s0);
+        let is_last = index + 1 == self.timesteps.len();
+        // 5. D₀ = x̂_0(s₀); D₁ = (x̂_0(s₀) − x̂_0(s₁))/r₀ with r₀ = h₀/h, h₀ = λ_{s₀} − λ_{s₁}
+        //    (Lu et al. 2022, Algorithm 2, the midpoint form diffusers ships)
+        let d1 = match previous {
+            Some(m1) if index > 0 && !is_last => {
+                if m1.dims() != pred_original_sample.dims() {
+                    return Err(EmergeError::InvalidArgument(format!(
+                        "previous x̂_0 shape {:?} differs from sample shape {:?}",
+                        m1.dims(),
+                        pred_original_sample.dims()
+                    )));
+                }
+                let lambda_s1 = Self::lambda(alphas_cumprod[self.timesteps[index - 1]]);
+                let lambda_s0 = Self::lambda(alpha_prod_s0);
+                let h = -exp_neg_h.ln();
+                let r0 = (lambda_s0 - lambda_s1) / h;
+                Some((pred_original_sample.clone() - m1.clone()).div_scalar(r0))
+            }
+            _ => None,
+        };
+        Ok(match self.kind {
+            SamplerKind::SdeDpmSolver2M => {
+                // 6. x_t = (σ_t/σ_{s₀}) e^{−h} x_{s₀} + α_t (1 − e^{−2h}) (D₀ + ½ D₁)
+                //        + σ_t √(1 − e^{−2h}) z   (SDE-DPM-Solver++(2M), Lu et al. 2022 §5)
+                let gain = alpha_t * (1.0 - exp_neg_h * exp_neg_h);
+                let mut mean = sample.mul_scalar(sigma_t / sigma_s0 * exp_neg_h)
+                    + pred_original_sample.mul_scalar(gain);
+                if let Some(d1) = d1 {
+                    mean = mean + d1.mul_scalar(0.5 * gain);
+                }
+                (
+                    mean,
+                    sigma_t * (1.0 - exp_neg_h * exp_neg_h).max(0.0).sqrt(),
+                )
+            }
+            _ => {
+                // 6. x_t = (σ_t/σ_{s₀}) x_{s₀} − α_t (e^{−h} − 1) (D₀ + ½ D₁)
+                //    (DPM-Solver++(2M), Lu et al. 2022 Algorithm 2)
+                let gain = -alpha_t * (exp_neg_h - 1.0);
+                let mut mean =
+                    sample.mul_scalar(sigma_t / sigma_s0) + pred_original_sample.mul_scalar(gain);
+                if let Some(d1) = d1 {
+                    mean = mean + d1.mul_scalar(0.5 * gain);
+                }
+                (mean, 0.0)
+            }
         })
     }
 }
@@ -279,60 +435,78 @@ fn leading_timesteps(
     Ok((0..steps).rev().map(|i| i * ratio + offset).collect())
 }
 
+/// `steps` timesteps round(i·top/steps) for i = steps … 1, descending (diffusers' "linspace"
+/// spacing without its final 0, where the solver's last step lands at σ = 0; numpy's rounding,
+/// half to even).
+fn linspace_timesteps(top: usize, steps: usize) -> Result<Vec<usize>, EmergeError> {
+    let most = top.max(1);
+    if steps == 0 || steps > most {
+        return Err(EmergeError::InvalidArgument(format!(
+            "the number of DPM-Solver steps from timestep {top} must be between 1 and {most}, got {steps}"
+        )));
+    }
+    Ok((1..=steps)
+        .rev()
+        .map(|i| (i as f64 * (top as f64 / steps as f64)).round_ties_even() as usize)
+        .collect())
+}
+
 /// The model seen by a sampler: ε_θ(x_t, t) for a batch that shares one timestep.
 pub trait NoisePredictor {
     fn predict_noise(&self, sample: Tensor<4>, timestep: usize) -> Result<Tensor<4>, EmergeError>;
 }
 
-/// One sampling run: the current x_t, how far it has come, and its seeded noise stream.
-/// Same sampler, seed and shape give the same images on every backend, up to float rounding.
+/// One sampling run: the current x_t, how far it has come, and its images' noise streams.
+/// Same sampler, seed and shape give the same images on every backend, up to float rounding,
+/// and an image is the same whatever batch it is drawn in (its noise is its own stream).
 #[derive(Debug, Clone)]
 pub struct Sampling {
     sampler: Sampler,
     sample: Tensor<4>,
     next_index: usize,
-    noise: GaussianNoise,
+    noise: ImageNoise,
+    /// x̂_0 of the last step, DPM-Solver++(2M)'s second point.
+    previous_prediction: Option<Tensor<4>>,
 }
 
 impl Sampling {
-    /// Starts from x_T ~ N(0, I), drawn from `seed`.
-    pub fn from_noise(sampler: Sampler, shape: [usize; 4], seed: u64, device: &Device) -> Self {
-        let mut noise = GaussianNoise::new(seed);
-        let sample = gaussian(&mut noise, shape, device);
+    /// Starts from x_T ~ N(0, I), image b's drawn first from its stream in `noise`.
+    pub fn from_noise(
+        sampler: Sampler,
+        shape: [usize; 4],
+        mut noise: ImageNoise,
+        device: &Device,
+    ) -> Result<Self, EmergeError> {
+        let sample = image_gaussian(&mut noise, shape, device)?;
+        Ok(Self::from_sample(sampler, sample, noise))
+    }
+
+    /// Starts from a given x_t (for example a noised real image); `noise` drives later steps.
+    pub fn from_sample(sampler: Sampler, sample: Tensor<4>, noise: ImageNoise) -> Self {
         Self {
             sampler,
             sample,
             next_index: 0,
             noise,
+            previous_prediction: None,
         }
     }
 
-    /// Starts from a given x_t (for example a noised real image); `seed` drives later noise.
-    pub fn from_sample(sampler: Sampler, sample: Tensor<4>, seed: u64) -> Self {
-        Self {
-            sampler,
-            sample,
-            next_index: 0,
-            noise: GaussianNoise::new(seed),
-        }
-    }
-
-    /// SDEdit (Meng et al. 2021): starts from the images `original` noised to timestep `start`
-    /// with ε from `seed` (the x_t the forward view shows for that seed), then denoises with at
-    /// most `steps` steps of `kind` over 0..=start; the sampler's own noise comes from seed + 1.
-    /// Low `start` keeps the image, high `start` lets the model redraw it.
+    /// SDEdit (Meng et al. 2021): starts from the images `original` noised to the sampler's
+    /// first timestep (a sampler [`Sampler::from_timestep`]) with each image's first draw from
+    /// its stream in `noise` (for image 0, the x_t the forward view shows for the seed), then
+    /// denoises, later noise from the same streams. A low start keeps the image, a high one lets
+    /// the model redraw it.
     pub fn from_image(
-        schedule: NoiseSchedule,
-        kind: SamplerKind,
-        steps: usize,
-        start: usize,
+        sampler: Sampler,
         original: Tensor<4>,
-        seed: u64,
+        mut noise: ImageNoise,
     ) -> Result<Self, EmergeError> {
-        schedule.check_timestep(start)?;
-        let x_t = schedule.add_seeded_noise(original, start, seed)?;
-        let sampler = Sampler::from_timestep(schedule, kind, steps.min(start + 1), start)?;
-        Ok(Self::from_sample(sampler, x_t, seed.wrapping_add(1)))
+        let start = sampler.timesteps[0];
+        let x_t = sampler
+            .schedule
+            .add_seeded_noise(original, start, &mut noise)?;
+        Ok(Self::from_sample(sampler, x_t, noise))
     }
 
     /// The timestep the next step starts from, or `None` when the run is finished.
@@ -364,9 +538,13 @@ impl Sampling {
             self.next_index,
             model_output,
             self.sample.clone(),
+            self.previous_prediction.as_ref(),
             &mut self.noise,
         )?;
         self.sample = output.prev_sample.clone();
+        if self.sampler.kind.is_multistep() {
+            self.previous_prediction = Some(output.pred_original_sample.clone());
+        }
         self.next_index += 1;
         Ok(output)
     }
@@ -469,7 +647,9 @@ mod tests {
     }
 
     fn run_to_end(sampler: Sampler, seed: u64, oracle: &GaussianOracle) -> Tensor<4> {
-        let mut run = Sampling::from_noise(sampler, [8, 1, 32, 32], seed, &Device::flex());
+        let noise = ImageNoise::new(seed, 0..8);
+        let mut run =
+            Sampling::from_noise(sampler, [8, 1, 32, 32], noise, &Device::flex()).unwrap();
         while !run.is_finished() {
             run.step_with(oracle).unwrap();
         }
@@ -477,46 +657,82 @@ mod tests {
     }
 
     /// The variance a sampler must produce for N(μ, s² I) data, derived independently by
-    /// propagating Var(x) through the linear-Gaussian chain the exact predictor makes: each step
-    /// maps x_t − √ᾱ_t μ to k·(x_t − √ᾱ_t μ) plus fresh noise of variance σ². Few-step samplers
-    /// shrink the variance below s² (the last step returns E[x_0 | x_t]), and this says by how much.
+    /// propagating variances through the linear-Gaussian chain the exact predictor makes: with
+    /// y = x_t − √ᾱ_t μ, each step maps (y_t, y of the step before) to k₀·y_t + k₁·y_prev plus
+    /// fresh noise of variance σ². Few-step samplers shrink the variance below s² (the last step
+    /// returns E[x_0 | x_t]), and this says by how much.
     fn predicted_variance(sampler: &Sampler, std: f64) -> f64 {
         let ac = &sampler.schedule().alphas_cumprod;
         let ts = sampler.timesteps();
-        let mut var = 1.0;
+        // E[x_0 | x_t] − μ = gain·(x_t − √ᾱ μ), with Var(x_t) = ᾱ s² + 1 − ᾱ
+        let x0_gain = |a: f64| a.sqrt() * std * std / (a * std * std + 1.0 - a);
+        let lambda = |a: f64| 0.5 * (a / (1.0 - a)).ln();
+        // Var(y_t), Var(y_prev), Cov(y_t, y_prev)
+        let (mut var, mut var_prev, mut cov) = (1.0, 0.0, 0.0);
         for (i, &t) in ts.iter().enumerate() {
             let (a, a_prev) = (ac[t], ts.get(i + 1).map_or(1.0, |&p| ac[p]));
-            let v_t = a * std * std + 1.0 - a; // Var(x_t) under the data distribution
-            let x0_gain = a.sqrt() * std * std / v_t; // E[x_0 | x_t] − μ = x0_gain·(x_t − √ᾱ μ)
+            let v_t = a * std * std + 1.0 - a;
             let eps_gain = (1.0 - a).sqrt() / v_t; // E[ε | x_t] = eps_gain·(x_t − √ᾱ μ)
-            let (k, noise_var) = match sampler.kind() {
+            let last = i + 1 == ts.len();
+            let (k0, k1, noise_var) = match sampler.kind() {
                 SamplerKind::Ddpm => {
                     let alpha = a / a_prev;
                     let beta = 1.0 - alpha;
-                    let k = a_prev.sqrt() * beta / (1.0 - a) * x0_gain
+                    let k = a_prev.sqrt() * beta / (1.0 - a) * x0_gain(a)
                         + alpha.sqrt() * (1.0 - a_prev) / (1.0 - a);
                     let noise = match sampler.schedule().config.variance_type {
                         VarianceType::FixedSmall => (1.0 - a_prev) / (1.0 - a) * beta,
                         VarianceType::FixedLarge => beta,
                     };
-                    (k, if i + 1 == ts.len() { 0.0 } else { noise })
+                    (k, 0.0, if last { 0.0 } else { noise })
                 }
                 SamplerKind::Ddim { eta } => {
                     let sigma2 = eta * eta * (1.0 - a_prev) / (1.0 - a) * (1.0 - a / a_prev);
+                    let k = a_prev.sqrt() * x0_gain(a) + (1.0 - a_prev - sigma2).sqrt() * eps_gain;
+                    (k, 0.0, sigma2)
+                }
+                kind => {
+                    let (alpha_s, sigma_s) = (a.sqrt(), (1.0 - a).sqrt());
+                    let (alpha_t, sigma_t) = (a_prev.sqrt(), (1.0 - a_prev).sqrt());
+                    let e = (sigma_t / alpha_t) / (sigma_s / alpha_s); // e^{−h}
+                    let sde = kind == SamplerKind::SdeDpmSolver2M;
+                    let (carry, gain, noise) = if sde {
+                        let g = 1.0 - e * e;
+                        (sigma_t / sigma_s * e, alpha_t * g, sigma_t * sigma_t * g)
+                    } else {
+                        (sigma_t / sigma_s, alpha_t * (1.0 - e), 0.0)
+                    };
+                    // D₀ + ½ D₁ = (1 + 1/(2r₀)) x̂_0(s₀) − x̂_0(s₁)/(2r₀) on the middle steps
+                    let half_over_r0 = if i > 0 && !last {
+                        let a_s1 = ac[ts[i - 1]];
+                        let h = -e.ln();
+                        0.5 * h / (lambda(a) - lambda(a_s1))
+                    } else {
+                        0.0
+                    };
+                    let prev_gain = if i > 0 { x0_gain(ac[ts[i - 1]]) } else { 0.0 };
                     (
-                        a_prev.sqrt() * x0_gain + (1.0 - a_prev - sigma2).sqrt() * eps_gain,
-                        sigma2,
+                        carry + gain * x0_gain(a) * (1.0 + half_over_r0),
+                        -gain * half_over_r0 * prev_gain,
+                        noise,
                     )
                 }
             };
-            var = k * k * var + noise_var;
+            let new_var = k0 * k0 * var + k1 * k1 * var_prev + 2.0 * k0 * k1 * cov + noise_var;
+            (cov, var_prev, var) = (k0 * var + k1 * cov, var, new_var);
         }
         var
     }
 
     fn check_sampler_recovers_gaussian(config: ScheduleConfig, kind: SamplerKind, steps: usize) {
         let schedule = NoiseSchedule::new(config).unwrap();
-        let (mu, std) = (0.3, 0.2);
+        // DPM-Solver's last step jumps from t ≈ T/steps to σ = 0, returning E[x_0 | x_t] there:
+        // data narrower than that noise would lose most of its variance, so it gets wider data.
+        let (mu, std) = if kind.is_multistep() {
+            (0.0, 0.35)
+        } else {
+            (0.3, 0.2)
+        };
         let oracle = GaussianOracle {
             schedule: schedule.clone(),
             mean: mu,
@@ -584,6 +800,54 @@ mod tests {
     }
 
     #[test]
+    fn dpm_solver_20_steps_recovers_a_gaussian_ode_and_sde() {
+        for kind in [SamplerKind::DpmSolver2M, SamplerKind::SdeDpmSolver2M] {
+            check_sampler_recovers_gaussian(ScheduleConfig::default(), kind, 20);
+            let cosine = ScheduleConfig {
+                beta_schedule: crate::schedule::BetaSchedule::COSINE,
+                ..Default::default()
+            };
+            check_sampler_recovers_gaussian(cosine, kind, 15);
+        }
+    }
+
+    #[test]
+    fn an_image_is_the_same_whatever_its_batch() {
+        let schedule = NoiseSchedule::new(ScheduleConfig::default()).unwrap();
+        let oracle = GaussianOracle {
+            schedule: schedule.clone(),
+            mean: 0.0,
+            std: 0.5,
+        };
+        let device = Device::flex();
+        let run = |kind, images: std::ops::Range<usize>| {
+            let sampler = Sampler::new(schedule.clone(), kind, 10).unwrap();
+            let shape = [images.len(), 1, 4, 4];
+            let mut run =
+                Sampling::from_noise(sampler, shape, ImageNoise::new(3, images), &device).unwrap();
+            while !run.is_finished() {
+                run.step_with(&oracle).unwrap();
+            }
+            run.sample()
+                .clone()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()
+        };
+        for kind in [
+            SamplerKind::Ddpm,
+            SamplerKind::Ddim { eta: 1.0 },
+            SamplerKind::SdeDpmSolver2M,
+        ] {
+            let whole = run(kind, 0..7);
+            let mut split = run(kind, 0..1);
+            split.extend(run(kind, 1..4));
+            split.extend(run(kind, 4..7));
+            assert_eq!(whole, split, "{kind:?}");
+        }
+    }
+
+    #[test]
     fn same_seed_same_images_different_seed_different_images() {
         let schedule = NoiseSchedule::new(ScheduleConfig::default()).unwrap();
         let oracle = GaussianOracle {
@@ -591,7 +855,11 @@ mod tests {
             mean: 0.0,
             std: 0.5,
         };
-        for kind in [SamplerKind::Ddpm, SamplerKind::Ddim { eta: 0.5 }] {
+        for kind in [
+            SamplerKind::Ddpm,
+            SamplerKind::Ddim { eta: 0.5 },
+            SamplerKind::SdeDpmSolver2M,
+        ] {
             let sampler = Sampler::new(schedule.clone(), kind, 20).unwrap();
             let a = run_to_end(sampler.clone(), 5, &oracle).into_data();
             let b = run_to_end(sampler.clone(), 5, &oracle).into_data();
@@ -611,10 +879,19 @@ mod tests {
         assert_eq!(full.timesteps().len(), 1000);
         assert_eq!((full.timesteps()[0], full.timesteps()[999]), (999, 0));
         let from_here =
-            Sampler::from_timestep(schedule, SamplerKind::Ddim { eta: 0.0 }, 10, 437).unwrap();
+            Sampler::from_timestep(schedule.clone(), SamplerKind::Ddim { eta: 0.0 }, 10, 437)
+                .unwrap();
         assert_eq!(from_here.timesteps()[0], 437);
         assert_eq!(from_here.timesteps().len(), 10);
         assert!(from_here.timesteps().windows(2).all(|w| w[0] > w[1]));
+        // DPM-Solver: diffusers' "linspace", round half to even as numpy does (999/6 = 166.5)
+        let dpm = Sampler::new(schedule.clone(), SamplerKind::DpmSolver2M, 20).unwrap();
+        assert_eq!(dpm.timesteps()[..3], [999, 949, 899]);
+        assert_eq!(*dpm.timesteps().last().unwrap(), 50);
+        let six = Sampler::new(schedule.clone(), SamplerKind::DpmSolver2M, 6).unwrap();
+        assert_eq!(six.timesteps(), [999, 832, 666, 500, 333, 166]);
+        let from_here = Sampler::from_timestep(schedule, SamplerKind::DpmSolver2M, 4, 400).unwrap();
+        assert_eq!(from_here.timesteps(), [400, 300, 200, 100]);
     }
 
     #[test]
@@ -626,12 +903,16 @@ mod tests {
             TensorData::new(vec![0.5f32, -0.25, 0.9, -0.9], [1, 1, 2, 2]),
             &device,
         );
-        let eps = gaussian(&mut GaussianNoise::new(1), [1, 1, 2, 2], &device);
+        let eps = crate::tensor_util::gaussian(
+            &mut crate::noise::GaussianNoise::new(1),
+            [1, 1, 2, 2],
+            &device,
+        );
         let sampler = Sampler::new(schedule.clone(), SamplerKind::Ddim { eta: 0.0 }, 50).unwrap();
         let t = sampler.timesteps()[10];
         let x_t = schedule.add_noise(x0.clone(), eps.clone(), &[t]).unwrap();
         let out = sampler
-            .step(10, eps, x_t, &mut GaussianNoise::new(0))
+            .step(10, eps, x_t, None, &mut ImageNoise::new(0, 0..1))
             .unwrap();
         let diff = (out.pred_original_sample - x0)
             .abs()
@@ -645,7 +926,8 @@ mod tests {
                 0,
                 wild,
                 Tensor::zeros([1, 1, 2, 2], &device),
-                &mut GaussianNoise::new(0),
+                None,
+                &mut ImageNoise::new(0, 0..1),
             )
             .unwrap();
         let (lo, hi) = (
@@ -674,7 +956,15 @@ mod tests {
         assert!(Sampler::from_timestep(schedule.clone(), SamplerKind::Ddpm, 10, 1000).is_err());
         let sampler = Sampler::new(schedule, SamplerKind::Ddim { eta: 0.0 }, 1).unwrap();
         let device = Device::flex();
-        let mut run = Sampling::from_noise(sampler, [1, 1, 2, 2], 0, &device);
+        let noise = ImageNoise::new(0, 0..1);
+        let mut run = Sampling::from_noise(sampler, [1, 1, 2, 2], noise, &device).unwrap();
+        let two_streams = ImageNoise::new(0, 0..2);
+        let err = Sampling::from_noise(run.sampler().clone(), [1, 1, 2, 2], two_streams, &device)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("2 noise streams for a batch of 1"),
+            "{err}"
+        );
         assert!(
             run.step(Tensor::zeros([1, 1, 3, 3], &device))
                 .unwrap_err()

@@ -2,7 +2,8 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::noise::GaussianNoise;
+use crate::error::EmergeError;
+use crate::noise::{GaussianNoise, ImageNoise};
 
 /// One value per sample as a `[B, 1, 1, 1]` tensor that broadcasts over images.
 pub fn per_sample(values: Vec<f32>, device: &Device) -> Tensor<4> {
@@ -14,4 +15,21 @@ pub fn per_sample(values: Vec<f32>, device: &Device) -> Tensor<4> {
 pub fn gaussian(noise: &mut GaussianNoise, shape: [usize; 4], device: &Device) -> Tensor<4> {
     let len = shape.iter().product();
     Tensor::from_data(TensorData::new(noise.normals(len), shape), device)
+}
+
+/// A `[B, C, H, W]` tensor of standard normal draws, image b from its own stream of `noise`.
+pub fn image_gaussian(
+    noise: &mut ImageNoise,
+    shape: [usize; 4],
+    device: &Device,
+) -> Result<Tensor<4>, EmergeError> {
+    let [batch, channels, height, width] = shape;
+    if batch != noise.len() {
+        return Err(EmergeError::InvalidArgument(format!(
+            "{} noise streams for a batch of {batch} images",
+            noise.len()
+        )));
+    }
+    let values = noise.normals(channels * height * width);
+    Ok(Tensor::from_data(TensorData::new(values, shape), device))
 }

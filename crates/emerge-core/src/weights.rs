@@ -87,6 +87,38 @@ pub fn save(
     crate::atomic_file::write_atomically(path, &to_bytes(unet, config, precision)?)
 }
 
+/// The bytes of model file `bytes` with its configuration replaced by `config` (for a new
+/// recommended request): the stored tensors are kept bit for bit, and so their checksum; the
+/// network and schedule may not change.
+pub fn with_config(bytes: Vec<u8>, config: &ModelConfig) -> Result<Vec<u8>, EmergeError> {
+    let reader = Reader::from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| bad(format!("not a readable model file ({e}); is it truncated?")))?;
+    let stored = config_of(&reader)?;
+    if (stored.unet, stored.schedule) != (config.unet.clone(), config.schedule) {
+        return Err(EmergeError::InvalidConfig(
+            "a new configuration may change the recommendation only, not the network or schedule"
+                .into(),
+        ));
+    }
+    config.validate()?;
+    let config_json =
+        serde_json::to_string(config).map_err(|e| EmergeError::InvalidConfig(e.to_string()))?;
+    let metadata = reader.metadata().clone();
+    let tensors = reader
+        .into_tensors()
+        .map_err(|e| bad(format!("{e}; is the file truncated?")))?;
+    let mut writer = Writer::new(tensors);
+    for (key, value) in &metadata {
+        let value = if key == CONFIG_KEY {
+            &config_json
+        } else {
+            value
+        };
+        writer = writer.with_metadata(key, value);
+    }
+    Ok(writer.into_bytes().map_err(bad)?.to_vec())
+}
+
 /// Reads only the configuration of a model file (cheap: no tensor is touched).
 pub fn read_config(bytes: &[u8]) -> Result<ModelConfig, EmergeError> {
     let reader = Reader::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))

@@ -4,12 +4,11 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use emerge_core::image::rgba_grid;
 use emerge_core::lesson::image_error;
-use emerge_core::{EmergeError, Lesson};
+use emerge_core::{EmergeError, Lesson, Model};
 use serde::Serialize;
 
 use crate::options::checked_class;
 use crate::readback::read_values;
-use crate::session::Model;
 
 /// One image's training step, as RGBA images and numbers.
 #[derive(Debug, Clone)]

@@ -1,9 +1,7 @@
-//! The settings of a sampling run as the page sends them (JSON), checked before anything runs.
+//! What the page may ask of the loaded model: its limits, and its requests read from JSON.
 
-use emerge_core::{
-    Conditioning, EmergeError, Guidance, MAX_GUIDANCE, ModelConfig, SamplerKind, UNetConfig,
-};
-use serde::{Deserialize, Serialize};
+use emerge_core::{EmergeError, MAX_GUIDANCE, ModelConfig, SamplingRequest, UNetConfig};
+use serde::Serialize;
 
 /// Largest batch the page may ask for.
 pub const MAX_BATCH: usize = 64;
@@ -32,75 +30,18 @@ impl Limits {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SamplingOptions {
-    /// `"ddpm"` or `"ddim"`.
-    pub sampler: String,
-    /// Denoising steps (DDPM: up to T; DDIM: any count up to T).
-    pub steps: usize,
-    /// DDIM's η in [0, 1].
-    #[serde(default)]
-    pub eta: f64,
-    pub seed: u64,
-    /// Images in the grid, 1 to 64.
-    pub batch: usize,
-    /// The digit to draw; `None` draws every class in turn (sample i gets class i mod classes).
-    #[serde(default)]
-    pub class: Option<usize>,
-    /// Classifier-free guidance scale w (0 = unconditional).
-    #[serde(default)]
-    pub guidance: f64,
-    /// Inclusive timesteps `[low, high]` where w applies (the conditional prediction elsewhere);
-    /// absent: at every step.
-    #[serde(default)]
-    pub guidance_interval: Option<[usize; 2]>,
-}
-
-impl SamplingOptions {
-    pub fn from_json(json: &str) -> Result<Self, EmergeError> {
-        serde_json::from_str(json)
-            .map_err(|e| EmergeError::InvalidArgument(format!("sampling options: {e}")))
+/// The page's request (JSON, see [`SamplingRequest`]), parsed and held to the page's batch
+/// limit; the rest is checked against the model where the run starts.
+pub fn page_request(json: &str) -> Result<SamplingRequest, EmergeError> {
+    let request: SamplingRequest = serde_json::from_str(json)
+        .map_err(|e| EmergeError::InvalidArgument(format!("sampling request: {e}")))?;
+    if !(1..=MAX_BATCH).contains(&request.images) {
+        return Err(EmergeError::InvalidArgument(format!(
+            "images must be 1 to {MAX_BATCH}, got {}",
+            request.images
+        )));
     }
-
-    pub fn sampler_kind(&self) -> Result<SamplerKind, EmergeError> {
-        match self.sampler.as_str() {
-            "ddpm" => Ok(SamplerKind::Ddpm),
-            "ddim" => Ok(SamplerKind::Ddim { eta: self.eta }),
-            other => Err(EmergeError::InvalidArgument(format!(
-                "unknown sampler '{other}' (ddpm or ddim)"
-            ))),
-        }
-    }
-
-    /// The conditioning these options ask of `config`'s model.
-    pub fn conditioning(&self, config: &UNetConfig) -> Result<Conditioning, EmergeError> {
-        if !(1..=MAX_BATCH).contains(&self.batch) {
-            return Err(EmergeError::InvalidArgument(format!(
-                "batch must be 1 to {MAX_BATCH}, got {}",
-                self.batch
-            )));
-        }
-        let Some((classes, class)) = checked_class(config, self.class)? else {
-            return Ok(Conditioning::Unconditional);
-        };
-        if !(0.0..=MAX_GUIDANCE).contains(&self.guidance) {
-            return Err(EmergeError::InvalidArgument(format!(
-                "guidance must be 0 to {MAX_GUIDANCE}, got {}",
-                self.guidance
-            )));
-        }
-        let labels = (0..self.batch)
-            .map(|i| class.unwrap_or(i % classes))
-            .collect();
-        Ok(Conditioning::Classes {
-            labels,
-            guidance: Guidance {
-                scale: self.guidance,
-                interval: self.guidance_interval.map(|[low, high]| (low, high)),
-            },
-        })
-    }
+    Ok(request)
 }
 
 /// A requested class checked against the model: `None` for an unconditional model (which takes
@@ -152,74 +93,26 @@ mod tests {
     }
 
     #[test]
-    fn parses_and_checks_options() {
-        let o = SamplingOptions::from_json(
-            r#"{"sampler":"ddim","steps":20,"eta":0.5,"seed":3,"batch":4,"guidance":2,"guidance_interval":[100,700]}"#,
-        )
-        .unwrap();
-        assert_eq!(o.sampler_kind().unwrap(), SamplerKind::Ddim { eta: 0.5 });
-        let tiny = UNetConfig::tiny();
-        assert_eq!(
-            o.conditioning(&tiny).unwrap(),
-            Conditioning::Classes {
-                labels: vec![0, 1, 2, 3],
-                guidance: Guidance {
-                    scale: 2.0,
-                    interval: Some((100, 700))
-                }
-            }
-        );
-        let bad = SamplingOptions {
-            batch: 65,
-            ..o.clone()
-        };
-        assert!(
-            bad.conditioning(&tiny)
-                .unwrap_err()
-                .to_string()
-                .contains("batch must be 1 to 64")
-        );
-        let bad = SamplingOptions {
-            guidance: 10.5,
-            ..o.clone()
-        };
-        assert!(
-            bad.conditioning(&tiny)
-                .unwrap_err()
-                .to_string()
-                .contains("guidance must be 0 to 10")
-        );
-        let bad = SamplingOptions {
-            class: Some(10),
-            ..o.clone()
-        };
-        assert!(
-            bad.conditioning(&tiny)
-                .unwrap_err()
-                .to_string()
-                .contains("class 10")
-        );
-        let bad = SamplingOptions {
-            sampler: "euler".into(),
-            ..o
-        };
-        assert!(
-            bad.sampler_kind()
-                .unwrap_err()
-                .to_string()
-                .contains("unknown sampler 'euler'")
-        );
-        assert!(
-            SamplingOptions::from_json("{}")
-                .unwrap_err()
-                .to_string()
-                .contains("sampling options")
-        );
-        assert!(
-            SamplingOptions::from_json(
-                r#"{"sampler":"ddim","steps":2,"seed":1,"batch":1,"colour":1}"#
+    fn page_requests_parse_and_the_batch_limit_holds() {
+        let json = |images: usize| {
+            format!(
+                r#"{{"sampler":{{"kind":"ddim","eta":0.5}},"steps":20,"seed":3,"images":{images},
+                "classes":"each_in_turn","guidance":{{"scale":2,"interval":[100,700]}}}}"#
             )
-            .is_err()
+        };
+        let request = page_request(&json(4)).unwrap();
+        assert_eq!(request.images, 4);
+        assert_eq!(request.guidance.interval, Some((100, 700)));
+        let err = page_request(&json(65)).unwrap_err().to_string();
+        assert!(err.contains("images must be 1 to 64"), "{err}");
+        let err = page_request("{}").unwrap_err().to_string();
+        assert!(err.contains("sampling request"), "{err}");
+        let unknown = json(1).replace(r#""seed":3"#, r#""seed":3,"colour":1"#);
+        assert!(
+            page_request(&unknown)
+                .unwrap_err()
+                .to_string()
+                .contains("colour")
         );
     }
 }

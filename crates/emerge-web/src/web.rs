@@ -1,16 +1,18 @@
 //! The `#[wasm_bindgen]` surface the worker uses: `Engine.create(backend)`, `loadModel(bytes)`,
-//! `start(options)` / `startFromImage(pixels, t, options)`, `step(count)`, `noised(...)`, the
+//! `start(request)` / `startFromImage(pixels, t, request)`, `step(count)`, `noised(...)`, the
 //! learning view's `lesson(...)` and `lossCurve(...)`, the training timeline's
-//! `loadCheckpoint(bytes)` and `sample(options, checkpoint)`, `schedule` and `encodeGif(...)`.
+//! `loadCheckpoint(bytes)` and `sample(request, checkpoint)`, `schedule` and `encodeGif(...)`.
+//! A request is the JSON of `emerge_core::SamplingRequest`.
 
 use burn::tensor::Device;
-use emerge_core::EmergeError;
+use emerge_core::{EmergeError, Model, Run, StartImage};
 use wasm_bindgen::prelude::*;
 
 use crate::device::{self, DeviceInfo};
 use crate::lesson::{LessonFrame, LessonInput};
-use crate::options::SamplingOptions;
-use crate::session::{Frame, Model, Session};
+
+use crate::options::page_request;
+use crate::session::Frame;
 
 fn js_error(e: EmergeError) -> JsError {
     JsError::new(&e.to_string())
@@ -201,7 +203,7 @@ pub struct Engine {
     model: Option<Model>,
     /// Earlier weights of the model's training run (the timeline), by index.
     checkpoints: Vec<Model>,
-    session: Option<Session>,
+    run: Option<Run>,
 }
 
 #[wasm_bindgen]
@@ -229,7 +231,7 @@ impl Engine {
             info,
             model: None,
             checkpoints: Vec::new(),
-            session: None,
+            run: None,
         })
     }
 
@@ -242,7 +244,7 @@ impl Engine {
     /// Loads a model file's bytes; returns its configuration as JSON.
     #[wasm_bindgen(js_name = loadModel)]
     pub fn load_model(&mut self, bytes: Vec<u8>) -> Result<String, JsError> {
-        self.session = None;
+        self.run = None;
         self.model = None;
         self.checkpoints.clear();
         let model = Model::from_bytes(bytes, &self.device).map_err(js_error)?;
@@ -256,7 +258,10 @@ impl Engine {
     #[wasm_bindgen(js_name = loadCheckpoint)]
     pub fn load_checkpoint(&mut self, bytes: Vec<u8>) -> Result<usize, JsError> {
         let checkpoint = Model::from_bytes(bytes, &self.device).map_err(js_error)?;
-        if checkpoint.config != self.model()?.config {
+        let loaded = &self.model()?.config;
+        if (&checkpoint.config.unet, &checkpoint.config.schedule)
+            != (&loaded.unet, &loaded.schedule)
+        {
             return Err(JsError::new(
                 "this checkpoint is of a different network or schedule than the loaded model",
             ));
@@ -309,35 +314,46 @@ impl Engine {
             .ok_or_else(|| JsError::new("no model is loaded"))
     }
 
-    /// Starts a run from noise; returns its number of steps.
-    pub fn start(&mut self, options: String) -> Result<usize, JsError> {
-        let options = SamplingOptions::from_json(&options).map_err(js_error)?;
-        let session = Session::start(self.model()?, &options, &self.device).map_err(js_error)?;
-        let total = session.progress().1;
-        self.session = Some(session);
+    /// Starts a run of `request` (JSON, `emerge_core::SamplingRequest`); returns its number of
+    /// steps.
+    pub fn start(&mut self, request: String) -> Result<usize, JsError> {
+        let request = page_request(&request).map_err(js_error)?;
+        let run = self
+            .model()?
+            .start(&request, 0..request.images, &self.device)
+            .map_err(js_error)?;
+        let total = run.progress().1;
+        self.run = Some(run);
         Ok(total)
     }
 
-    /// Starts a run from `pixels` (one u8 image) noised to timestep `t` with the options' seed.
+    /// [`Self::start`] from `pixels` (one u8 image) noised to timestep `t`: the request's start
+    /// image, passed as bytes rather than JSON.
     #[wasm_bindgen(js_name = startFromImage)]
     pub fn start_from_image(
         &mut self,
         pixels: Vec<u8>,
         t: usize,
-        options: String,
+        request: String,
     ) -> Result<usize, JsError> {
-        let options = SamplingOptions::from_json(&options).map_err(js_error)?;
-        let session = Session::from_image(self.model()?, &pixels, t, &options, &self.device)
+        let mut request = page_request(&request).map_err(js_error)?;
+        request.start = Some(StartImage {
+            pixels,
+            timestep: t,
+        });
+        let run = self
+            .model()?
+            .start(&request, 0..request.images, &self.device)
             .map_err(js_error)?;
-        let total = session.progress().1;
-        self.session = Some(session);
+        let total = run.progress().1;
+        self.run = Some(run);
         Ok(total)
     }
 
     /// Whether the current run has produced its final image.
     #[wasm_bindgen(getter)]
     pub fn finished(&self) -> bool {
-        self.session.as_ref().is_none_or(Session::is_finished)
+        self.run.as_ref().is_none_or(Run::is_finished)
     }
 
     /// Runs up to `count` steps and reads the last one back.
@@ -347,28 +363,30 @@ impl Engine {
             .model
             .as_ref()
             .ok_or_else(|| JsError::new("no model is loaded"))?;
-        let session = self
-            .session
+        let run = self
+            .run
             .as_mut()
             .ok_or_else(|| JsError::new("no run is started"))?;
-        let output = session.advance(model, count).map_err(js_error)?;
-        StepFrame::read(output, session.progress(), model, started).await
+        let output = run.advance(model, count).map_err(js_error)?;
+        StepFrame::read(output, run.progress(), model, started).await
     }
 
     /// A whole run from noise with checkpoint `checkpoint` (the loaded model when absent),
     /// read back once at the end: the training timeline's samples. Leaves the current run alone.
     pub async fn sample(
         &self,
-        options: String,
+        request: String,
         checkpoint: Option<usize>,
     ) -> Result<StepFrame, JsError> {
         let started = js_sys::Date::now();
         let model = self.weights(checkpoint)?;
-        let options = SamplingOptions::from_json(&options).map_err(js_error)?;
-        let mut session = Session::start(model, &options, &self.device).map_err(js_error)?;
-        let total = session.progress().1;
-        let output = session.advance(model, total).map_err(js_error)?;
-        StepFrame::read(output, session.progress(), model, started).await
+        let request = page_request(&request).map_err(js_error)?;
+        let mut run = model
+            .start(&request, 0..request.images, &self.device)
+            .map_err(js_error)?;
+        let total = run.progress().1;
+        let output = run.advance(model, total).map_err(js_error)?;
+        StepFrame::read(output, run.progress(), model, started).await
     }
 
     /// One training step seen by the network: the digit `pixels` (class `label`), noise ε from
@@ -440,7 +458,6 @@ impl Engine {
     pub async fn noised(&self, pixels: Vec<u8>, t: usize, seed: u64) -> Result<StepFrame, JsError> {
         let started = js_sys::Date::now();
         let model = self.model()?;
-        model.schedule.check_timestep(t).map_err(js_error)?;
         let x_t = model
             .noise_image(&pixels, t, seed, &self.device)
             .map_err(js_error)?;

@@ -3,17 +3,18 @@
 //! Rows run from the smallest piece to the whole run, so that the first failing row names the
 //! kernel at fault rather than only a wrong final image: each layer type of the UNet (with the
 //! shipped model's own weights), full forward passes, one training step's loss and gradients
-//! (through the autodiff decorator), then a guided DDIM run from the same host noise. Flex is the reference; a device passes a row when its output is within the tolerance.
+//! (through the autodiff decorator), then a whole sampling run (the model's recommended request
+//! unless told otherwise) from the same host noise. Flex is the reference; a device passes a row when its output is within the tolerance.
 
 use anyhow::Result;
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use emerge_core::image::to_byte;
 use emerge_core::unet::timestep_embedding;
-use emerge_core::{GaussianNoise, ModelConfig, SamplerKind, UNet};
+use emerge_core::{GaussianNoise, Model, ModelConfig, SamplingRequest, UNet};
 
 use crate::devices::OpenedDevice;
-use crate::sample::{self, SampleRequest};
+use crate::sample;
 
 /// Forward passes (ε̂ and every layer): max |Δ| ≤ 1e-3 × max(1, RMS of the reference), so 1e-3
 /// for ε̂ (unit variance by construction) and relative for layers whose outputs are larger.
@@ -29,12 +30,8 @@ pub struct CheckPlan {
     /// model's forward pass is always checked.
     pub presets: Vec<String>,
     pub batches: Vec<usize>,
-    /// Steps of the guided DDIM run (η = 1) of the shipped model.
-    pub steps: usize,
-    /// Images in that run (classes 0, 1, … in turn).
-    pub images: usize,
-    pub guidance: f64,
-    pub seed: u64,
+    /// The sampling run of the shipped model checked last, on every device.
+    pub request: SamplingRequest,
 }
 
 /// One checked piece on one device.
@@ -355,11 +352,11 @@ fn training_piece<'a>(
 /// `on_row` sees each row as it finishes, for printing progress.
 pub fn run(
     plan: &CheckPlan,
-    shipped: (&ModelConfig, &UNet),
+    shipped: &Model,
     devices: &[OpenedDevice],
     mut on_row: impl FnMut(&CheckRow),
 ) -> Result<Vec<CheckRow>> {
-    let (config, unet) = shipped;
+    let (config, unet) = (&shipped.config, &shipped.unet);
     let reference = Device::flex();
     let fresh: Vec<(String, ModelConfig, UNet)> = plan
         .presets
@@ -434,28 +431,24 @@ pub fn run(
         }
     }
 
-    // The whole reverse process: DDIM (η = 1) with guidance, from the same seeded host noise.
-    let request = SampleRequest {
-        count: plan.images,
-        seed: plan.seed,
-        sampler: SamplerKind::Ddim { eta: 1.0 },
-        steps: plan.steps,
-        labels: config
-            .unet
-            .null_class()
-            .map(|classes| (0..plan.images).map(|i| i % classes).collect()),
-        guidance: emerge_core::Guidance::everywhere(plan.guidance),
-        start: None,
+    // The whole reverse process, from the same seeded host noise.
+    let request = &plan.request;
+    let guidance = match request.classes {
+        emerge_core::Classes::Unconditional => String::new(),
+        _ => format!(", w = {}", request.guidance.scale),
     };
     let what = format!(
-        "DDIM {} steps (η = 1, w = {}), {} images, final pixels",
-        plan.steps, plan.guidance, plan.images
+        "{} {} steps{guidance}, {} images, final pixels",
+        request.sampler, request.steps, request.images
     );
-    let expected = sample::generate(unet, config, &request, |_| {})?;
+    let all = 0..request.images;
+    let expected = sample::generate(shipped, request, all.clone(), |_| {})?;
     for opened in devices {
         record(opened, &what, &|device| {
-            let net = unet.clone().to_device(device);
-            let got = sample::generate(&net, config, &request, |_| {}).map(|images| images.values);
+            let got = Model::new(config.clone(), unet.clone().to_device(device))
+                .map_err(anyhow::Error::from)
+                .and_then(|model| sample::generate(&model, request, all.clone(), |_| {}))
+                .map(|images| images.values);
             compare_pixels(&expected.values, &got.unwrap_or_default())
         });
     }
@@ -506,26 +499,33 @@ mod tests {
         let plan = CheckPlan {
             presets: vec!["tiny".into()],
             batches: vec![1, 3],
-            steps: 3,
-            images: 2,
-            guidance: 1.25,
-            seed: 5,
+            request: SamplingRequest {
+                sampler: emerge_core::SamplerKind::SdeDpmSolver2M,
+                steps: 3,
+                seed: 5,
+                images: 2,
+                classes: emerge_core::Classes::EachInTurn,
+                guidance: emerge_core::Guidance::everywhere(1.25),
+                start: None,
+            },
         };
         let itself = OpenedDevice::cpu();
         let mut seen = Vec::new();
-        let rows = run(
-            &plan,
-            (&config, &unet),
-            std::slice::from_ref(&itself),
-            |row| seen.push(row.what.clone()),
-        )
+        let shipped = Model::new(config, unet).unwrap();
+        let rows = run(&plan, &shipped, std::slice::from_ref(&itself), |row| {
+            seen.push(row.what.clone())
+        })
         .unwrap();
         // Every layer type at each batch, the two forward passes at each batch, the training
         // loss and gradients (L_simple, Min-SNR) at each batch, then the run.
         assert_eq!(rows.len(), 2 * 7 + 2 * 2 + 2 * 4 + 1, "{seen:#?}");
         assert!(seen.iter().any(|w| w.starts_with("gradients of Min-SNR-5")));
         assert!(rows[0].what.starts_with("time embedding"));
-        assert!(rows.last().unwrap().what.starts_with("DDIM 3 steps"));
+        let last = &rows.last().unwrap().what;
+        assert!(
+            last.starts_with("SDE-DPM-Solver++(2M) 3 steps, w = 1.25"),
+            "{last}"
+        );
         for row in &rows {
             assert!(row.measure.passes(), "{}: {:?}", row.what, row.measure);
         }

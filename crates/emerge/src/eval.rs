@@ -9,14 +9,14 @@ use anyhow::Result;
 use burn::tensor::Device;
 use clap::ValueEnum;
 use emerge_core::image::to_byte;
-use emerge_core::{Guidance, ModelConfig, SamplerKind, UNet};
+use emerge_core::{Classes, Model, SamplingRequest};
 use serde::Serialize;
 
 use crate::classifier::{self, Classifier, FEATURES};
 use crate::devices::OpenedDevice;
 use crate::frechet::frechet_distance;
 use crate::mnist::{self, Split};
-use crate::sample::{self, SampleRequest};
+use crate::sample;
 
 /// Which samples an evaluation draws. The unconditional half does not depend on the guidance,
 /// so a sweep of guidance settings measures it once and the conditional half per setting.
@@ -34,17 +34,11 @@ pub enum Measured {
 /// How samples are drawn for the evaluation.
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalSettings {
-    pub count: usize,
+    /// The conditional samples' request: `images` samples, each class in turn. The unconditional
+    /// ones are the same request unconditioned, with the seed `seed ^ 0xABCD`.
+    pub request: SamplingRequest,
     pub measured: Measured,
-    pub sampler: SamplerKind,
-    /// Denoising steps; `None` until resolved from the model (T for DDPM, 50 for DDIM).
-    pub steps: Option<usize>,
-    pub guidance: f64,
-    /// Inclusive timesteps where the guidance applies (conditional prediction elsewhere); `None`:
-    /// every step.
-    pub guidance_interval: Option<(usize, usize)>,
-    pub seed: u64,
-    /// Images sampled at once (batch k draws its noise from seed + k).
+    /// Images sampled at once (memory and speed only: each image has its own noise).
     pub batch: usize,
 }
 
@@ -69,18 +63,13 @@ pub struct EvalReport {
     pub seconds: f64,
 }
 
-/// Draws `request.count` samples in batches of `batch` and returns them as u8 images.
-fn draw(
-    unet: &UNet,
-    config: &ModelConfig,
-    request: &SampleRequest,
-    batch: usize,
-) -> Result<Vec<u8>> {
+/// Draws every image of `request` in batches of `batch` and returns them as u8 images.
+fn draw(model: &Model, request: &SamplingRequest, batch: usize) -> Result<Vec<u8>> {
     let mut pixels = Vec::new();
-    for part in request.batches(batch) {
-        let images = sample::generate(unet, config, &part, |_| {})?;
+    for part in sample::parts(request.images, batch) {
+        let images = sample::generate(model, request, part, |_| {})?;
         pixels.extend(images.values.iter().map(|&v| to_byte(v)));
-        eprintln!("  sampled {}/{}", pixels.len() / 784, request.count);
+        eprintln!("  sampled {}/{}", pixels.len() / 784, request.images);
     }
     Ok(pixels)
 }
@@ -110,21 +99,20 @@ impl Judge<'_> {
 /// Conditional samples, digit i mod `classes` for sample i: their Fréchet distance, the share the
 /// classifier reads as the digit asked for, and that share per digit.
 fn conditional_half(
-    unet: &UNet,
-    config: &ModelConfig,
-    base: &SampleRequest,
+    model: &Model,
+    request: &SamplingRequest,
     classes: usize,
     batch: usize,
     judge: &Judge,
 ) -> Result<(f64, f64, Vec<f64>)> {
-    let n = base.count;
-    eprintln!("conditional samples (guidance {}):", base.guidance.scale);
-    let labels: Vec<usize> = (0..n).map(|i| i % classes).collect();
-    let request = SampleRequest {
-        labels: Some(labels.clone()),
-        ..base.clone()
+    let n = request.images;
+    eprintln!("conditional samples (guidance {}):", request.guidance.scale);
+    let request = SamplingRequest {
+        classes: Classes::EachInTurn,
+        ..request.clone()
     };
-    let pixels = draw(unet, config, &request, batch)?;
+    let labels: Vec<usize> = (0..n).map(|i| i % classes).collect();
+    let pixels = draw(model, &request, batch)?;
     let predicted = classifier::predict(&judge.classifier, &pixels, n, judge.device)?;
     let mut hits = vec![(0usize, 0usize); classes];
     for (p, l) in predicted.iter().zip(&labels) {
@@ -142,39 +130,41 @@ fn conditional_half(
 /// Unconditional samples (their own noise, seed ^ 0xABCD): Fréchet distance and the class
 /// histogram the classifier reads.
 fn unconditional_half(
-    unet: &UNet,
-    config: &ModelConfig,
-    base: &SampleRequest,
+    model: &Model,
+    request: &SamplingRequest,
     batch: usize,
     judge: &Judge,
 ) -> Result<(f64, Vec<usize>)> {
     eprintln!("unconditional samples:");
-    let request = SampleRequest {
-        seed: base.seed ^ 0xABCD,
-        ..base.clone()
+    let request = SamplingRequest {
+        seed: request.seed ^ 0xABCD,
+        classes: Classes::Unconditional,
+        ..request.clone()
     };
-    let pixels = draw(unet, config, &request, batch)?;
+    let pixels = draw(model, &request, batch)?;
     let mut histogram = vec![0; 10];
-    for p in classifier::predict(&judge.classifier, &pixels, base.count, judge.device)? {
+    for p in classifier::predict(&judge.classifier, &pixels, request.images, judge.device)? {
         histogram[p] += 1;
     }
-    Ok((judge.frechet(&pixels, base.count)?, histogram))
+    Ok((judge.frechet(&pixels, request.images)?, histogram))
 }
 
+/// Evaluates `model` (loaded on `opened`'s device) with the samples `settings` asks for.
 pub fn evaluate(
-    model_path: Option<&Path>,
+    model: &Model,
     data_dir: &Path,
     classifier_path: Option<&Path>,
-    mut settings: EvalSettings,
+    settings: EvalSettings,
     opened: &OpenedDevice,
 ) -> Result<EvalReport> {
     let start = Instant::now();
     let device = &opened.device;
-    let (config, unet) = crate::model_file::load(model_path, device)?;
-    let steps = *settings.steps.get_or_insert(match settings.sampler {
-        SamplerKind::Ddpm => config.schedule.num_train_timesteps,
-        SamplerKind::Ddim { .. } => 50,
-    });
+    let config = &model.config;
+    let unconditioned = SamplingRequest {
+        classes: Classes::Unconditional,
+        ..settings.request.clone()
+    };
+    unconditioned.validate(config)?;
     anyhow::ensure!(
         config.unet.sample_size == 28 && config.unet.in_channels == 1,
         "eval measures MNIST models (1×28×28); this one makes {}×{}×{}",
@@ -196,37 +186,20 @@ pub fn evaluate(
         test_features,
         device,
     };
-    let n = settings.count;
-    let floor = judge.frechet(&random_subset(&train.images, 784, n, settings.seed), n)?;
+    let request = &settings.request;
+    let n = request.images;
+    let floor = judge.frechet(&random_subset(&train.images, 784, n, request.seed), n)?;
 
-    let base = SampleRequest {
-        count: n,
-        seed: settings.seed,
-        sampler: settings.sampler,
-        steps,
-        labels: None,
-        guidance: Guidance {
-            scale: settings.guidance,
-            interval: settings.guidance_interval,
-        },
-        start: None,
-    };
     let conditional =
         match config.unet.null_class() {
             Some(classes) if settings.measured != Measured::Unconditional => Some(
-                conditional_half(&unet, &config, &base, classes, settings.batch, &judge)?,
+                conditional_half(model, request, classes, settings.batch, &judge)?,
             ),
             _ => None,
         };
     let unconditional = match settings.measured {
         Measured::Conditional => None,
-        _ => Some(unconditional_half(
-            &unet,
-            &config,
-            &base,
-            settings.batch,
-            &judge,
-        )?),
+        _ => Some(unconditional_half(model, request, settings.batch, &judge)?),
     };
     Ok(EvalReport {
         classifier_test_accuracy: classifier::accuracy(&judge.classifier, &test, device)?,
@@ -244,22 +217,19 @@ pub fn evaluate(
 
 /// The report as a Markdown table.
 pub fn table(report: &EvalReport) -> String {
-    let s = &report.settings;
-    let steps = s.steps.unwrap_or_default();
-    let sampler = match s.sampler {
-        SamplerKind::Ddpm => format!("DDPM {steps} steps"),
-        SamplerKind::Ddim { eta } => format!("DDIM {steps} steps, η = {eta}"),
-    };
+    let s = &report.settings.request;
     let mut out = format!(
-        "| metric | value |\n| --- | --- |\n| samples per measurement | {} ({sampler}, seed {}) |\n| classifier accuracy on the MNIST test set | {:.2} % |\n| Fréchet distance, train vs test (floor) | {:.3} |\n",
-        s.count,
+        "| metric | value |\n| --- | --- |\n| samples per measurement | {} ({}, {} steps, seed {}) |\n| classifier accuracy on the MNIST test set | {:.2} % |\n| Fréchet distance, train vs test (floor) | {:.3} |\n",
+        s.images,
+        s.sampler,
+        s.steps,
         s.seed,
         100.0 * report.classifier_test_accuracy,
         report.frechet_floor_train_vs_test
     );
-    let guidance = match s.guidance_interval {
-        Some((low, high)) => format!("w = {} for {low} ≤ t ≤ {high}", s.guidance),
-        None => format!("w = {}", s.guidance),
+    let guidance = match s.guidance.interval {
+        Some((low, high)) => format!("w = {} for {low} ≤ t ≤ {high}", s.guidance.scale),
+        None => format!("w = {}", s.guidance.scale),
     };
     if let (Some(fd), Some(acc), Some(per)) = (
         report.frechet_conditional,
@@ -316,6 +286,7 @@ mod tests {
     use super::*;
     use crate::mnist::{encode_idx_images, encode_idx_labels};
     use emerge_core::weights::{self, Precision};
+    use emerge_core::{ModelConfig, UNet};
 
     /// A 28×28 MNIST-format data set (train and test) of `count` images: a bar whose row is the
     /// label.
@@ -349,13 +320,16 @@ mod tests {
 
     fn settings(measured: Measured) -> EvalSettings {
         EvalSettings {
-            count: 10,
+            request: SamplingRequest {
+                sampler: emerge_core::SamplerKind::Ddim { eta: 1.0 },
+                steps: 2,
+                seed: 0,
+                images: 10,
+                classes: Classes::EachInTurn,
+                guidance: emerge_core::Guidance::everywhere(2.0),
+                start: None,
+            },
             measured,
-            sampler: SamplerKind::Ddim { eta: 1.0 },
-            steps: Some(2),
-            guidance: 2.0,
-            guidance_interval: None,
-            seed: 0,
             batch: 10,
         }
     }
@@ -365,16 +339,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("emerge-eval-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         write_bars(&dir, 20);
-        let model = untrained_model(&dir, true);
-        let run = |measured| {
-            evaluate(
-                Some(&model),
-                &dir,
-                None,
-                settings(measured),
-                &OpenedDevice::cpu(),
-            )
-        };
+        let model =
+            crate::model_file::load(Some(&untrained_model(&dir, true)), &Device::flex()).unwrap();
+        let run = |measured| evaluate(&model, &dir, None, settings(measured), &OpenedDevice::cpu());
 
         let both = run(Measured::Both).unwrap();
         let conditional = run(Measured::Conditional).unwrap();
@@ -406,9 +373,10 @@ mod tests {
         assert!(table(&both).contains("unconditional samples per class"));
         assert!(table(&both).contains("| computed on | Flex (CPU) in "));
 
-        let classless = untrained_model(&dir, false);
+        let classless =
+            crate::model_file::load(Some(&untrained_model(&dir, false)), &Device::flex()).unwrap();
         let error = evaluate(
-            Some(&classless),
+            &classless,
             &dir,
             None,
             settings(Measured::Conditional),

@@ -54,6 +54,7 @@ pub fn import(dir: &Path, device: &Device) -> Result<Imported> {
     let config = ModelConfig {
         unet: unet_config,
         schedule,
+        recommended: None,
     };
     config
         .validate()

@@ -4,16 +4,8 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use emerge_core::{Guidance, ModelConfig};
+use emerge_core::{ModelConfig, SamplingRequest};
 use serde::{Deserialize, Serialize};
-
-/// The guidance a conditional model is sampled with unless told otherwise (the page through the
-/// manifest, `sample`, `eval`, `export`): the shipped model's best measured trade-off (see
-/// www/models/MODEL.md). The interval is in the shipped model's timesteps.
-pub const DEFAULT_GUIDANCE: Guidance = Guidance {
-    scale: 1.25,
-    interval: None,
-};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ManifestEntry {
@@ -26,12 +18,8 @@ pub struct ManifestEntry {
     pub channels: usize,
     /// Class names, empty for an unconditional model.
     pub classes: Vec<String>,
-    pub default_sampler: String,
-    pub default_steps: usize,
-    pub default_guidance: f64,
-    /// Inclusive timesteps `[low, high]` where the default guidance applies; absent: every step.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default_guidance_interval: Option<[usize; 2]>,
+    /// The request the page opens with: the model file's recommendation (the same JSON).
+    pub recommended: SamplingRequest,
     /// Where the weights come from, in words the page shows.
     pub source: String,
     /// Training steps behind these weights (absent for imported ones).
@@ -52,13 +40,11 @@ pub struct TimelineCheckpoint {
     pub bytes: usize,
 }
 
-/// What the manifest tells the page about a model beyond its shape.
+/// What the manifest tells the page about a model beyond its file.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Recommended {
+pub struct Provenance {
     /// Where the weights come from, in words.
     pub source: String,
-    /// The guidance the page opens with (an unconditional model gets w = 0).
-    pub guidance: Guidance,
     /// Training steps behind the weights, when this project trained them.
     pub training_steps: Option<usize>,
     /// The training timeline's checkpoints, already written next to the manifest.
@@ -72,7 +58,7 @@ impl ManifestEntry {
         bytes: usize,
         config: &ModelConfig,
         parameters: usize,
-        recommended: Recommended,
+        provenance: Provenance,
     ) -> Self {
         let classes = config
             .unet
@@ -86,21 +72,13 @@ impl ManifestEntry {
             image_size: config.unet.sample_size,
             channels: config.unet.in_channels,
             classes,
-            default_sampler: "ddim".into(),
-            default_steps: 50,
-            default_guidance: if config.unet.is_conditional() {
-                recommended.guidance.scale
-            } else {
-                0.0
-            },
-            default_guidance_interval: recommended
-                .guidance
-                .interval
-                .filter(|_| config.unet.is_conditional())
-                .map(|(low, high)| [low, high]),
-            source: recommended.source,
-            training_steps: recommended.training_steps,
-            checkpoints: recommended.checkpoints,
+            recommended: config
+                .recommended
+                .clone()
+                .unwrap_or_else(|| SamplingRequest::fallback(config)),
+            source: provenance.source,
+            training_steps: provenance.training_steps,
+            checkpoints: provenance.checkpoints,
         }
     }
 }
@@ -112,13 +90,18 @@ pub struct Manifest {
     pub models: Vec<ManifestEntry>,
 }
 
+/// The manifest at `path`, or an empty one when there is no file.
+pub fn read(path: &Path) -> Result<Manifest> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .with_context(|| format!("'{}' is not a valid manifest", path.display())),
+        Err(_) => Ok(Manifest::default()),
+    }
+}
+
 /// Adds or replaces `entry` in the manifest at `path` (creating it), keeping other models.
 pub fn upsert(path: &Path, entry: ManifestEntry) -> Result<()> {
-    let mut manifest: Manifest = match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text)
-            .with_context(|| format!("'{}' is not a valid manifest", path.display()))?,
-        Err(_) => Manifest::default(),
-    };
+    let mut manifest = read(path)?;
     if manifest.default.is_empty() {
         manifest.default = entry.name.clone();
     }

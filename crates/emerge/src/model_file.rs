@@ -5,18 +5,19 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use burn::tensor::Device;
-use emerge_core::{ModelConfig, UNet, weights};
+use emerge_core::{Model, weights};
 
 /// The page's MNIST model (`www/models/mnist.bpk`), as this binary was built with it.
 pub const SHIPPED: &[u8] = include_bytes!("../../../www/models/mnist.bpk");
 
 /// Loads `path`, or the shipped model when there is none; errors name the file and the problem.
-pub fn load(path: Option<&Path>, device: &Device) -> Result<(ModelConfig, UNet)> {
-    match path {
-        Some(path) => Ok(weights::load(path, device)?),
+pub fn load(path: Option<&Path>, device: &Device) -> Result<Model> {
+    let (config, unet) = match path {
+        Some(path) => weights::load(path, device)?,
         None => weights::from_bytes(SHIPPED.to_vec(), device)
-            .context("the model built into this binary cannot be read"),
-    }
+            .context("the model built into this binary cannot be read")?,
+    };
+    Ok(Model::new(config, unet)?)
 }
 
 #[cfg(test)]
@@ -25,13 +26,13 @@ mod tests {
 
     #[test]
     fn the_built_in_model_is_the_shipped_mnist_model() {
-        let (config, unet) = load(None, &Device::flex()).unwrap();
-        assert_eq!(config.unet, emerge_core::UNetConfig::mnist());
-        assert_eq!(burn::module::Module::num_params(&unet), 2_736_353);
+        let model = load(None, &Device::flex()).unwrap();
+        assert_eq!(model.config.unet, emerge_core::UNetConfig::mnist());
+        assert_eq!(burn::module::Module::num_params(&model.unet), 2_736_353);
     }
 
     #[test]
-    fn the_cli_samples_the_built_in_model_with_the_guidance_its_manifest_recommends() {
+    fn the_built_in_model_recommends_what_its_manifest_entry_says() {
         let manifest: crate::manifest::Manifest =
             serde_json::from_str(include_str!("../../../www/models/manifest.json")).unwrap();
         let entry = manifest
@@ -40,10 +41,8 @@ mod tests {
             .find(|m| m.file == "mnist.bpk")
             .unwrap();
         assert_eq!(entry.bytes, SHIPPED.len());
-        let recommended = crate::manifest::DEFAULT_GUIDANCE;
-        assert_eq!(entry.default_guidance, recommended.scale);
-        let interval = recommended.interval.map(|(low, high)| [low, high]);
-        assert_eq!(entry.default_guidance_interval, interval);
+        let model = load(None, &Device::flex()).unwrap();
+        assert_eq!(model.recommended(), entry.recommended);
     }
 
     #[test]

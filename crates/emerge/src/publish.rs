@@ -6,28 +6,20 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use emerge_core::{ModelConfig, UNet, weights};
 
-use crate::manifest::Recommended;
+use crate::manifest::Provenance;
 
-/// Writes `<out>/<name>.bpk` (f16) and its manifest entry: what the page loads.
+/// Writes `<out>/<name>.bpk` (f16, `config` with its recommended request) and its manifest
+/// entry: what the page loads.
 pub fn publish(
     unet: &UNet,
     config: &ModelConfig,
     out: &Path,
     name: &str,
-    recommended: Recommended,
+    provenance: Provenance,
 ) -> Result<()> {
-    let scale = recommended.guidance.scale;
-    anyhow::ensure!(
-        scale.is_finite() && (0.0..=10.0).contains(&scale),
-        "--guidance must be between 0 and 10 (the page's range), got {scale}"
-    );
-    if let Some((_, high)) = recommended.guidance.interval {
-        anyhow::ensure!(
-            high < config.schedule.num_train_timesteps,
-            "--guidance-interval ends at {high}, past the model's last timestep {}",
-            config.schedule.num_train_timesteps - 1
-        );
-    }
+    config
+        .validate()
+        .context("the model's recommended request is not one it can run")?;
     anyhow::ensure!(
         !name.is_empty()
             && name
@@ -46,7 +38,7 @@ pub fn publish(
         bytes.len(),
         config,
         parameters,
-        recommended,
+        provenance,
     );
     crate::manifest::upsert(&out.join("manifest.json"), entry)?;
     println!(

@@ -1,13 +1,11 @@
-//! Drawing samples from a model natively: the same core sampler the page drives, run to the end.
+//! Drawing samples from a model natively: the core's [`Run`] taken to the end, a part of the
+//! request at a time.
+
+use std::ops::Range;
 
 use anyhow::Result;
-use burn::module::Module;
 use burn::tensor::{Device, Tensor};
-use emerge_core::image::image_tensor;
-use emerge_core::{
-    Conditioning, Denoiser, Guidance, ModelConfig, Sampler, SamplerKind, Sampling, StepOutput,
-    UNet, UNetConfig,
-};
+use emerge_core::{Classes, Model, SamplingRequest, StepOutput};
 
 /// Host-side images in model space (values in [−1, 1]) with their `[B, C, H, W]` shape.
 #[derive(Debug, Clone)]
@@ -27,121 +25,47 @@ impl Images {
     }
 }
 
-/// What to sample.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SampleRequest {
-    pub count: usize,
-    pub seed: u64,
-    pub sampler: SamplerKind,
-    pub steps: usize,
-    /// One class per sample for a conditional model; `None` samples unconditionally.
-    pub labels: Option<Vec<usize>>,
-    pub guidance: Guidance,
-    /// Start from this image noised to a timestep (SDEdit) instead of from pure noise.
-    pub start: Option<StartImage>,
-}
-
-/// SDEdit's starting point: one u8 image (C×H×W) to be noised to `timestep`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StartImage {
-    pub pixels: Vec<u8>,
-    pub timestep: usize,
-}
-
-impl SampleRequest {
-    /// One row of `columns` samples per class (DDIM η = 1, 50 steps, the default guidance), or `columns` rows of
-    /// unconditional samples for an unconditional model.
-    pub fn class_rows(config: &UNetConfig, columns: usize, seed: u64) -> Self {
-        let classes = config.null_class().unwrap_or(0);
-        let labels = (classes > 0).then(|| {
-            (0..classes)
-                .flat_map(|c| std::iter::repeat_n(c, columns))
-                .collect::<Vec<_>>()
-        });
-        let count = labels.as_ref().map_or(columns * columns, Vec::len);
-        Self {
-            count,
-            seed,
-            sampler: SamplerKind::Ddim { eta: 1.0 },
-            steps: 50,
-            labels,
-            guidance: crate::manifest::DEFAULT_GUIDANCE,
-            start: None,
-        }
-    }
-
-    fn conditioning(&self) -> Conditioning {
-        match &self.labels {
-            Some(labels) => Conditioning::Classes {
-                labels: labels.clone(),
-                guidance: self.guidance,
-            },
-            None => Conditioning::Unconditional,
-        }
+/// `columns` images per class, one row per class (or `columns` rows for an unconditional
+/// model), with the model's recommended sampler and guidance: the training run's sample grids.
+pub fn class_rows(model: &Model, columns: usize, seed: u64) -> SamplingRequest {
+    let classes = model.config.unet.null_class().unwrap_or(0);
+    let recommended = model.recommended();
+    let (images, classes) = if classes > 0 {
+        let labels = (0..classes * columns).map(|i| i / columns).collect();
+        (classes * columns, Classes::Labels(labels))
+    } else {
+        (columns * columns, Classes::Unconditional)
+    };
+    SamplingRequest {
+        seed,
+        images,
+        classes,
+        start: None,
+        ..recommended
     }
 }
 
-impl SampleRequest {
-    /// The requests of a run split into batches of at most `batch` images: batch k draws its
-    /// noise from seed + k, so a run that fits one batch is the unsplit run.
-    pub fn batches(&self, batch: usize) -> impl Iterator<Item = SampleRequest> + '_ {
-        let batch = batch.max(1);
-        (0..self.count)
-            .step_by(batch)
-            .enumerate()
-            .map(move |(k, start)| {
-                let n = (self.count - start).min(batch);
-                SampleRequest {
-                    count: n,
-                    seed: self.seed.wrapping_add(k as u64),
-                    labels: self.labels.as_ref().map(|l| l[start..start + n].to_vec()),
-                    ..self.clone()
-                }
-            })
-    }
+/// The parts of a request of `images` images drawn at most `batch` at a time. An image's pixels
+/// do not depend on the part it is drawn in.
+pub fn parts(images: usize, batch: usize) -> impl Iterator<Item = Range<usize>> {
+    let batch = batch.max(1);
+    (0..images)
+        .step_by(batch)
+        .map(move |start| start..(start + batch).min(images))
 }
 
-/// Runs the sampler to the end; `on_step` sees every step's output (for trajectories).
+/// Runs images `part` of `request` to the end; `on_step` sees every step's output (for
+/// trajectories).
 pub fn generate(
-    unet: &UNet,
-    config: &ModelConfig,
-    request: &SampleRequest,
-    mut on_step: impl FnMut(&StepOutput),
+    model: &Model,
+    request: &SamplingRequest,
+    part: Range<usize>,
+    on_step: impl FnMut(&StepOutput),
 ) -> Result<Images> {
-    let device = unet
-        .devices()
+    let device = burn::module::Module::devices(&model.unet)
         .into_iter()
         .next()
         .unwrap_or_else(Device::flex);
-    let denoiser = Denoiser::new(unet, &config.unet, request.conditioning())?;
-    let schedule = config.noise_schedule()?;
-    let size = config.unet.sample_size;
-    let mut run = match &request.start {
-        None => Sampling::from_noise(
-            Sampler::new(schedule, request.sampler, request.steps)?,
-            [request.count, config.unet.in_channels, size, size],
-            request.seed,
-            &device,
-        ),
-        Some(start) => {
-            let image = image_tensor(
-                &start.pixels,
-                [config.unet.in_channels, size, size],
-                &device,
-            )?;
-            Sampling::from_image(
-                schedule,
-                request.sampler,
-                request.steps,
-                start.timestep,
-                image.repeat_dim(0, request.count),
-                request.seed,
-            )?
-        }
-    };
-    while !run.is_finished() {
-        let output = run.step_with(&denoiser)?;
-        on_step(&output);
-    }
-    Images::from_tensor(run.sample().clone())
+    let run = model.start(request, part, &device)?;
+    Images::from_tensor(run.finish(model, on_step)?)
 }

@@ -240,7 +240,7 @@ fn sampling_works_from_any_directory_with_the_built_in_model() {
 }
 
 #[test]
-fn large_counts_are_sampled_in_batches_with_the_first_batch_unchanged() {
+fn an_image_is_the_same_whatever_count_and_batch_it_is_drawn_in() {
     let dir = scratch("batches");
     let model = tiny_model(&dir);
     let run = |name: &str, count: usize, extra: &[&str]| {
@@ -252,11 +252,20 @@ fn large_counts_are_sampled_in_batches_with_the_first_batch_unchanged() {
         assert_eq!(dims, vec![count, 8, 8]);
         pixels
     };
-    let batched = run("batched.idx", 7, &["--batch", "3"]);
-    let alone = run("alone.idx", 3, &[]);
-    // Batch 0 is the unsplit run of its images; batch 1 draws other noise.
-    assert_eq!(&batched[..3 * 64], &alone[..]);
-    assert_ne!(&batched[3 * 64..6 * 64], &alone[..]);
+    for eta in ["0", "1"] {
+        let options = ["--sampler", "ddim", "--eta", eta];
+        let whole = run("whole.idx", 7, &options);
+        let batched = run(
+            "batched.idx",
+            7,
+            &[&options[..], &["--batch", "3"]].concat(),
+        );
+        let first = run("first.idx", 1, &options);
+        // Image i's noise is its own stream of (seed, i): batch size and count change nothing.
+        assert_eq!(batched, whole, "η = {eta}: batches of 3 vs one batch of 7");
+        assert_eq!(&whole[..64], &first[..], "η = {eta}: image 0 alone");
+        assert_ne!(&whole[..64], &whole[64..128], "η = {eta}: images differ");
+    }
 
     let output = sample(&model, 4, 2, &dir.join("t.gif"), &["--batch", "2"]);
     assert!(!output.status.success());

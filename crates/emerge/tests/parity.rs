@@ -92,6 +92,9 @@ struct SchedulerCase {
     config: serde_json::Map<String, serde_json::Value>,
     steps: usize,
     eta: Option<f64>,
+    /// The sampler, for the cases other than DDPM (no η) and DDIM (η).
+    #[serde(default)]
+    sampler: Option<SamplerKind>,
     shape: [usize; 4],
     initial: Vec<f32>,
     timesteps: Vec<usize>,
@@ -133,19 +136,24 @@ fn deviation(
         free_running: 0.0,
     };
     let mut ours = tensor(&case.initial);
+    // x̂_0 of the step before (DPM-Solver++(2M)'s second point): diffusers' and ours
+    let mut ours_x0: Option<Tensor<4>> = None;
     for (index, step) in case.trajectory.iter().enumerate() {
         let (prev, pred_x0) = reference(step);
-        let theirs_before = if index == 0 {
-            &case.initial
-        } else {
-            reference(&case.trajectory[index - 1]).0
+        let (theirs_before, theirs_x0) = match index {
+            0 => (&case.initial, None),
+            _ => {
+                let before = reference(&case.trajectory[index - 1]);
+                (before.0, Some(tensor(before.1)))
+            }
         };
         let out = sampler
             .step_with_variance_noise(
                 index,
                 tensor(&step.model_output),
                 tensor(theirs_before),
-                || tensor(&step.noise),
+                theirs_x0.as_ref(),
+                || Ok(tensor(&step.noise)),
             )
             .unwrap();
         d.per_step = d
@@ -153,14 +161,19 @@ fn deviation(
             .max(max_abs_difference(&read(out.prev_sample), prev))
             .max(max_abs_difference(&read(out.pred_original_sample), pred_x0));
         let out = sampler
-            .step_with_variance_noise(index, tensor(&step.model_output), ours, || {
-                tensor(&step.noise)
-            })
+            .step_with_variance_noise(
+                index,
+                tensor(&step.model_output),
+                ours,
+                ours_x0.as_ref(),
+                || Ok(tensor(&step.noise)),
+            )
             .unwrap();
         d.free_running = d
             .free_running
             .max(max_abs_difference(&read(out.prev_sample.clone()), prev));
         ours = out.prev_sample;
+        ours_x0 = Some(out.pred_original_sample);
     }
     d
 }
@@ -169,7 +182,7 @@ fn deviation(
 fn samplers_follow_diffusers_trajectories() {
     let text = std::fs::read_to_string(fixtures().join("schedulers.json")).unwrap();
     let cases: Vec<SchedulerCase> = serde_json::from_str(&text).unwrap();
-    assert_eq!(cases.len(), 5);
+    assert_eq!(cases.len(), 9);
     for case in cases {
         let config = import::schedule_config(&case.config, &mut Vec::new()).unwrap();
         let schedule = NoiseSchedule::new(config).unwrap();
@@ -185,9 +198,10 @@ fn samplers_follow_diffusers_trajectories() {
             "{}: ᾱ_t differs by {table_error:.1e}",
             case.name
         );
-        let kind = case
-            .eta
-            .map_or(SamplerKind::Ddpm, |eta| SamplerKind::Ddim { eta });
+        let kind = case.sampler.unwrap_or(
+            case.eta
+                .map_or(SamplerKind::Ddpm, |eta| SamplerKind::Ddim { eta }),
+        );
         let sampler = Sampler::new(schedule, kind, case.steps).unwrap();
         assert_eq!(
             sampler.timesteps(),

@@ -4,7 +4,7 @@
 
 import { formatBytes } from '../client.js';
 import { drawRgba } from '../draw.js';
-import { engineOptions } from '../settings.js';
+import { samplingRequest } from '../settings.js';
 import { render } from './context.js';
 
 /** The timeline's sampler: quick, and the same for every checkpoint. */
@@ -62,11 +62,11 @@ export function mountTimeline(root, ctx, onCheckpoint) {
     $('timeline-step').textContent = steps[position].label;
     $('timeline-seed').textContent = ctx.settings.seed;
     onCheckpoint(checkpoint);
-    const options = engineOptions({ ...ctx.settings, ...TIMELINE_RUN, batch: Math.min(TIMELINE_RUN.batch, ctx.limits.max_batch) }, ctx.limits);
-    const frame = await ctx.client.request('sample', { options, checkpoint });
+    const request = samplingRequest({ ...ctx.settings, ...TIMELINE_RUN, batch: Math.min(TIMELINE_RUN.batch, ctx.limits.max_batch) }, ctx.limits);
+    const frame = await ctx.client.request('sample', { request, checkpoint });
     drawRgba($('timeline-samples'), frame.width, frame.height, frame.sample);
     debug.step = steps[position].step;
-    debug.frame = { width: frame.width, height: frame.height, sample: frame.sample, batch: options.batch };
+    debug.frame = { width: frame.width, height: frame.height, sample: frame.sample, batch: request.images };
     debug.drawn += 1;
   }
 

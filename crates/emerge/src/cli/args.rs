@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use emerge_core::Guidance;
+use emerge_core::{Classes, Guidance, Model, SamplerKind, SamplingRequest};
 
 use crate::devices::DeviceChoice;
 use crate::eval::Measured;
-use crate::manifest::DEFAULT_GUIDANCE;
 
 /// emerge: a DDPM you can watch think. Train it, sample from it, measure it, export it for the page.
 #[derive(Debug, Parser)]
@@ -25,6 +25,9 @@ pub enum Command {
     Sample(SampleArgs),
     /// Write the files the page loads (f16 weights + manifest) from a run's EMA weights.
     Export(ExportArgs),
+    /// Set the request a published model recommends (in its file and its manifest entry), the
+    /// weights untouched: what the page, `sample` and `eval` use unless told otherwise.
+    Recommend(RecommendArgs),
     /// Convert a diffusers UNet2DModel checkpoint (config.json, diffusion_pytorch_model.safetensors
     /// or .bin, scheduler_config.json) into the files the page loads.
     Import(ImportArgs),
@@ -41,24 +44,90 @@ pub enum Command {
     CheckDevices(CheckArgs),
 }
 
-/// The classifier-free guidance of the commands that sample (sample, eval, export's defaults).
-#[derive(Debug, Args)]
-pub struct GuidanceArgs {
-    /// Classifier-free guidance scale w (0 = unconditional, 1 = conditional, >1 sharper).
-    #[arg(long, default_value_t = DEFAULT_GUIDANCE.scale)]
-    pub guidance: f64,
+/// The sampling request of the commands that sample (sample, eval, check-devices, export,
+/// recommend): every option left out is the model's recommended request's (`emerge recommend`).
+#[derive(Debug, Args, Default)]
+pub struct RequestArgs {
+    /// Reverse process [default: the model's recommended one]
+    #[arg(long, value_enum)]
+    pub sampler: Option<SamplerChoice>,
+    /// Denoising steps [default: the model's recommended steps; all T for --sampler ddpm]
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// DDIM's η: 1 adds DDPM-like fresh noise each step, 0 is deterministic [default: the
+    /// model's recommended η, else 1]
+    #[arg(long)]
+    pub eta: Option<f64>,
+    /// Classifier-free guidance scale w (0 = unconditional, 1 = conditional, >1 sharper)
+    /// [default: the model's recommended w]
+    #[arg(long)]
+    pub guidance: Option<f64>,
     /// Apply w only for timesteps LOW ≤ t ≤ HIGH (the plain conditional prediction elsewhere;
-    /// Kynkäänniemi et al. 2024), e.g. `--guidance-interval 0:300`, or `all` for every step.
-    #[arg(long, value_name = "LOW:HIGH|all", default_value_t = GuidanceInterval(DEFAULT_GUIDANCE.interval), value_parser = parse_interval)]
-    pub guidance_interval: GuidanceInterval,
+    /// Kynkäänniemi et al. 2024), e.g. `--guidance-interval 0-300`, or `all` for every step
+    /// [default: the model's recommended interval]
+    #[arg(long, value_name = "LOW-HIGH|all", value_parser = parse_interval)]
+    pub guidance_interval: Option<GuidanceInterval>,
 }
 
-impl GuidanceArgs {
-    pub fn guidance(&self) -> Guidance {
-        Guidance {
-            scale: self.guidance,
-            interval: self.guidance_interval.0,
-        }
+impl RequestArgs {
+    /// `recommended` with every option given put in its place.
+    pub fn over(&self, recommended: &SamplingRequest, timesteps: usize) -> Result<SamplingRequest> {
+        let recommended_eta = match recommended.sampler {
+            SamplerKind::Ddim { eta } => Some(eta),
+            _ => None,
+        };
+        let sampler = match self.sampler {
+            None => recommended.sampler,
+            Some(SamplerChoice::Ddpm) => SamplerKind::Ddpm,
+            Some(SamplerChoice::Ddim) => SamplerKind::Ddim {
+                eta: self.eta.or(recommended_eta).unwrap_or(1.0),
+            },
+            Some(SamplerChoice::DpmSolver2M) => SamplerKind::DpmSolver2M,
+            Some(SamplerChoice::SdeDpmSolver2M) => SamplerKind::SdeDpmSolver2M,
+        };
+        let sampler = match (sampler, self.eta) {
+            (SamplerKind::Ddim { .. }, Some(eta)) => SamplerKind::Ddim { eta },
+            (_, Some(_)) => anyhow::bail!("--eta is DDIM's η; this request's sampler is {sampler}"),
+            (sampler, None) => sampler,
+        };
+        let default_steps = match (sampler, recommended.sampler) {
+            (SamplerKind::Ddpm, SamplerKind::Ddpm) => recommended.steps,
+            (SamplerKind::Ddpm, _) => timesteps,
+            _ => recommended.steps,
+        };
+        Ok(SamplingRequest {
+            sampler,
+            steps: self.steps.unwrap_or(default_steps),
+            guidance: Guidance {
+                scale: self.guidance.unwrap_or(recommended.guidance.scale),
+                interval: self
+                    .guidance_interval
+                    .map_or(recommended.guidance.interval, |i| i.0),
+            },
+            ..recommended.clone()
+        })
+    }
+
+    /// The request for `model`: its recommendation with the options given, `images` images
+    /// conditioned on `classes`, noise from `seed`.
+    pub fn request(
+        &self,
+        model: &Model,
+        images: usize,
+        classes: Classes,
+        seed: u64,
+    ) -> Result<SamplingRequest> {
+        let request = SamplingRequest {
+            images,
+            classes,
+            seed,
+            ..self.over(
+                &model.recommended(),
+                model.config.schedule.num_train_timesteps,
+            )?
+        };
+        request.validate(&model.config)?;
+        Ok(request)
     }
 }
 
@@ -69,20 +138,21 @@ pub struct GuidanceInterval(pub Option<(usize, usize)>);
 impl std::fmt::Display for GuidanceInterval {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
-            Some((low, high)) => write!(f, "{low}:{high}"),
+            Some((low, high)) => write!(f, "{low}-{high}"),
             None => f.write_str("all"),
         }
     }
 }
 
-/// `LOW:HIGH` (inclusive timesteps, LOW ≤ HIGH), or `all`.
+/// `LOW-HIGH` (inclusive timesteps, LOW ≤ HIGH, as the page's URL spells it), or `all`: the
+/// command line's one conversion to the request's `[low, high]`.
 fn parse_interval(text: &str) -> Result<GuidanceInterval, String> {
     if text.trim() == "all" {
         return Ok(GuidanceInterval(None));
     }
     let (low, high) = text
-        .split_once(':')
-        .ok_or_else(|| format!("'{text}' is not LOW:HIGH (for example 0:600) or all"))?;
+        .split_once('-')
+        .ok_or_else(|| format!("'{text}' is not LOW-HIGH (for example 0-600) or all"))?;
     let parse = |s: &str| {
         s.trim()
             .parse::<usize>()
@@ -115,14 +185,12 @@ pub struct CheckArgs {
     /// Batch sizes of the layer and forward-pass rows.
     #[arg(long, value_delimiter = ',', default_value = "1,16")]
     pub batches: Vec<usize>,
-    /// Steps of the guided DDIM run (η = 1).
-    #[arg(long, default_value_t = 50)]
-    pub steps: usize,
-    /// Images in the DDIM run (digits 0, 1, … in turn).
+    /// The sampling run checked last (the model's recommended request unless told otherwise).
+    #[command(flatten)]
+    pub request: RequestArgs,
+    /// Images in that run (digits 0, 1, … in turn).
     #[arg(long, default_value_t = 16)]
     pub images: usize,
-    #[arg(long, default_value_t = DEFAULT_GUIDANCE.scale)]
-    pub guidance: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Fail when no GPU adapter is found (instead of checking nothing).
@@ -164,20 +232,11 @@ pub struct EvalArgs {
     /// Which samples to draw and measure (the unconditional ones do not depend on --guidance).
     #[arg(long, value_enum, default_value_t = Measured::Both)]
     pub measure: Measured,
-    #[arg(long, value_enum, default_value_t = SamplerChoice::Ddim)]
-    pub sampler: SamplerChoice,
-    /// Denoising steps (default: T for DDPM, 50 for DDIM).
-    #[arg(long)]
-    pub steps: Option<usize>,
-    /// DDIM's η.
-    #[arg(long, default_value_t = 1.0)]
-    pub eta: f64,
     #[command(flatten)]
-    pub guidance: GuidanceArgs,
+    pub request: RequestArgs,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Images sampled at once (batch k draws its noise from seed + k: keep it to reproduce a
-    /// report).
+    /// Images sampled at once: memory and speed, not the images (each has its own noise).
     #[arg(long, default_value_t = 100)]
     pub batch: usize,
     /// Also write the report as JSON here.
@@ -263,6 +322,12 @@ pub enum SamplerChoice {
     Ddpm,
     /// DDIM (Song et al. 2021), deterministic with --eta 0.
     Ddim,
+    /// DPM-Solver++(2M) (Lu et al. 2022), deterministic, second order.
+    #[value(name = "dpmpp_2m")]
+    DpmSolver2M,
+    /// SDE-DPM-Solver++(2M): the same solver, adding fresh noise every step.
+    #[value(name = "sde_dpmpp_2m")]
+    SdeDpmSolver2M,
 }
 
 #[derive(Debug, Args)]
@@ -273,24 +338,17 @@ pub struct SampleArgs {
     pub model: Option<PathBuf>,
     #[arg(long, default_value_t = 16)]
     pub count: usize,
+    /// Image i's noise comes from (seed, i): the same image whatever --count and --batch.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long, value_enum, default_value_t = SamplerChoice::Ddim)]
-    pub sampler: SamplerChoice,
-    /// Denoising steps (default: 1000 for DDPM, 50 for DDIM).
-    #[arg(long)]
-    pub steps: Option<usize>,
-    /// DDIM's η: 1 adds DDPM-like fresh noise each step, 0 is deterministic.
-    #[arg(long, default_value_t = 1.0)]
-    pub eta: f64,
+    #[command(flatten)]
+    pub request: RequestArgs,
     /// Digit to draw (conditional models); all samples unconditional when absent.
     #[arg(long, conflicts_with = "digit_rows")]
     pub class: Option<usize>,
     /// One row per class, `--columns` samples each (overrides --count).
     #[arg(long)]
     pub digit_rows: bool,
-    #[command(flatten)]
-    pub guidance: GuidanceArgs,
     /// Images per row in grids and GIFs.
     #[arg(long, default_value_t = 8)]
     pub columns: usize,
@@ -305,8 +363,8 @@ pub struct SampleArgs {
     /// batch).
     #[arg(long)]
     pub out: PathBuf,
-    /// Images sampled at once: memory grows with it, not with --count (batch k draws its noise
-    /// from seed + k).
+    /// Images sampled at once: memory grows with it, not with --count (the images do not
+    /// depend on it).
     #[arg(long, default_value_t = 100)]
     pub batch: usize,
     #[command(flatten)]
@@ -328,9 +386,18 @@ pub struct ExportArgs {
     /// in this directory) to <out>/../data.
     #[arg(long)]
     pub digits: Option<PathBuf>,
-    /// The guidance the page opens with (conditional models): the one `eval` measured best.
+    /// The request the model recommends (the page opens with it): the one `eval` measured best.
     #[command(flatten)]
-    pub guidance: GuidanceArgs,
+    pub request: RequestArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RecommendArgs {
+    /// A published model file (its manifest entry, if any, is the one in the same directory).
+    pub model: PathBuf,
+    /// The recommendation: the options given replace the model's current one.
+    #[command(flatten)]
+    pub request: RequestArgs,
 }
 
 #[derive(Debug, Args)]
@@ -374,11 +441,11 @@ mod tests {
     #[test]
     fn guidance_intervals_parse_or_say_what_is_wrong() {
         assert_eq!(
-            parse_interval("80:580"),
+            parse_interval("80-580"),
             Ok(GuidanceInterval(Some((80, 580))))
         );
         assert_eq!(
-            parse_interval(" 0 : 0 "),
+            parse_interval(" 0 - 0 "),
             Ok(GuidanceInterval(Some((0, 0))))
         );
         assert_eq!(parse_interval("all"), Ok(GuidanceInterval(None)));
@@ -386,19 +453,59 @@ mod tests {
             assert_eq!(parse_interval(&interval.to_string()), Ok(interval));
         }
         assert!(
-            parse_interval("580:80")
+            parse_interval("580-80")
                 .unwrap_err()
                 .contains("LOW must not exceed HIGH")
         );
         assert!(
-            parse_interval("80-580")
+            parse_interval("80:580")
                 .unwrap_err()
-                .contains("is not LOW:HIGH")
+                .contains("is not LOW-HIGH")
         );
         assert!(
-            parse_interval("a:5")
+            parse_interval("a-5")
                 .unwrap_err()
-                .contains("'a' in 'a:5' is not a timestep")
+                .contains("'a' in 'a-5' is not a timestep")
         );
+    }
+
+    #[test]
+    fn options_given_replace_the_recommendation_and_the_rest_is_kept() {
+        let recommended = SamplingRequest {
+            sampler: SamplerKind::DpmSolver2M,
+            steps: 20,
+            seed: 0,
+            images: 16,
+            classes: Classes::EachInTurn,
+            guidance: Guidance {
+                scale: 1.5,
+                interval: Some((0, 500)),
+            },
+            start: None,
+        };
+        let none = RequestArgs::default();
+        assert_eq!(none.over(&recommended, 1000).unwrap(), recommended);
+        let ddpm = RequestArgs {
+            sampler: Some(SamplerChoice::Ddpm),
+            ..Default::default()
+        };
+        let request = ddpm.over(&recommended, 1000).unwrap();
+        assert_eq!((request.sampler, request.steps), (SamplerKind::Ddpm, 1000));
+        assert_eq!(request.guidance, recommended.guidance);
+        let ddim = RequestArgs {
+            sampler: Some(SamplerChoice::Ddim),
+            eta: Some(0.0),
+            guidance_interval: Some(GuidanceInterval(None)),
+            ..Default::default()
+        };
+        let request = ddim.over(&recommended, 1000).unwrap();
+        assert_eq!(request.sampler, SamplerKind::Ddim { eta: 0.0 });
+        assert_eq!(request.guidance, Guidance::everywhere(1.5));
+        let eta_alone = RequestArgs {
+            eta: Some(0.5),
+            ..Default::default()
+        };
+        let err = eta_alone.over(&recommended, 1000).unwrap_err().to_string();
+        assert!(err.contains("--eta is DDIM's η"), "{err}");
     }
 }

@@ -6,13 +6,19 @@ use burn::tensor::Device;
 use super::args::CheckArgs;
 
 pub fn run(args: CheckArgs) -> Result<()> {
-    anyhow::ensure!(args.steps >= 1, "--steps must be at least 1");
     anyhow::ensure!(args.images >= 1, "--images must be at least 1");
     anyhow::ensure!(
         !args.batches.is_empty() && !args.batches.contains(&0),
         "--batches must list sizes of at least 1"
     );
-    let (config, unet) = crate::model_file::load(args.model.as_deref(), &Device::flex())?;
+    let model = crate::model_file::load(args.model.as_deref(), &Device::flex())?;
+    let classes = match model.config.unet.is_conditional() {
+        true => emerge_core::Classes::EachInTurn,
+        false => emerge_core::Classes::Unconditional,
+    };
+    let request = args
+        .request
+        .request(&model, args.images, classes, args.seed)?;
     let (devices, missing) = crate::devices::available();
     for reason in &missing {
         println!("not checked: {reason}");
@@ -26,13 +32,10 @@ pub fn run(args: CheckArgs) -> Result<()> {
     let plan = crate::check::CheckPlan {
         presets: args.presets,
         batches: args.batches,
-        steps: args.steps,
-        images: args.images,
-        guidance: args.guidance,
-        seed: args.seed,
+        request,
     };
     println!("{}", crate::check::TABLE_HEADER);
-    let rows = crate::check::run(&plan, (&config, &unet), others, |row| {
+    let rows = crate::check::run(&plan, &model, others, |row| {
         println!("{}", crate::check::table_line(row));
     })?;
     let failed: Vec<_> = rows.iter().filter(|r| !r.measure.passes()).collect();

@@ -1,35 +1,35 @@
 //! `emerge eval`: the model's quality numbers (Fréchet distance, accuracy).
 
 use anyhow::Result;
-use emerge_core::SamplerKind;
+use emerge_core::Classes;
 
-use super::args::{EvalArgs, SamplerChoice};
+use super::args::EvalArgs;
 
 pub fn run(args: EvalArgs) -> Result<()> {
     anyhow::ensure!(
         args.count >= 2 && args.count <= 60_000,
         "--count must be 2 to 60000"
     );
-    let sampler = match args.sampler {
-        SamplerChoice::Ddpm => SamplerKind::Ddpm,
-        SamplerChoice::Ddim => SamplerKind::Ddim { eta: args.eta },
+    anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
+    let opened = crate::devices::open(args.device.choice)?;
+    let model = crate::model_file::load(args.model.as_deref(), &opened.device)?;
+    let classes = match model.config.unet.is_conditional() {
+        true => Classes::EachInTurn,
+        false => Classes::Unconditional,
     };
     let settings = crate::eval::EvalSettings {
-        count: args.count,
+        request: args
+            .request
+            .request(&model, args.count, classes, args.seed)?,
         measured: args.measure,
-        sampler,
-        steps: args.steps,
-        guidance: args.guidance.guidance,
-        guidance_interval: args.guidance.guidance_interval.0,
-        seed: args.seed,
         batch: args.batch,
     };
     let report = crate::eval::evaluate(
-        args.model.as_deref(),
+        &model,
         &args.data,
         args.classifier.as_deref(),
         settings,
-        &crate::devices::open(args.device.choice)?,
+        &opened,
     )?;
     print!("{}", crate::eval::table(&report));
     if let Some(path) = args.json {

@@ -5,8 +5,10 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use burn::tensor::Device;
 
+use emerge_core::SamplingRequest;
+
 use super::args::ExportArgs;
-use crate::manifest::{Recommended, TimelineCheckpoint};
+use crate::manifest::{Provenance, TimelineCheckpoint};
 use crate::publish::publish;
 use crate::train::{self, TrainingConfig};
 
@@ -15,15 +17,18 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let config: TrainingConfig =
         serde_json::from_str(&std::fs::read_to_string(args.run.join("config.json"))?)?;
     let step = checkpoint.state.step;
+    let mut model = config.model;
+    let fallback = SamplingRequest::fallback(&model);
+    let timesteps = model.schedule.num_train_timesteps;
+    model.recommended = Some(args.request.over(&fallback, timesteps)?);
     let checkpoints = publish_timeline(&args.run, &args.out, &args.name, step)?;
     publish(
         &checkpoint.ema,
-        &config.model,
+        &model,
         &args.out,
         &args.name,
-        Recommended {
+        Provenance {
             source: format!("trained by emerge for {step} steps"),
-            guidance: args.guidance.guidance(),
             training_steps: Some(step),
             checkpoints,
         },
@@ -90,11 +95,11 @@ mod tests {
     use emerge_core::weights;
 
     use super::*;
-    use crate::cli::args::{GuidanceArgs, GuidanceInterval};
+    use crate::cli::args::{GuidanceInterval, RequestArgs, SamplerChoice};
     use crate::train::TrainOptions;
 
     #[test]
-    fn export_writes_the_model_and_the_guidance_the_page_opens_with() {
+    fn export_writes_the_model_and_the_request_the_page_opens_with() {
         let _rng = crate::train::tests::device_rng_lock();
         let root = std::env::temp_dir().join(format!("emerge-export-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
@@ -117,9 +122,12 @@ mod tests {
                 out: root.join("models"),
                 name: "tiny".into(),
                 digits: None,
-                guidance: GuidanceArgs {
-                    guidance,
-                    guidance_interval: GuidanceInterval(guidance_interval),
+                request: RequestArgs {
+                    sampler: Some(SamplerChoice::DpmSolver2M),
+                    steps: Some(8),
+                    guidance: Some(guidance),
+                    guidance_interval: Some(GuidanceInterval(guidance_interval)),
+                    ..Default::default()
                 },
             })
         };
@@ -130,8 +138,11 @@ mod tests {
         )
         .unwrap();
         let entry = &manifest.models[0];
-        assert_eq!(entry.default_guidance, 1.5);
-        assert_eq!(entry.default_guidance_interval, Some([0, 6]));
+        let recommended = &entry.recommended;
+        assert_eq!(recommended.sampler, emerge_core::SamplerKind::DpmSolver2M);
+        assert_eq!(recommended.steps, 8);
+        assert_eq!(recommended.guidance.scale, 1.5);
+        assert_eq!(recommended.guidance.interval, Some((0, 6)));
         assert_eq!(
             entry.source,
             format!("trained by emerge for {} steps", config.steps)
@@ -149,13 +160,15 @@ mod tests {
         );
         let bytes = std::fs::read(root.join("models/tiny.bpk")).unwrap();
         assert_eq!(entry.bytes, bytes.len());
-        let (_, unet) = weights::from_bytes(bytes, &Device::flex()).unwrap();
+        let (written, unet) = weights::from_bytes(bytes, &Device::flex()).unwrap();
         assert_eq!(entry.parameters, burn::module::Module::num_params(&unet));
+        // the file carries the same recommendation as its manifest entry
+        assert_eq!(written.recommended.as_ref(), Some(recommended));
 
-        let err = export(11.0, None).unwrap_err().to_string();
-        assert!(err.contains("--guidance must be between 0 and 10"), "{err}");
+        let err = format!("{:#}", export(11.0, None).unwrap_err());
+        assert!(err.contains("guidance must be 0 to 10"), "{err}");
         let last = config.model.schedule.num_train_timesteps - 1;
-        let err = export(1.5, Some((0, last + 1))).unwrap_err().to_string();
+        let err = format!("{:#}", export(1.5, Some((0, last + 1))).unwrap_err());
         assert!(
             err.contains(&format!("past the model's last timestep {last}")),
             "{err}"

@@ -2,10 +2,9 @@
 
 use anyhow::{Context, Result};
 use burn::tensor::Device;
-use emerge_core::Guidance;
 
 use super::args::ImportArgs;
-use crate::manifest::{DEFAULT_GUIDANCE, Recommended};
+use crate::manifest::Provenance;
 use crate::publish::publish;
 
 pub fn run(args: ImportArgs) -> Result<()> {
@@ -27,10 +26,10 @@ pub fn run(args: ImportArgs) -> Result<()> {
     let source = args
         .source
         .unwrap_or_else(|| format!("diffusers checkpoint {name}"));
-    let recommended = Recommended {
+    // No recommendation: the page and the CLI use `SamplingRequest::fallback` until one is
+    // measured and set with `emerge recommend`.
+    let provenance = Provenance {
         source,
-        // At every step: an interval is in the shipped model's timesteps, not this model's.
-        guidance: Guidance::everywhere(DEFAULT_GUIDANCE.scale),
         training_steps: None,
         checkpoints: Vec::new(),
     };
@@ -39,7 +38,7 @@ pub fn run(args: ImportArgs) -> Result<()> {
         &imported.config,
         &args.out,
         &name,
-        recommended,
+        provenance,
     )?;
     println!(
         "imported {} ({} parameters)",

@@ -7,6 +7,7 @@ mod check_devices;
 mod eval;
 mod export;
 mod import;
+mod recommend;
 mod sample;
 mod train;
 mod train_classifier;
@@ -21,6 +22,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sample(args) => sample::run(args),
         Command::Export(args) => export::run(args),
         Command::Import(args) => import::run(args),
+        Command::Recommend(args) => recommend::run(args),
         Command::Bench(args) => bench::run(args),
         Command::TrainClassifier(args) => train_classifier::run(args),
         Command::Eval(args) => eval::run(args),

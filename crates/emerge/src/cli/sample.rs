@@ -3,11 +3,11 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use emerge_core::SamplerKind;
+use emerge_core::{Classes, StartImage};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::args::{SampleArgs, SamplerChoice};
-use crate::sample::{self, Images, SampleRequest, StartImage};
+use super::args::SampleArgs;
+use crate::sample::{self, Images};
 
 pub fn run(args: SampleArgs) -> Result<()> {
     let extension = args
@@ -23,49 +23,33 @@ pub fn run(args: SampleArgs) -> Result<()> {
         );
     }
     let device = crate::devices::open(args.device.choice)?.device;
-    let (config, unet) = crate::model_file::load(args.model.as_deref(), &device)?;
-    let (sampler, default_steps) = match args.sampler {
-        SamplerChoice::Ddpm => (SamplerKind::Ddpm, config.schedule.num_train_timesteps),
-        SamplerChoice::Ddim => (SamplerKind::Ddim { eta: args.eta }, 50),
-    };
-    let labels = if args.digit_rows {
+    let model = crate::model_file::load(args.model.as_deref(), &device)?;
+    let config = &model.config;
+    let (classes, count) = if args.digit_rows {
         let classes = config
             .unet
             .null_class()
             .context("--digit-rows needs a class-conditional model")?;
-        Some(
-            (0..classes * args.columns)
-                .map(|i| i / args.columns)
-                .collect::<Vec<_>>(),
-        )
+        let labels: Vec<usize> = (0..classes * args.columns)
+            .map(|i| i / args.columns)
+            .collect();
+        let count = labels.len();
+        (Classes::Labels(labels), count)
     } else {
-        args.class.map(|c| vec![c; args.count])
+        let classes = args.class.map_or(Classes::Unconditional, Classes::Class);
+        (classes, args.count)
     };
-    let count = labels.as_ref().map_or(args.count, Vec::len);
     if count == 0 {
         bail!("--count must be at least 1");
     }
-    let start = match (&args.from, args.t) {
-        (Some(path), Some(timestep)) => {
-            let size = config.unet.sample_size;
-            config.noise_schedule()?.check_timestep(timestep)?;
-            let pixels = crate::images::read_png(path, config.unet.in_channels, size)?;
-            Some(StartImage { pixels, timestep })
-        }
-        _ => None,
-    };
-    // From an image at timestep t there are at most t + 1 steps left.
-    let steps = args.steps.unwrap_or(default_steps);
-    let steps = start.as_ref().map_or(steps, |s| steps.min(s.timestep + 1));
-    let request = SampleRequest {
-        count,
-        seed: args.seed,
-        sampler,
-        steps,
-        labels,
-        guidance: args.guidance.guidance(),
-        start,
-    };
+    let mut request = args.request.request(&model, count, classes, args.seed)?;
+    if let (Some(path), Some(timestep)) = (&args.from, args.t) {
+        let size = config.unet.sample_size;
+        model.schedule.check_timestep(timestep)?;
+        let pixels = crate::images::read_png(path, config.unet.in_channels, size)?;
+        request.start = Some(StartImage { pixels, timestep });
+        request.validate(config)?;
+    }
     anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
     anyhow::ensure!(
         extension != "gif" || count <= args.batch,
@@ -73,7 +57,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
         args.batch
     );
     let (size, channels) = (config.unet.sample_size, config.unet.in_channels);
-    let total = request.steps;
+    let total = request.sampler(&model.schedule)?.timesteps().len();
     let batches = count.div_ceil(args.batch);
     let progress = if batches > 1 {
         ProgressBar::new((batches * total) as u64).with_style(
@@ -98,9 +82,9 @@ pub fn run(args: SampleArgs) -> Result<()> {
     let mut frames = Vec::new();
     let started = Instant::now();
     let mut first_step = None;
-    for part in request.batches(args.batch) {
+    for part in sample::parts(count, args.batch) {
         let mut step = 0;
-        let images = sample::generate(&unet, &config, &part, |output| {
+        let images = sample::generate(&model, &request, part, |output| {
             step += 1;
             progress.inc(1);
             if first_step.is_none() {
