@@ -5,7 +5,7 @@
 //! A request is the JSON of `emerge_core::SamplingRequest`.
 
 use burn::tensor::Device;
-use emerge_core::{EmergeError, Model, Run, StartImage};
+use emerge_core::{EmergeError, Model, Run, SamplingRequest, StartImage};
 use wasm_bindgen::prelude::*;
 
 use crate::device::{self, DeviceInfo};
@@ -317,14 +317,7 @@ impl Engine {
     /// Starts a run of `request` (JSON, `emerge_core::SamplingRequest`); returns its number of
     /// steps.
     pub fn start(&mut self, request: String) -> Result<usize, JsError> {
-        let request = page_request(&request).map_err(js_error)?;
-        let run = self
-            .model()?
-            .start(&request, 0..request.images, &self.device)
-            .map_err(js_error)?;
-        let total = run.progress().1;
-        self.run = Some(run);
-        Ok(total)
+        self.begin(page_request(&request).map_err(js_error)?)
     }
 
     /// [`Self::start`] from `pixels` (one u8 image) noised to timestep `t`: the request's start
@@ -341,6 +334,11 @@ impl Engine {
             pixels,
             timestep: t,
         });
+        self.begin(request)
+    }
+
+    /// Makes `request`, all its images, the current run; returns its number of steps.
+    fn begin(&mut self, request: SamplingRequest) -> Result<usize, JsError> {
         let run = self
             .model()?
             .start(&request, 0..request.images, &self.device)
