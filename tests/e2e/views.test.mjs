@@ -145,7 +145,7 @@ describe('the explanation views', () => {
   test('a sketch drawn with the pointer is cleaned into the same pixels as the CLI --from', TIMEOUT, async () => {
     assert.ok(CLI, 'EMERGE_CLI must point at the native emerge binary');
     const run = { seed: 11, steps: 20, batch: 2, digit: 7, t: 600 };
-    const { page, errors } = await open(env, `index.html?autoplay=0&backend=cpu&seed=${run.seed}&steps=${run.steps}&batch=${run.batch}&class=${run.digit}`);
+    const { page, errors } = await open(env, `index.html?autoplay=0&backend=cpu&sampler=ddim&eta=1&seed=${run.seed}&steps=${run.steps}&batch=${run.batch}&class=${run.digit}`);
     assert.equal(await waitForState(page, ['ready', 'error']), 'ready');
     await waitForViews(page);
     // A "7" in three pointer strokes' worth of moves: top bar, then the diagonal.
@@ -174,7 +174,7 @@ describe('the explanation views', () => {
     const out = join(RESULTS, 'sketch-cleaned.idx');
     execFileSync(CLI, [
       'sample', '--model', join(SITE, 'models/mnist.bpk'), '--from', png, '--t', String(run.t), '--seed', String(run.seed),
-      '--steps', String(run.steps), '--eta', '1', '--class', String(run.digit), '--count', String(run.batch), '--out', out,
+      '--sampler', 'ddim', '--steps', String(run.steps), '--eta', '1', '--class', String(run.digit), '--count', String(run.batch), '--out', out,
     ]);
     const native = idxImages(readFileSync(out));
     for (let i = 0; i < run.batch; i++) {
