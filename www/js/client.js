@@ -40,7 +40,7 @@ export class Client {
 
   /** Starts a run; `limits` are the engine's for the loaded model (from its 'ready' message). */
   start(settings, limits, { image = null, autoplay = true } = {}) {
-    this.send('start', { request: samplingRequest(settings, limits), image, perDraw: settings.perDraw, autoplay });
+    this.send('start', { sampling: samplingRequest(settings, limits), image, perDraw: settings.perDraw, autoplay });
   }
 }
 

@@ -74,8 +74,8 @@ function postFrame(frame, kind) {
 
 /** Starts (or restarts) the current request on the engine. */
 function begin() {
-  const { request, image } = run.request;
-  const json = JSON.stringify(request);
+  const { sampling, image } = run.request;
+  const json = JSON.stringify(sampling);
   const total = image ? engine.startFromImage(image.pixels, image.t, json) : engine.start(json);
   post({ status: 'started', total });
 }
@@ -128,9 +128,9 @@ const commands = {
     const config = JSON.parse(engine.loadModel(modelBytes));
     post({ status: 'ready', config, limits: JSON.parse(engine.limits), bytes: modelBytes.length });
   },
-  async start({ request, image, perDraw, autoplay }) {
+  async start({ sampling, image, perDraw, autoplay }) {
     run.token += 1;
-    run.request = { request, image };
+    run.request = { sampling, image };
     run.perDraw = perDraw;
     await enqueue(begin);
     run.playing = autoplay;
@@ -169,7 +169,7 @@ const requests = {
     checkpointBytes[index] = weights;
     return index;
   },
-  sample: async ({ request, checkpoint }) => plainFrame(await engine.sample(JSON.stringify(request), checkpoint ?? undefined), STEP_FRAME),
+  sample: async ({ sampling, checkpoint }) => plainFrame(await engine.sample(JSON.stringify(sampling), checkpoint ?? undefined), STEP_FRAME),
   gif: ({ frames, width, height, delay }) => engine.encodeGif(frames, width, height, delay),
 };
 

@@ -62,11 +62,11 @@ export function mountTimeline(root, ctx, onCheckpoint) {
     $('timeline-step').textContent = steps[position].label;
     $('timeline-seed').textContent = ctx.settings.seed;
     onCheckpoint(checkpoint);
-    const request = samplingRequest({ ...ctx.settings, ...TIMELINE_RUN, batch: Math.min(TIMELINE_RUN.batch, ctx.limits.max_batch) }, ctx.limits);
-    const frame = await ctx.client.request('sample', { request, checkpoint });
+    const sampling = samplingRequest({ ...ctx.settings, ...TIMELINE_RUN, batch: Math.min(TIMELINE_RUN.batch, ctx.limits.max_batch) }, ctx.limits);
+    const frame = await ctx.client.request('sample', { sampling, checkpoint });
     drawRgba($('timeline-samples'), frame.width, frame.height, frame.sample);
     debug.step = steps[position].step;
-    debug.frame = { width: frame.width, height: frame.height, sample: frame.sample, batch: request.images };
+    debug.frame = { width: frame.width, height: frame.height, sample: frame.sample, batch: sampling.images };
     debug.drawn += 1;
   }
 
