@@ -74,14 +74,14 @@ export function modelSchedule(file) {
   };
 }
 
-/** The native CLI's samples for the same settings, as 28×28 u8 images. `sampler` (the page's
- * name) and `eta` default to DDIM with η = 1; `interval`: LOW-HIGH or all; absent, the model's
- * recommended one (which the page takes from the manifest). */
-export function nativeSamples({ seed, steps, count, digit, guidance, interval, sampler = 'ddim', eta = 1 }) {
-  const out = join(RESULTS, `native-${sampler}-${seed}-${steps}-${count}-${digit}-${guidance}-${interval ?? 'default'}.idx`);
+/** The native CLI's samples for the same settings, as 28×28 u8 images. `sampler` (as the page
+ * names it, with `eta` for DDIM) and `interval` (LOW-HIGH or all): absent, the model's recommended
+ * ones, which the page takes from the manifest. */
+export function nativeSamples({ seed, steps, count, digit, guidance, interval, sampler, eta }) {
+  const out = join(RESULTS, `native-${sampler ?? 'default'}-${seed}-${steps}-${count}-${digit}-${guidance}-${interval ?? 'default'}.idx`);
   execFileSync(CLI, [
-    'sample', '--model', join(SITE, 'models/mnist.bpk'), '--sampler', sampler,
-    ...(sampler === 'ddim' ? ['--eta', String(eta)] : []), '--steps', String(steps),
+    'sample', '--model', join(SITE, 'models/mnist.bpk'), ...(sampler ? ['--sampler', sampler] : []),
+    ...(eta === undefined ? [] : ['--eta', String(eta)]), '--steps', String(steps),
     '--count', String(count), '--seed', String(seed), '--class', String(digit), '--guidance', String(guidance), '--out', out,
     ...(interval ? ['--guidance-interval', interval] : []),
   ]);

@@ -8,8 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI, RESULTS, SITE, foreignRequests, lastFrame, looksLikeADigit, modelSchedule, nativeSamples, open, startBrowser, tile, waitForState, waitForViews } from './browser.mjs';
 
-const RUN = { seed: 7, steps: 10, count: 2, digit: 3, guidance: 2 };
-const RUN_QUERY = `sampler=ddim&eta=1&seed=${RUN.seed}&steps=${RUN.steps}&batch=${RUN.count}&class=${RUN.digit}&guidance=${RUN.guidance}`;
+const RUN = { sampler: 'ddim', eta: 1, seed: 7, steps: 10, count: 2, digit: 3, guidance: 2 };
+const RUN_QUERY = `sampler=${RUN.sampler}&eta=${RUN.eta}&seed=${RUN.seed}&steps=${RUN.steps}&batch=${RUN.count}&class=${RUN.digit}&guidance=${RUN.guidance}`;
 const TIMEOUT = { timeout: 420_000 };
 
 let env;
