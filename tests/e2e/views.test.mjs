@@ -187,7 +187,7 @@ describe('the explanation views', () => {
   });
 
   test('after a run: the schedule marker sits at its last t, the run can be scrubbed, and saved as a GIF', TIMEOUT, async () => {
-    const { page, errors } = await open(env, 'index.html?backend=cpu&seed=7&steps=10&batch=2&class=3');
+    const { page, errors } = await open(env, 'index.html?backend=cpu&sampler=ddim&eta=1&seed=7&steps=10&batch=2&class=3');
     assert.equal(await waitForState(page, ['complete', 'error']), 'complete');
     await waitForViews(page);
     const frame = await lastFrame(page);
