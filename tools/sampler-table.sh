@@ -75,7 +75,7 @@ command -v jq >/dev/null || { echo "measured; table.md needs jq (run again where
       include "eval-format";
       .frechet_floor_train_vs_test as $floor
       | .settings.request as $r
-      | ($r.sampler | {ddim: "DDIM η = \(.eta)", ddpm: "DDPM", dpmpp_2m: "DPM-Solver++(2M)",
+      | ($r.sampler | {ddim: "DDIM η = \(.eta)", dpmpp_2m: "DPM-Solver++(2M)",
           sde_dpmpp_2m: "SDE-DPM-Solver++(2M)"}[.kind]) as $sampler
       | "| \($sampler) | \($r.steps) | \(.conditional_accuracy | pct) | \(.conditional_accuracy_per_digit | per_digit) | "
         + "\(.frechet_conditional | frechet($floor)) | \(.frechet_unconditional | frechet($floor)) | \(.seconds | round) |"' "$json"

@@ -37,6 +37,9 @@ impl ModelConfig {
         self.unet.validate()?;
         NoiseSchedule::new(self.schedule)?;
         match &self.recommended {
+            Some(request) if request.start.is_some() => Err(EmergeError::InvalidConfig(
+                "a recommended request starts from noise: it may not carry a start image".into(),
+            )),
             Some(request) => request.validate(self),
             None => Ok(()),
         }

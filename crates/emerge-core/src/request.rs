@@ -47,7 +47,7 @@ pub struct StartImage {
 pub struct SamplingRequest {
     pub sampler: SamplerKind,
     /// Denoising steps (from pure noise: up to T, up to T − 1 for DPM-Solver; from a start
-    /// image at t, at most the steps left).
+    /// image at t, clamped to the steps left there).
     pub steps: usize,
     /// Image i's noise is its own stream of (seed, i): the same image whatever the batch.
     pub seed: u64,
@@ -126,7 +126,7 @@ impl SamplingRequest {
             None => timesteps - 1,
         };
         let most = Sampler::max_steps(self.sampler, top);
-        if self.start.is_none() && !(1..=most).contains(&self.steps) || self.steps == 0 {
+        if self.steps == 0 || (self.start.is_none() && self.steps > most) {
             return invalid(format!(
                 "the number of sampling steps must be between 1 and {most}, got {}",
                 self.steps
@@ -477,6 +477,17 @@ mod tests {
             },
             "10 values",
         );
+        let mut recommending = model.config.clone();
+        let start = StartImage {
+            pixels: vec![0; 64],
+            timestep: 10,
+        };
+        recommending.recommended = Some(SamplingRequest {
+            start: Some(start),
+            ..good.clone()
+        });
+        let err = recommending.validate().unwrap_err().to_string();
+        assert!(err.contains("may not carry a start image"), "{err}");
         let mut unconditional = model.config.clone();
         unconditional.unet = UNetConfig {
             num_class_embeds: None,

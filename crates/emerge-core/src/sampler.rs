@@ -55,8 +55,8 @@ impl SamplerKind {
         }
     }
 
-    /// Whether this sampler visits every one of the model's T timesteps unless told otherwise
-    /// (the paper's DDPM), rather than a short respaced run.
+    /// Whether this sampler is a multistep solver (DPM-Solver++(2M)): each step also uses the
+    /// x̂_0 of the step before.
     pub fn is_multistep(&self) -> bool {
         matches!(self, SamplerKind::DpmSolver2M | SamplerKind::SdeDpmSolver2M)
     }
@@ -385,30 +385,25 @@ impl Sampler {
             }
             _ => None,
         };
+        // D₀ + ½ D₁: the data prediction the update extrapolates
+        let prediction = match d1 {
+            Some(d1) => pred_original_sample + d1.mul_scalar(0.5),
+            None => pred_original_sample,
+        };
         Ok(match self.kind {
             SamplerKind::SdeDpmSolver2M => {
                 // 6. x_t = (σ_t/σ_{s₀}) e^{−h} x_{s₀} + α_t (1 − e^{−2h}) (D₀ + ½ D₁)
                 //        + σ_t √(1 − e^{−2h}) z   (SDE-DPM-Solver++(2M), Lu et al. 2022 §5)
-                let gain = alpha_t * (1.0 - exp_neg_h * exp_neg_h);
-                let mut mean = sample.mul_scalar(sigma_t / sigma_s0 * exp_neg_h)
-                    + pred_original_sample.mul_scalar(gain);
-                if let Some(d1) = d1 {
-                    mean = mean + d1.mul_scalar(0.5 * gain);
-                }
-                (
-                    mean,
-                    sigma_t * (1.0 - exp_neg_h * exp_neg_h).max(0.0).sqrt(),
-                )
+                let decay = 1.0 - exp_neg_h * exp_neg_h;
+                let mean = sample.mul_scalar(sigma_t / sigma_s0 * exp_neg_h)
+                    + prediction.mul_scalar(alpha_t * decay);
+                (mean, sigma_t * decay.max(0.0).sqrt())
             }
             _ => {
                 // 6. x_t = (σ_t/σ_{s₀}) x_{s₀} − α_t (e^{−h} − 1) (D₀ + ½ D₁)
                 //    (DPM-Solver++(2M), Lu et al. 2022 Algorithm 2)
-                let gain = -alpha_t * (exp_neg_h - 1.0);
-                let mut mean =
-                    sample.mul_scalar(sigma_t / sigma_s0) + pred_original_sample.mul_scalar(gain);
-                if let Some(d1) = d1 {
-                    mean = mean + d1.mul_scalar(0.5 * gain);
-                }
+                let mean = sample.mul_scalar(sigma_t / sigma_s0)
+                    + prediction.mul_scalar(-alpha_t * (exp_neg_h - 1.0));
                 (mean, 0.0)
             }
         })

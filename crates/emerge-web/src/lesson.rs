@@ -64,11 +64,12 @@ impl LessonInput<'_> {
         }
         let batch = timesteps.len();
         let original = self.model.image(self.pixels, device)?;
-        let noise = emerge_core::tensor_util::gaussian(
-            &mut emerge_core::GaussianNoise::new(self.seed),
+        // image 0's stream of the seed: the ε the forward view and SDEdit draw for it
+        let noise = emerge_core::tensor_util::image_gaussian(
+            &mut emerge_core::ImageNoise::new(self.seed, 0..1),
             original.dims(),
             device,
-        );
+        )?;
         let labels = self.labels(batch, device)?;
         let original = original.repeat_dim(0, batch);
         let lesson = Lesson::new(

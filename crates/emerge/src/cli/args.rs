@@ -104,6 +104,7 @@ impl RequestArgs {
                     .guidance_interval
                     .map_or(recommended.guidance.interval, |i| i.0),
             },
+            start: None,
             ..recommended.clone()
         })
     }
