@@ -127,10 +127,11 @@ impl ImageNoise {
 
     /// `per_image` standard normal draws from each image's stream, image after image.
     pub fn normals(&mut self, per_image: usize) -> Vec<f32> {
-        self.streams
-            .iter_mut()
-            .flat_map(|stream| stream.normals(per_image))
-            .collect()
+        let mut values = Vec::with_capacity(per_image * self.streams.len());
+        for stream in &mut self.streams {
+            values.extend((0..per_image).map(|_| stream.next_normal() as f32));
+        }
+        values
     }
 }
 

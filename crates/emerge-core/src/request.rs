@@ -30,6 +30,16 @@ pub enum Classes {
     Labels(Vec<usize>),
 }
 
+impl Classes {
+    /// Every class in turn for a class-conditional model, else unconditional.
+    pub fn all_of(config: &ModelConfig) -> Self {
+        match config.unet.is_conditional() {
+            true => Classes::EachInTurn,
+            false => Classes::Unconditional,
+        }
+    }
+}
+
 /// SDEdit's starting point: one u8 image (C×H×W, row-major) noised to `timestep`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,11 +82,7 @@ impl SamplingRequest {
             steps: 50,
             seed: 0,
             images: 16,
-            classes: if conditional {
-                Classes::EachInTurn
-            } else {
-                Classes::Unconditional
-            },
+            classes: Classes::all_of(config),
             guidance: Guidance::everywhere(if conditional { 1.25 } else { 0.0 }),
             start: None,
         }

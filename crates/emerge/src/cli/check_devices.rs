@@ -12,10 +12,7 @@ pub fn run(args: CheckArgs) -> Result<()> {
         "--batches must list sizes of at least 1"
     );
     let model = crate::model_file::load(args.model.as_deref(), &Device::flex())?;
-    let classes = match model.config.unet.is_conditional() {
-        true => emerge_core::Classes::EachInTurn,
-        false => emerge_core::Classes::Unconditional,
-    };
+    let classes = emerge_core::Classes::all_of(&model.config);
     let request = args
         .request
         .request(&model, args.images, classes, args.seed)?;

@@ -13,10 +13,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
     let opened = crate::devices::open(args.device.choice)?;
     let model = crate::model_file::load(args.model.as_deref(), &opened.device)?;
-    let classes = match model.config.unet.is_conditional() {
-        true => Classes::EachInTurn,
-        false => Classes::Unconditional,
-    };
+    let classes = Classes::all_of(&model.config);
     let settings = crate::eval::EvalSettings {
         request: args
             .request
