@@ -80,7 +80,7 @@ pub(crate) mod tests {
         let config = ModelConfig::preset("tiny").unwrap();
         let unet = UNet::new(&config.unet, &device).unwrap();
         Model::from_bytes(
-            weights::to_bytes(&unet, &config, Precision::Half).unwrap(),
+            weights::to_bytes(&unet, &config, Precision::F16).unwrap(),
             &device,
         )
         .unwrap()

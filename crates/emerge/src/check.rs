@@ -276,7 +276,7 @@ fn without_dropout(unet: &UNet, config: &ModelConfig) -> Result<Vec<u8>> {
     Ok(emerge_core::weights::to_bytes(
         unet,
         &config,
-        emerge_core::weights::Precision::Full,
+        emerge_core::weights::Precision::F32,
     )?)
 }
 

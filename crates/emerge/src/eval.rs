@@ -314,7 +314,7 @@ mod tests {
         config.unet.num_class_embeds = classes.then_some(11);
         let unet = UNet::new(&config.unet, &Device::flex()).unwrap();
         let path = dir.join(format!("classes-{classes}.bpk"));
-        weights::save(&path, &unet, &config, Precision::Full).unwrap();
+        weights::save(&path, &unet, &config, Precision::F32).unwrap();
         path
     }
 

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use emerge_core::weights::Precision;
 use emerge_core::{ModelConfig, SamplingRequest};
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +14,9 @@ pub struct ManifestEntry {
     /// File name relative to the manifest.
     pub file: String,
     pub bytes: usize,
+    /// How the file stores the weights (the page computes in f32 whatever it is).
+    #[serde(default = "f16")]
+    pub precision: Precision,
     pub parameters: usize,
     pub image_size: usize,
     pub channels: usize,
@@ -56,6 +60,7 @@ impl ManifestEntry {
         name: &str,
         file: &str,
         bytes: usize,
+        precision: Precision,
         config: &ModelConfig,
         parameters: usize,
         provenance: Provenance,
@@ -68,6 +73,7 @@ impl ManifestEntry {
             name: name.to_string(),
             file: file.to_string(),
             bytes,
+            precision,
             parameters,
             image_size: config.unet.sample_size,
             channels: config.unet.in_channels,
@@ -90,6 +96,11 @@ pub struct Manifest {
     pub models: Vec<ManifestEntry>,
 }
 
+/// Manifests written before files could be quantized listed f16 files.
+fn f16() -> Precision {
+    Precision::F16
+}
+
 /// The manifest at `path`, or an empty one when there is no file.
 pub fn read(path: &Path) -> Result<Manifest> {
     match std::fs::read_to_string(path) {
@@ -97,6 +108,35 @@ pub fn read(path: &Path) -> Result<Manifest> {
             .with_context(|| format!("'{}' is not a valid manifest", path.display())),
         Err(_) => Ok(Manifest::default()),
     }
+}
+
+/// Applies `change` to the entry listing model file `model` in the manifest beside it, if that
+/// directory has a manifest and it lists the file; returns the manifest's path when it did.
+pub fn update_entry(
+    model: &Path,
+    change: impl FnOnce(&mut ManifestEntry) -> Result<()>,
+) -> Result<Option<std::path::PathBuf>> {
+    let path = model
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("manifest.json");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let mut manifest = read(&path)?;
+    let file = model
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let Some(entry) = manifest.models.iter_mut().find(|m| m.file == file) else {
+        return Ok(None);
+    };
+    change(entry)?;
+    emerge_core::atomic_file::write_atomically(
+        &path,
+        serde_json::to_string_pretty(&manifest)?.as_bytes(),
+    )?;
+    Ok(Some(path))
 }
 
 /// Adds or replaces `entry` in the manifest at `path` (creating it), keeping other models.

@@ -25,7 +25,7 @@ fn tiny_model(dir: &Path) -> PathBuf {
     let config = ModelConfig::preset("tiny").unwrap();
     let unet = UNet::new(&config.unet, &Device::flex()).unwrap();
     let path = dir.join("tiny.bpk");
-    weights::save(&path, &unet, &config, Precision::Half).unwrap();
+    weights::save(&path, &unet, &config, Precision::F16).unwrap();
     path
 }
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use emerge_core::weights::Precision;
 use emerge_core::{Classes, Guidance, Model, SamplerKind, SamplingRequest};
 
 use crate::devices::DeviceChoice;
@@ -23,8 +24,11 @@ pub enum Command {
     Train(TrainArgs),
     /// Sample images: a PNG grid (.png), the denoising trajectory (.gif) or MNIST IDX (.idx).
     Sample(SampleArgs),
-    /// Write the files the page loads (f16 weights + manifest) from a run's EMA weights.
+    /// Write the files the page loads (weights + manifest) from a run's EMA weights.
     Export(ExportArgs),
+    /// Store a model file's weights at another precision, in place, with the timeline
+    /// checkpoints its manifest entry lists (the entry is updated).
+    Repack(RepackArgs),
     /// Set the request a published model recommends (in its file and its manifest entry), the
     /// weights untouched: what the page, `sample` and `eval` use unless told otherwise.
     Recommend(RecommendArgs),
@@ -390,6 +394,22 @@ pub struct ExportArgs {
     /// The request the model recommends (the page opens with it): the one `eval` measured best.
     #[command(flatten)]
     pub request: RequestArgs,
+    /// How the file stores the weights (and the timeline checkpoints): f16, or matrices and kernels as 8-bit codes with a scale
+    /// per output channel (int8) or 4-bit codes with an f16 scale per block of 32 (q4). Loading
+    /// decodes them to f32 either way.
+    #[arg(long, default_value = "f16", value_parser = precision_parser())]
+    pub precision: Precision,
+}
+
+#[derive(Debug, Args)]
+pub struct RepackArgs {
+    /// A published model file (its manifest entry, if any, is the one in the same directory).
+    pub model: PathBuf,
+    /// How the file stores the weights: f16, or matrices and kernels as 8-bit codes with a scale
+    /// per output channel (int8) or 4-bit codes with an f16 scale per block of 32 (q4). Loading
+    /// decodes them to f32 either way.
+    #[arg(long, value_parser = precision_parser())]
+    pub precision: Precision,
 }
 
 #[derive(Debug, Args)]
@@ -414,6 +434,11 @@ pub struct ImportArgs {
     /// Where the weights come from, as the page shows it (default: "diffusers checkpoint <name>").
     #[arg(long)]
     pub source: Option<String>,
+    /// How the file stores the weights: f16, or matrices and kernels as 8-bit codes with a scale
+    /// per output channel (int8) or 4-bit codes with an f16 scale per block of 32 (q4). Loading
+    /// decodes them to f32 either way.
+    #[arg(long, default_value = "f16", value_parser = precision_parser())]
+    pub precision: Precision,
 }
 
 #[derive(Debug, Args)]
@@ -426,6 +451,13 @@ pub struct BenchArgs {
     /// Timed runs per case (after one warm-up run); the median is reported.
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
+}
+
+/// Parses `--precision` from [`Precision::NAMES`] (listed in `--help`).
+fn precision_parser() -> impl clap::builder::TypedValueParser<Value = Precision> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Precision::NAMES)
+        .try_map(|name: String| name.parse::<Precision>())
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use burn::tensor::Device;
 
 use emerge_core::SamplingRequest;
+use emerge_core::weights::{self, Precision};
 
 use super::args::ExportArgs;
 use crate::manifest::{Provenance, TimelineCheckpoint};
@@ -21,7 +22,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let fallback = SamplingRequest::fallback(&model);
     let timesteps = model.schedule.num_train_timesteps;
     model.recommended = Some(args.request.over(&fallback, timesteps)?);
-    let checkpoints = publish_timeline(&args.run, &args.out, &args.name, step)?;
+    let checkpoints = publish_timeline(&args.run, &args.out, &args.name, step, args.precision)?;
     publish(
         &checkpoint.ema,
         &model,
@@ -32,6 +33,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
             training_steps: Some(step),
             checkpoints,
         },
+        args.precision,
     )?;
     if let Some(mnist_dir) = args.digits {
         let data_dir = args.out.parent().unwrap_or(Path::new(".")).join("data");
@@ -41,14 +43,15 @@ pub fn run(args: ExportArgs) -> Result<()> {
     Ok(())
 }
 
-/// Copies the run's timeline exports from before `step` (`<run>/timeline/step-N.bpk`, written by
-/// `train --timeline`) to `<out>/<name>-timeline/`, replacing what was there; returns them in
-/// step order for the manifest.
+/// Writes the run's timeline exports from before `step` (`<run>/timeline/step-N.bpk`, written by
+/// `train --timeline`) at `precision` to `<out>/<name>-timeline/`, replacing what was there;
+/// returns them in step order for the manifest.
 fn publish_timeline(
     run: &Path,
     out: &Path,
     name: &str,
     step: usize,
+    precision: Precision,
 ) -> Result<Vec<TimelineCheckpoint>> {
     let folder = format!("{name}-timeline");
     let target = out.join(&folder);
@@ -78,12 +81,15 @@ fn publish_timeline(
         .into_iter()
         .map(|(s, path)| {
             let file = format!("step-{s:07}.{}", emerge_core::weights::EXTENSION);
-            let bytes = std::fs::copy(&path, target.join(&file))
-                .with_context(|| format!("cannot copy '{}'", path.display()))?;
+            let stored = std::fs::read(&path)
+                .with_context(|| format!("cannot read '{}'", path.display()))?;
+            let bytes = weights::repack(stored, precision)
+                .with_context(|| format!("cannot repack '{}'", path.display()))?;
+            emerge_core::atomic_file::write_atomically(&target.join(&file), &bytes)?;
             Ok(TimelineCheckpoint {
                 step: s,
                 file: format!("{folder}/{file}"),
-                bytes: bytes as usize,
+                bytes: bytes.len(),
             })
         })
         .collect()
@@ -129,6 +135,7 @@ mod tests {
                     guidance_interval: Some(GuidanceInterval(guidance_interval)),
                     ..Default::default()
                 },
+                precision: Precision::Q4,
             })
         };
 
@@ -149,7 +156,16 @@ mod tests {
         );
         // The timeline before the exported step ships with it; the last step is the model.
         assert_eq!(entry.training_steps, Some(config.steps));
+        // at the precision asked for, the model and its timeline alike
+        assert_eq!(entry.precision, Precision::Q4);
         let timeline = std::fs::read(root.join("models/tiny-timeline/step-0000000.bpk")).unwrap();
+        let trained = std::fs::read(run.join("timeline/step-0000000.bpk")).unwrap();
+        assert!(
+            timeline.len() * 2 < trained.len(),
+            "{} bytes",
+            timeline.len()
+        );
+        weights::from_bytes(timeline.clone(), &Device::flex()).unwrap();
         assert_eq!(
             entry.checkpoints,
             vec![crate::manifest::TimelineCheckpoint {

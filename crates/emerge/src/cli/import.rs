@@ -39,6 +39,7 @@ pub fn run(args: ImportArgs) -> Result<()> {
         &args.out,
         &name,
         provenance,
+        args.precision,
     )?;
     println!(
         "imported {} ({} parameters)",

@@ -8,6 +8,7 @@ mod eval;
 mod export;
 mod import;
 mod recommend;
+mod repack;
 mod sample;
 mod train;
 mod train_classifier;
@@ -23,6 +24,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Export(args) => export::run(args),
         Command::Import(args) => import::run(args),
         Command::Recommend(args) => recommend::run(args),
+        Command::Repack(args) => repack::run(args),
         Command::Bench(args) => bench::run(args),
         Command::TrainClassifier(args) => train_classifier::run(args),
         Command::Eval(args) => eval::run(args),

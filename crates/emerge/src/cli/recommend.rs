@@ -24,26 +24,13 @@ pub fn run(args: RecommendArgs) -> Result<()> {
         args.model.display(),
         serde_json::to_string(&request)?
     );
-    // The manifest entry listing this file, if the directory has a manifest.
-    let directory = args.model.parent().unwrap_or(std::path::Path::new("."));
-    let manifest_path = directory.join("manifest.json");
-    if !manifest_path.exists() {
-        return Ok(());
-    }
-    let mut manifest = crate::manifest::read(&manifest_path)?;
-    let file = args
-        .model
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default();
-    if let Some(entry) = manifest.models.iter_mut().find(|m| m.file == file) {
+    let listed = crate::manifest::update_entry(&args.model, |entry| {
         entry.recommended = request;
         entry.bytes = rewritten.len();
-        emerge_core::atomic_file::write_atomically(
-            &manifest_path,
-            serde_json::to_string_pretty(&manifest)?.as_bytes(),
-        )?;
-        println!("and so does its entry in {}", manifest_path.display());
+        Ok(())
+    })?;
+    if let Some(manifest) = listed {
+        println!("and so does its entry in {}", manifest.display());
     }
     Ok(())
 }
@@ -68,7 +55,15 @@ mod tests {
             training_steps: None,
             checkpoints: Vec::new(),
         };
-        crate::publish::publish(&unet, &config, &dir, "tiny", provenance).unwrap();
+        crate::publish::publish(
+            &unet,
+            &config,
+            &dir,
+            "tiny",
+            provenance,
+            emerge_core::weights::Precision::F16,
+        )
+        .unwrap();
         let path = dir.join("tiny.bpk");
         let before = weights::load(&path, &Device::flex()).unwrap().1;
         let recommend = |steps| {

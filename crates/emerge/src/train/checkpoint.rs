@@ -51,8 +51,8 @@ pub fn save(
         std::fs::remove_dir_all(&tmp)?;
     }
     std::fs::create_dir(&tmp)?;
-    weights::save(&tmp.join("model.bpk"), model, config, Precision::Full)?;
-    weights::save(&tmp.join("ema.bpk"), ema, config, Precision::Full)?;
+    weights::save(&tmp.join("model.bpk"), model, config, Precision::F32)?;
+    weights::save(&tmp.join("ema.bpk"), ema, config, Precision::F32)?;
     let optimizer_bytes = optimizer
         .into_bytes()
         .map_err(|e| anyhow::anyhow!("cannot serialise the optimizer: {e:?}"))?;

@@ -306,7 +306,8 @@ fn min_snr_weight(snr: f64, gamma: f64) -> f64 {
     snr.min(gamma) / snr
 }
 
-/// Exports the EMA weights at `step` to `<run>/timeline/step-NNNNNNN.bpk` (f16, as shipped).
+/// Exports the EMA weights at `step` to `<run>/timeline/step-NNNNNNN.bpk` (f16; `export` stores
+/// them at its `--precision`).
 fn save_timeline(
     run: &Path,
     config: &emerge_core::ModelConfig,
@@ -319,7 +320,7 @@ fn save_timeline(
         &dir.join(format!("step-{step:07}.bpk")),
         ema,
         config,
-        emerge_core::weights::Precision::Half,
+        emerge_core::weights::Precision::F16,
     )?;
     Ok(())
 }
