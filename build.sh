@@ -33,19 +33,41 @@ ensure_wasm_toolchain() {
   fi
 }
 
+# One build of the engine: `cargo build` of emerge-web with the features given, then
+# wasm-bindgen's glue as pkg/NAME.js and pkg/NAME_bg.wasm.
+build_module() {
+  local name=$1
+  shift
+  log "building the wasm module $name (profile wasm-release, features: $*)"
+  cargo build --locked --profile wasm-release --target wasm32-unknown-unknown -p emerge-web "$@"
+  # The profile keeps the name section (so wasm-bindgen can read the target features); the
+  # output drops it.
+  wasm-bindgen --target web --no-typescript --remove-name-section --remove-producers-section \
+    --out-dir pkg --out-name "$name" "$CARGO_TARGET_DIR/wasm32-unknown-unknown/wasm-release/emerge_web.wasm"
+}
+
+# The page's engine in two builds, so that a visitor downloads one backend: WebGPU, and the CPU
+# (Flex) only where WebGPU is missing or fails.
 build_wasm() {
   ensure_wasm_toolchain
-  log "building the wasm module (profile wasm-release)"
-  cargo build --locked --profile wasm-release --target wasm32-unknown-unknown -p emerge-web
   rm -rf pkg
-  # The profile keeps the name section (so wasm-bindgen can read the target features); the
-  # output drops it: 16.7 MB raw, 3.2 MB gzip.
-  wasm-bindgen --target web --no-typescript --remove-name-section --remove-producers-section --out-dir pkg \
-    "$CARGO_TARGET_DIR/wasm32-unknown-unknown/wasm-release/emerge_web.wasm"
-  if command -v wasm-opt >/dev/null; then
-    log "wasm-opt -O2"
-    wasm-opt -O2 --enable-bulk-memory --enable-nontrapping-float-to-int pkg/emerge_web_bg.wasm -o pkg/emerge_web_bg.wasm
-  fi
+  build_module emerge_web --no-default-features --features webgpu
+  build_module emerge_cpu --no-default-features --features cpu
+  write_module_sizes
+}
+
+# pkg/modules.json: each module's bytes (wasm and glue), raw and gzip -9 as a server sends them,
+# for the embed's Play button to say what it will download.
+write_module_sizes() {
+  local json='{' separator='' name raw gzip
+  for name in emerge_web emerge_cpu; do
+    raw=$(cat "pkg/${name}_bg.wasm" "pkg/$name.js" | wc -c)
+    gzip=$(($(gzip -9 -c "pkg/${name}_bg.wasm" | wc -c) + $(gzip -9 -c "pkg/$name.js" | wc -c)))
+    json+="$separator\"$name\": {\"bytes\": $((raw)), \"gzip_bytes\": $gzip}"
+    separator=', '
+  done
+  echo "$json}" >pkg/modules.json
+  log "module sizes: $(cat pkg/modules.json)"
 }
 
 # Without a GPU, native wgpu (the device check) and Dawn (the engine outside the browser) run on
@@ -94,6 +116,7 @@ case "${1:-}" in
     log "clippy, warnings as errors: native, and wasm32 (the core and the page's engine compile there)"
     cargo clippy --workspace --all-targets --locked -- -D warnings
     cargo clippy --locked --target wasm32-unknown-unknown -p emerge-core -p emerge-web -- -D warnings
+    cargo clippy --locked --target wasm32-unknown-unknown -p emerge-web --no-default-features --features webgpu -- -D warnings
     log "unit tests (release build: burn is too slow unoptimised)"
     VK_ICD_FILENAMES=$SWIFTSHADER cargo test --release --workspace --locked
     log "device check: native wgpu on SwiftShader's Vulkan held to Flex (small cases: it is emulated)"

@@ -35,8 +35,11 @@ done
 rm -rf "$OUT/pkg" "$OUT/dawn" "$OUT/node.xz" "$OUT/dawn.node.xz" "$OUT/grid.mjs"
 if [ "${DAWN:-1}" != 0 ]; then
   [ -f pkg/emerge_web_bg.wasm ] || ./build.sh site
-  mkdir "$OUT/pkg" && cp pkg/emerge_web.js "$OUT/pkg/"
-  pack pkg/emerge_web_bg.wasm pkg/emerge_web_bg.wasm
+  mkdir "$OUT/pkg"
+  for module in emerge_web emerge_cpu; do
+    cp "pkg/$module.js" "$OUT/pkg/"
+    pack "pkg/${module}_bg.wasm" "pkg/${module}_bg.wasm"
+  done
   pack "$(command -v node)" node
   pack tests/node_modules/webgpu/dist/linux-x64/dawn.node dawn.node
   mkdir -p "$OUT/dawn"

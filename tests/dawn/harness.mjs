@@ -145,10 +145,9 @@ async function main() {
     process.exit(2);
   }
 
-  const { default: init, Engine } = await import(pathToFileURL(join(o.pkg, 'emerge_web.js')).href);
   const timings = {};
   let t = now();
-  await init({ module_or_path: readFileSync(join(o.pkg, 'emerge_web_bg.wasm')) });
+  const Engine = await engineClass(o.pkg, 'emerge_web');
   timings.wasm_load_ms = now() - t;
 
   t = now();
@@ -200,7 +199,7 @@ async function main() {
     result.max_difference = Math.max(...mine.map((image, i) => maxDifference(image, native[i] ?? [])));
     result.tolerance = o.tolerance;
   }
-  result.lesson = await compareLessons(engine, readFileSync(o.model), config, Engine);
+  result.lesson = await compareLessons(engine, readFileSync(o.model), config, await engineClass(o.pkg, 'emerge_cpu'));
   if (!(result.lesson.tolerance_used <= 1)) errors.push(`the lesson's losses on WebGPU differ from the CPU's by up to ${result.lesson.max_abs_difference} (${result.lesson.tolerance_used}× the tolerance)`);
   result.console_errors = errors;
   const json = JSON.stringify(result, null, 2);
@@ -211,10 +210,18 @@ async function main() {
   process.exit(errors.length > 0 || mismatch ? 1 : 0);
 }
 
+/** The `Engine` class of the page's module `name` in `pkg` (emerge_web: WebGPU, emerge_cpu: the
+ * CPU), instantiated. */
+async function engineClass(pkg, name) {
+  const module = await import(pathToFileURL(join(pkg, `${name}.js`)).href);
+  await module.default({ module_or_path: readFileSync(join(pkg, `${name}_bg.wasm`)) });
+  return module.Engine;
+}
+
 /** The learning view's loss curve (21 timesteps, one batched forward pass) of a vertical bar
  * on `engine` and on a CPU engine with the same model: the largest difference, and the largest
  * fraction of its tolerance used. */
-async function compareLessons(engine, modelBytes, config, Engine) {
+async function compareLessons(engine, modelBytes, config, CpuEngine) {
   const { sample_size: size, in_channels: channels } = config.unet;
   const pixels = Uint8Array.from({ length: channels * size * size }, (_, i) => {
     const x = i % size;
@@ -225,7 +232,7 @@ async function compareLessons(engine, modelBytes, config, Engine) {
   const t = now();
   const gpu = await curve(engine);
   const ms = now() - t;
-  const cpu = Engine.create('cpu').then(async (e) => (e.loadModel(modelBytes), curve(e)));
+  const cpu = CpuEngine.create('cpu').then(async (e) => (e.loadModel(modelBytes), curve(e)));
   const reference = await cpu;
   // Each L_simple within 1e-4 + 1e-3 × its CPU value (float rounding of a mean over the pixels);
   // each ‖x_0 − x̂_0‖² within 1e-4 + 1e-2 × its value: x̂_0 = (x_t − √(1 − ᾱ_t) ε̂)/√ᾱ_t magnifies

@@ -149,7 +149,6 @@ describe('the demo page', () => {
     assert.equal(asked.batch, '9');
     assert.doesNotMatch(asked.notes, /CPU fallback/);
     assert.equal((await batchOf('index.html?autoplay=0&backend=webgpu')).batch, '16');
-    assert.match((await batchOf('embed.html?autoplay=0&backend=cpu', null)).notes, /starts with 4 images/);
   });
 
   test('guidance in an interval draws what the CLI draws with --guidance-interval', TIMEOUT, async () => {
@@ -180,7 +179,7 @@ describe('the demo page', () => {
   test('a step that fails while the run plays shows its error', TIMEOUT, async () => {
     // The engine the worker loads, with its third step made to fail.
     const context = await env.browser.newContext();
-    await context.route('**/pkg/emerge_web.js', async (route) => {
+    await context.route('**/pkg/emerge_cpu.js', async (route) => {
       const response = await route.fetch();
       const failing = `
         const realStep = Engine.prototype.step;
@@ -196,6 +195,26 @@ describe('the demo page', () => {
     assert.equal(await waitForState(page, ['complete', 'error'], 60_000), 'error');
     assert.match(await page.textContent('#status-message'), /injected step failure/);
     await context.close();
+  });
+
+  test('on the CPU a run shared by two workers draws the pixels one worker draws', TIMEOUT, async () => {
+    const query = 'sampler=sde_dpmpp_2m&seed=5&steps=6&batch=5&class=any&guidance=1.5&backend=cpu&perDraw=2';
+    const run = async (workers) => {
+      const { page, errors } = await open(env, `index.html?${query}&workers=${workers}`);
+      assert.equal(await waitForState(page, ['complete', 'error']), 'complete', await page.textContent('#status-message'));
+      const shown = await page.textContent('#device');
+      const frame = await lastFrame(page);
+      assert.deepEqual(errors, []);
+      await page.close();
+      return { shown, frame };
+    };
+    const [one, two] = [await run(1), await run(2)];
+    assert.match(one.shown, /one worker/);
+    assert.match(two.shown, /2 workers/);
+    assert.equal(two.frame.sample.length, one.frame.sample.length);
+    const differing = (key) => one.frame[key].filter((v, i) => v !== two.frame[key][i]).length;
+    assert.equal(differing('sample'), 0, 'x_0 must not depend on the split');
+    assert.equal(differing('prediction'), 0, 'x̂_0 must not depend on the split');
   });
 
   test('an image is the same at batch 1 and 7, as the CLI draws it (η = 1, per-image noise)', TIMEOUT, async () => {
@@ -231,18 +250,28 @@ describe('the demo page', () => {
 });
 
 describe('the embed page', () => {
-  test('honours its parameters and notes invalid ones', TIMEOUT, async () => {
-    const { page, errors } = await open(env, 'embed.html?steps=10&batch=1&seed=3&class=5&autoplay=0&sampler=euler');
-    assert.equal(await waitForState(page, ['ready', 'error']), 'ready');
+  test('honours its parameters and notes invalid ones; with autoplay=0 it downloads nothing heavy before Play', TIMEOUT, async () => {
+    const { page, requests, errors } = await open(env, 'embed.html?steps=10&seed=3&class=5&autoplay=0&sampler=euler&backend=cpu');
+    assert.equal(await waitForState(page, ['waiting', 'error']), 'waiting');
     assert.match(await page.textContent('#notes'), /sampler="euler"/);
+    // The button says what Play downloads: the CPU engine and the weights, gzip as served.
+    const modules = JSON.parse(readFileSync(join(SITE, 'pkg/modules.json'), 'utf8'));
+    const manifest = JSON.parse(readFileSync(join(SITE, 'models/manifest.json'), 'utf8'));
+    const expected = (modules.emerge_cpu.gzip_bytes + manifest.models[0].bytes) / 1e6;
+    await page.waitForFunction(() => /MB/.test(document.getElementById('play').textContent));
+    assert.equal(await page.textContent('#play'), `Play (${expected.toFixed(1)} MB)`);
     await new Promise((r) => setTimeout(r, 1500));
+    const heavy = () => requests.filter((url) => /\.(wasm|bpk)$/.test(url));
+    assert.deepEqual(heavy(), [], 'nothing heavy before Play');
     assert.equal(await page.evaluate(() => window.emergeDebug.frames), 0, 'autoplay=0 must not start a run');
     await page.click('#play');
     assert.equal(await waitForState(page, ['complete', 'error']), 'complete');
+    assert.deepEqual(heavy().map((url) => url.split('/').pop()).sort(), ['emerge_cpu_bg.wasm', 'mnist.bpk']);
+    assert.match(await page.textContent('#notes'), /starts with 4 images/, 'the CPU note comes with the engine');
     const frame = await lastFrame(page);
     assert.equal(frame.total, 10);
-    // One 28×28 image in a 1-pixel frame.
-    assert.equal(frame.width, 30);
+    // Four 28×28 images, two a row, with 1-pixel gaps.
+    assert.equal(frame.width, 2 * 28 + 3);
     assert.deepEqual(errors, []);
     await page.close();
   });

@@ -34,8 +34,10 @@ export class Client {
     else pending?.reject(new Error(error));
   }
 
-  init(backend, model) {
-    this.send('init', { backend, modelUrl: new URL(model.file, model.baseUrl).href, modelBytes: model.bytes });
+  /** Loads `model` on the device `settings.backend` names (and on the CPU, `settings.workers`). */
+  init(settings, model) {
+    const { backend, workers } = settings;
+    this.send('init', { backend, workers: workers ?? undefined, modelUrl: new URL(model.file, model.baseUrl).href, modelBytes: model.bytes });
   }
 
   /** Starts a run; `limits` are the engine's for the loaded model (from its 'ready' message). */

@@ -1,8 +1,10 @@
 // The embeddable demo, configured by URL parameters (model, sampler, steps, eta, seed, class,
 // guidance, interval, batch, autoplay, backend, t, view). view=generate (the default): two
 // canvases, play/pause and a new seed; view=forward|learn|draw: that view of the full page alone.
+// With autoplay=0 the generate view downloads nothing heavy (engine, weights) until the reader
+// presses Play, whose label says how much that is.
 
-import { Client, loadManifest } from './client.js';
+import { Client, formatBytes, loadManifest } from './client.js';
 import { DEFAULTS, modelDefaults, parseSettings, settingsUrl } from './settings.js';
 import { chooseModel, createDebug, fitToDevice, fitToLimits, showFrame } from './stage.js';
 import { viewContext } from './views/context.js';
@@ -93,7 +95,33 @@ const client = new Client({
   },
 });
 
+/** The bytes Play will download (gzip as servers send it): the engine this browser would load
+ * and the model's weights; null where the build did not list its modules' sizes. */
+async function downloadSize() {
+  const response = await fetch('pkg/modules.json');
+  if (!response.ok) return null;
+  const modules = await response.json();
+  const gpu = settings.backend !== 'cpu' && 'gpu' in navigator;
+  return modules[gpu ? 'emerge_web' : 'emerge_cpu'].gzip_bytes + model.bytes;
+}
+
+/** Waits for Play before loading anything heavy. */
+async function offerPlay() {
+  setState('waiting');
+  const bytes = await downloadSize().catch(() => null);
+  $('play').textContent = bytes ? `Play (${formatBytes(bytes)})` : 'Play';
+  $('play').title = 'Downloads the model and the engine that runs it in this browser';
+  status('Press Play to watch images emerge.');
+}
+
 $('play').onclick = () => {
+  if (document.body.dataset.state === 'waiting') {
+    settings.autoplay = true;
+    started = true;
+    setState('loading');
+    status('loading…');
+    return client.init(settings, model);
+  }
   if ($('play').getAttribute('aria-pressed') === 'true') return client.send('pause');
   if (document.body.dataset.state === 'complete' || !started) {
     started = true;
@@ -104,6 +132,7 @@ $('play').onclick = () => {
 };
 $('restart').onclick = () => {
   settings.seed = Math.floor(Math.random() * 2 ** 32);
+  if (document.body.dataset.state === 'waiting') return $('play').onclick();
   settings.autoplay = true;
   started = true;
   client.start(settings, limits, { autoplay: true });
@@ -116,7 +145,8 @@ $('restart').onclick = () => {
     Object.assign(settings, defaults, given);
     $('full').href = settingsUrl(settings, new URL('index.html', location.href), defaults);
     if (notes.length) Object.assign($('notes'), { hidden: false, textContent: notes.join(' ') });
-    client.init(settings.backend, model);
+    if (settings.autoplay || settings.view !== 'generate') client.init(settings, model);
+    else await offerPlay();
   } catch (error) {
     client.handlers.error({ message: error.message });
   }

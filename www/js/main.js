@@ -105,7 +105,7 @@ const client = new Client({
     const gpu = device.backend === 'webgpu';
     $('device').textContent = gpu ? `WebGPU · ${device.adapter}` : 'CPU fallback (WebAssembly)';
     $('device').dataset.backend = device.backend;
-    $('device-reason').textContent = device.fallback_reason ? `WebGPU unavailable: ${device.fallback_reason}. Running on the CPU: slower.` : '';
+    $('device-reason').textContent = device.fallback_reason ? `${device.fallback_reason}. Running on the CPU: slower.` : '';
   },
   loading({ loaded, total }) {
     $('download').value = total ? loaded / total : 0;
@@ -124,7 +124,8 @@ const client = new Client({
     mountViews().catch((e) => status(`The explanation views could not start: ${e.message}`, 'error'));
     if (settings.autoplay) start();
   },
-  started({ total }) {
+  started({ total, workers }) {
+    if ($('device').dataset.backend === 'cpu') $('device').textContent = `CPU fallback (WebAssembly, ${workers === 1 ? 'one worker' : `${workers} workers`})`;
     if (runOwner === 'generate') {
       runFrames.reset();
       setScrubbing(false);
@@ -308,7 +309,7 @@ async function main() {
     $('download-text').textContent = `downloading ${formatBytes(model.bytes)} of weights…`;
     showNotes(notes);
     if (!settings.autoplay) setPlaying(false);
-    client.init(settings.backend, model);
+    client.init(settings, model);
   } catch (error) {
     client.handlers.error({ message: error.message });
   }

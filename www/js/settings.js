@@ -28,6 +28,8 @@ export const DEFAULTS = Object.freeze({
   perDraw: 1,
   autoplay: true,
   backend: 'auto',
+  // Workers sharing a run on the CPU fallback; null: one per core the browser reports, at most 4.
+  workers: null,
   // The timestep the forward, learning and drawing views open at; null: at OPENING_NOISE.
   t: null,
   // What embed.html shows: the reverse process (generate), or one of the other views alone.
@@ -67,6 +69,7 @@ const PARAMETERS = {
   perDraw: { read: integer(1, 50), expect: '1 to 50 steps per draw' },
   autoplay: { read: (t) => ({ 1: true, true: true, 0: false, false: false })[t], expect: '0 or 1' },
   backend: { read: oneOf('auto', 'webgpu', 'cpu'), expect: 'auto, webgpu or cpu' },
+  workers: { read: integer(1, 4), expect: '1 to 4 workers' },
   t: { read: integer(0, Number.MAX_SAFE_INTEGER), expect: 'a timestep t ≥ 0' },
   view: { read: oneOf('generate', 'forward', 'learn', 'draw'), expect: 'generate, forward, learn or draw' },
 };

@@ -6,15 +6,102 @@
 // and requests that get one answer each (the learning view, the timeline, the schedule, GIFs):
 //   page → worker  {request: 'noised' | 'lesson' | 'lossCurve' | 'schedule' | 'checkpoint' | 'sample' | 'gif', id, ...}
 //   worker → page  {status: 'reply', id, result} or {status: 'reply', id, error}
-import init, { Engine } from '../pkg/emerge_web.js';
+// The engine comes in two builds, so that a visitor downloads one backend: WebGPU, and the CPU
+// (Flex) only where WebGPU is missing or fails. Each is compiled once per worker family: helpers
+// get the compiled module from their parent.
+const MODULES = { webgpu: '../pkg/emerge_web', cpu: '../pkg/emerge_cpu' };
+const compiled = {};
+const engineClasses = {};
+/** The `Engine` class of `backend`'s module, downloaded, compiled and instantiated once. */
+function engineClass(backend) {
+  engineClasses[backend] ??= (async () => {
+    const glue = await import(`${MODULES[backend]}.js`);
+    if (!compiled[backend]) {
+      const url = new URL(`${MODULES[backend]}_bg.wasm`, import.meta.url);
+      const response = await fetch(url);
+      if (!response.ok) throw new Error(`the engine ${url} could not be downloaded (HTTP ${response.status})`);
+      compiled[backend] = await WebAssembly.compile(await response.arrayBuffer());
+    }
+    await glue.default({ module_or_path: compiled[backend] });
+    return glue.Engine;
+  })();
+  return engineClasses[backend];
+}
 
 let engine = null;
 let device = null;
 let modelBytes = null;
+
+// On the CPU the run's images are split among up to MAX_WORKERS workers: this one and helpers,
+// each a copy of this script with its own engine, their slices drawn as one grid. Each image is
+// the one a single worker draws: its noise is its own, whatever slice it lands in.
+const MAX_WORKERS = 4;
+const pool = { workers: 1, helpers: [] };
+
+/** A helper worker: a copy of this script running one slice of each run. */
+class Helper {
+  constructor() {
+    this.worker = new Worker(new URL(import.meta.url), { type: 'module' });
+    this.waiting = [];
+    const failAll = (message) => {
+      for (const waiter of this.waiting.splice(0)) waiter.reject(new Error(`a helper worker failed: ${message}`));
+    };
+    this.worker.onmessage = ({ data }) => {
+      if (data.status === 'error') return failAll(data.message);
+      const at = this.waiting.findIndex((waiter) => waiter.status === data.status);
+      if (at >= 0) this.waiting.splice(at, 1)[0].resolve(data);
+    };
+    this.worker.onerror = (event) => failAll(event.message || 'it did not start');
+  }
+
+  /** Sends `command` and answers the helper's next message of `status`. */
+  ask(command, fields, status) {
+    const answer = new Promise((resolve, reject) => this.waiting.push({ status, resolve, reject }));
+    this.worker.postMessage({ command, ...fields });
+    return answer;
+  }
+}
+
+/** Images 0..images split into at most `workers` contiguous slices, as even as can be. */
+function slices(images, workers) {
+  const count = Math.max(1, Math.min(workers, images));
+  return Array.from({ length: count }, (_, k) => {
+    const first = Math.floor((k * images) / count);
+    return { first, count: Math.floor(((k + 1) * images) / count) - first };
+  });
+}
+
+/** The helpers that `parts` slices need besides this worker, each with the model loaded. */
+async function helpersFor(parts) {
+  while (pool.helpers.length < parts - 1) {
+    const helper = new Helper();
+    await helper.ask('init', { backend: 'cpu', modelData: modelBytes.slice(), wasm: compiled.cpu }, 'ready');
+    pool.helpers.push(helper);
+  }
+  return pool.helpers.slice(0, parts - 1);
+}
+
+function stopHelpers() {
+  for (const helper of pool.helpers) helper.worker.terminate();
+  pool.helpers = [];
+}
+
+/** One frame of a run from its slices' frames: each holds the run's whole grid with only its
+ * own images opaque. */
+function overlay([frame, ...others]) {
+  for (const other of others) {
+    for (const key of ['sample', 'prediction']) {
+      const [target, source] = [frame[key], other[key]];
+      for (let i = 3; i < source.length; i += 4) if (source[i] !== 0) target.set(source.subarray(i - 3, i + 1), i - 3);
+    }
+  }
+  frame.millis = Math.max(frame.millis, ...others.map((other) => other.millis));
+  return frame;
+}
 // The timeline checkpoints loaded so far, in index order (reloaded if the engine is replaced).
 const checkpointBytes = [];
 // The current run: its settings, whether it plays, and a token that outdated loops check.
-const run = { request: null, perDraw: 1, playing: false, token: 0 };
+const run = { request: null, helpers: [], perDraw: 1, playing: false, token: 0 };
 // Every call into the engine goes through this queue: one at a time, in order.
 let queue = Promise.resolve();
 const enqueue = (job) => (queue = queue.then(job, job));
@@ -22,9 +109,22 @@ const enqueue = (job) => (queue = queue.then(job, job));
 const post = (message, transfer = []) => self.postMessage(message, transfer);
 const messageOf = (error) => (error && error.message) || String(error);
 
+/** Creates the engine on `backend`: 'webgpu', 'cpu', or 'auto' (WebGPU where the browser has
+ * it, else the CPU, with the reason). */
 async function createEngine(backend) {
-  engine = await Engine.create(backend);
-  device = JSON.parse(engine.deviceInfo);
+  let created = null;
+  let fallbackReason = null;
+  if (backend !== 'cpu') {
+    try {
+      if (!self.navigator.gpu) throw new Error('WebGPU is unavailable: this browser has no navigator.gpu');
+      created = await (await engineClass('webgpu')).create('webgpu');
+    } catch (error) {
+      if (backend === 'webgpu') throw error;
+      fallbackReason = messageOf(error);
+    }
+  }
+  engine = created ?? (await (await engineClass('cpu')).create('cpu'));
+  device = { ...JSON.parse(engine.deviceInfo), fallback_reason: fallbackReason };
   post({ status: 'device', device });
 }
 
@@ -67,23 +167,30 @@ function plainFrame(frame, keys) {
 const transferables = (result) =>
   result && typeof result === 'object' ? Object.values(result).filter((v) => ArrayBuffer.isView(v)).map((v) => v.buffer) : [];
 
-function postFrame(frame, kind) {
-  const result = plainFrame(frame, STEP_FRAME);
-  post({ status: kind, ...result }, transferables(result));
-}
-
-/** Starts (or restarts) the current request on the engine. */
-function begin() {
-  const { sampling, image } = run.request;
+/** Starts (or restarts) the current request on the engine: the slice a helper was given, or on
+ * the CPU the first slice here and the others on helpers. */
+async function begin() {
+  const { sampling, image, slice } = run.request;
+  const parts = slice ? [slice] : slices(sampling.images, device.backend === 'cpu' ? pool.workers : 1);
+  run.helpers = slice ? [] : await helpersFor(parts.length);
+  const [own, ...others] = parts;
+  const started = run.helpers.map((helper, k) => helper.ask('start', { sampling, image, slice: others[k], perDraw: 1, autoplay: false }, 'started'));
   const json = JSON.stringify(sampling);
-  const total = image ? engine.startFromImage(image.pixels, image.t, json) : engine.start(json);
-  post({ status: 'started', total });
+  const total = image
+    ? engine.startFromImage(image.pixels, image.t, json, own.first, own.count)
+    : engine.start(json, own.first, own.count);
+  await Promise.all(started);
+  post({ status: 'started', total, workers: parts.length });
 }
 
-/** One draw: `count` denoising steps, then the frame. Falls back to the CPU if WebGPU fails. */
+/** One draw: `count` denoising steps here and on the helpers, then the frame. Falls back to
+ * the CPU if WebGPU fails. */
 async function advance(count) {
   try {
-    postFrame(await engine.step(count), 'frame');
+    const theirs = run.helpers.map((helper) => helper.ask('step', { count }, 'frame'));
+    const own = plainFrame(await engine.step(count), STEP_FRAME);
+    const frame = overlay([own, ...(await Promise.all(theirs)).map(({ status, ...fields }) => fields)]);
+    post({ status: 'frame', ...frame }, transferables(frame));
   } catch (error) {
     if (device.backend !== 'webgpu') throw error;
     const reason = `WebGPU failed (${messageOf(error)})`;
@@ -93,7 +200,7 @@ async function advance(count) {
     await createEngine('cpu');
     engine.loadModel(modelBytes);
     for (const bytes of checkpointBytes) engine.loadCheckpoint(bytes);
-    begin();
+    await begin();
   }
   if (engine.finished) {
     run.playing = false;
@@ -121,16 +228,21 @@ function play(token) {
 }
 
 const commands = {
-  async init({ backend, modelUrl, modelBytes: expected }) {
-    await init();
+  /** `modelData` and `wasm`: the model's bytes and the compiled engine (a helper gets them from
+   * its parent), else downloaded from `modelUrl` and pkg/. `workers`: how many workers share a
+   * run on the CPU (default: the cores the browser reports, at most MAX_WORKERS). */
+  async init({ backend, modelUrl, modelBytes: expected, modelData, wasm, workers }) {
+    stopHelpers();
+    if (wasm) compiled[backend] = wasm;
+    pool.workers = workers ?? Math.min(MAX_WORKERS, self.navigator.hardwareConcurrency || 1);
     await createEngine(backend);
-    modelBytes = await download(modelUrl, expected);
+    modelBytes = modelData ?? (await download(modelUrl, expected));
     const config = JSON.parse(engine.loadModel(modelBytes));
     post({ status: 'ready', config, limits: JSON.parse(engine.limits), bytes: modelBytes.length });
   },
-  async start({ sampling, image, perDraw, autoplay }) {
+  async start({ sampling, image, slice, perDraw, autoplay }) {
     run.token += 1;
-    run.request = { sampling, image };
+    run.request = { sampling, image, slice };
     run.perDraw = perDraw;
     await enqueue(begin);
     run.playing = autoplay;
@@ -145,9 +257,9 @@ const commands = {
     run.playing = false;
     post({ status: 'paused' });
   },
-  async step() {
+  async step({ count = 1 }) {
     run.playing = false;
-    if (run.request && !engine.finished) await enqueue(() => advance(1));
+    if (run.request && !engine.finished) await enqueue(() => advance(count));
   },
   async perDraw({ perDraw }) {
     run.perDraw = perDraw;

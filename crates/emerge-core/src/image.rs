@@ -91,9 +91,25 @@ pub fn rgba_grid(
     columns: usize,
     gap: usize,
 ) -> (Vec<u8>, usize, usize) {
+    rgba_grid_part(values, shape, 0, shape[0], columns, gap)
+}
+
+/// [`rgba_grid`] of a slice of a larger batch: the batch's B images are images `first..first +
+/// B` of a run of `total`, drawn by one of several workers. The grid is the whole run's, the
+/// cells of the other images transparent, so that the slices' grids of one run combine by
+/// laying their opaque pixels over one another.
+pub fn rgba_grid_part(
+    values: &[f32],
+    shape: [usize; 4],
+    first: usize,
+    total: usize,
+    columns: usize,
+    gap: usize,
+) -> (Vec<u8>, usize, usize) {
     let [batch, channels, height, width] = shape;
-    let columns = columns.clamp(1, batch.max(1));
-    let rows = batch.div_ceil(columns);
+    let total = total.max(first + batch);
+    let columns = columns.clamp(1, total.max(1));
+    let rows = total.div_ceil(columns);
     let grid_w = columns * width + (columns + 1) * gap;
     let grid_h = rows * height + (rows + 1) * gap;
     let mut rgba = vec![0u8; grid_w * grid_h * 4];
@@ -101,9 +117,18 @@ pub fn rgba_grid(
         px.copy_from_slice(&[24, 24, 28, 255]);
     }
     let plane = height * width;
+    let origin = |cell: usize| {
+        let (row, col) = (cell / columns, cell % columns);
+        (gap + row * (height + gap), gap + col * (width + gap))
+    };
+    for cell in (0..first).chain(first + batch..total) {
+        let (y0, x0) = origin(cell);
+        for y in y0..y0 + height {
+            rgba[(y * grid_w + x0) * 4..(y * grid_w + x0 + width) * 4].fill(0);
+        }
+    }
     for b in 0..batch {
-        let (row, col) = (b / columns, b % columns);
-        let (y0, x0) = (gap + row * (height + gap), gap + col * (width + gap));
+        let (y0, x0) = origin(first + b);
         for y in 0..height {
             for x in 0..width {
                 let at = |c: usize| values[(b * channels + c) * plane + y * width + x];
@@ -183,6 +208,21 @@ mod tests {
         assert_eq!((w, h), (5, 3));
         assert_eq!(&rgba[(w + 1) * 4..(w + 1) * 4 + 4], &[255, 255, 255, 255]);
         assert_eq!(&rgba[(w + 3) * 4..(w + 3) * 4 + 4], &[0, 0, 0, 255]);
+        // A slice's grid is the whole run's: its own cells opaque, the others' transparent, and
+        // the slices' opaque pixels laid over one another make the whole grid.
+        let values = [1.0, -1.0, 0.0];
+        let (whole, _, _) = rgba_grid(&values, [3, 1, 1, 1], 2, 1);
+        let (head, _, _) = rgba_grid_part(&values[..1], [1, 1, 1, 1], 0, 3, 2, 1);
+        let (tail, _, _) = rgba_grid_part(&values[1..], [2, 1, 1, 1], 1, 3, 2, 1);
+        assert_eq!((head.len(), tail.len()), (whole.len(), whole.len()));
+        assert_eq!(&head[(w + 3) * 4 + 3], &0, "image 1 is not the head's");
+        let mut merged = head.clone();
+        for (px, over) in merged.chunks_exact_mut(4).zip(tail.chunks_exact(4)) {
+            if over[3] != 0 {
+                px.copy_from_slice(over);
+            }
+        }
+        assert_eq!(merged, whole);
         // Colour channels stay separate.
         let (rgba, _, _) = rgba_grid(&[1.0, -1.0, 0.0], [1, 3, 1, 1], 1, 0);
         assert_eq!(rgba, vec![255, 0, 128, 255]);

@@ -301,7 +301,9 @@ impl Model {
         };
         Ok(Run {
             sampling,
-            conditioning: request.conditioning(images, &self.config),
+            conditioning: request.conditioning(images.clone(), &self.config),
+            images,
+            of: request.images,
         })
     }
 }
@@ -311,9 +313,18 @@ impl Model {
 pub struct Run {
     sampling: Sampling,
     conditioning: Conditioning,
+    /// The images of the request this run draws, and the request's number of images.
+    images: Range<usize>,
+    of: usize,
 }
 
 impl Run {
+    /// The images of the request this run draws (all of them, or one worker's slice), and how
+    /// many the request has.
+    pub fn images(&self) -> (Range<usize>, usize) {
+        (self.images.clone(), self.of)
+    }
+
     pub fn is_finished(&self) -> bool {
         self.sampling.is_finished()
     }

@@ -1,5 +1,6 @@
-//! Choosing where the model runs: WebGPU through burn's wgpu backend when the browser offers an
-//! adapter, Flex on the CPU otherwise, with the reason kept for the page to show.
+//! The two places the model can run: WebGPU through burn's wgpu backend, and Flex on the CPU.
+//! Each is a feature of this crate, so that the page's two modules each carry one; a module built
+//! without a backend says so instead of running it. Which one to use is the worker's choice.
 
 #[cfg(target_arch = "wasm32")]
 use burn::tensor::Device;
@@ -12,29 +13,31 @@ pub struct DeviceInfo {
     pub backend: String,
     /// The adapter's name and driver (WebGPU), or the CPU backend's name.
     pub adapter: String,
-    /// Why the CPU is used, when WebGPU was wanted but is unavailable.
-    pub fallback_reason: Option<String>,
-}
-
-impl DeviceInfo {
-    pub fn cpu(fallback_reason: Option<String>) -> Self {
-        Self {
-            backend: "cpu".into(),
-            adapter: "Flex (WebAssembly, CPU)".into(),
-            fallback_reason,
-        }
-    }
 }
 
 /// The CPU device.
-#[cfg(target_arch = "wasm32")]
-pub fn cpu(fallback_reason: Option<String>) -> (Device, DeviceInfo) {
-    (Device::flex(), DeviceInfo::cpu(fallback_reason))
+#[cfg(all(target_arch = "wasm32", feature = "cpu"))]
+pub fn cpu() -> Result<(Device, DeviceInfo), String> {
+    let info = DeviceInfo {
+        backend: "cpu".into(),
+        adapter: "Flex (WebAssembly, CPU)".into(),
+    };
+    Ok((Device::flex(), info))
+}
+
+#[cfg(all(target_arch = "wasm32", not(feature = "cpu")))]
+pub fn cpu() -> Result<(Device, DeviceInfo), String> {
+    Err("this module was built without the CPU backend (pkg/emerge_cpu.js has it)".into())
+}
+
+#[cfg(all(target_arch = "wasm32", not(feature = "webgpu")))]
+pub async fn webgpu() -> Result<(Device, DeviceInfo), String> {
+    Err("this module was built without WebGPU (pkg/emerge_web.js has it)".into())
 }
 
 /// The WebGPU device, or the reason it cannot be had. wgpu's runtime can be initialised once
 /// per page: callers keep the device.
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "webgpu"))]
 pub async fn webgpu() -> Result<(Device, DeviceInfo), String> {
     let (device, setup) = Device::wgpu_options()
         .init_with_setup_async()
@@ -56,12 +59,9 @@ pub async fn webgpu() -> Result<(Device, DeviceInfo), String> {
     } else {
         description
     };
-    Ok((
-        device,
-        DeviceInfo {
-            backend: "webgpu".into(),
-            adapter: description,
-            fallback_reason: None,
-        },
-    ))
+    let info = DeviceInfo {
+        backend: "webgpu".into(),
+        adapter: description,
+    };
+    Ok((device, info))
 }

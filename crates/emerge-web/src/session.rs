@@ -2,7 +2,7 @@
 //! grids.
 
 use burn::tensor::Tensor;
-use emerge_core::image::rgba_grid;
+use emerge_core::image::rgba_grid_part;
 use emerge_core::{EmergeError, NoiseSchedule};
 
 use crate::readback::read_values;
@@ -33,20 +33,25 @@ fn columns(batch: usize) -> usize {
 
 impl Frame {
     /// Reads `sample` (and `prediction`) back from the device in one asynchronous transaction.
+    /// `slice`: the first image and the number of images of the run the batch is a slice of
+    /// (None: the batch is all of it); the grids are the run's, with the other images' cells
+    /// transparent.
     pub async fn read(
         sample: Tensor<4>,
         prediction: Option<Tensor<4>>,
         timestep: usize,
         (step, total): (usize, usize),
+        slice: Option<(usize, usize)>,
         schedule: &NoiseSchedule,
     ) -> Result<Self, EmergeError> {
         let shape = sample.dims();
+        let (first, images) = slice.unwrap_or((0, shape[0]));
         let has_prediction = prediction.is_some();
         let values =
             read_values([Some(sample), prediction].into_iter().flatten().collect()).await?;
         let mut grids = values
             .iter()
-            .map(|v| rgba_grid(v, shape, columns(shape[0]), 1));
+            .map(|v| rgba_grid_part(v, shape, first, images, columns(images), 1));
         let (sample, width, height) = grids.next().unwrap_or_default();
         let prediction = if has_prediction {
             grids.next().unwrap_or_default().0
@@ -108,6 +113,7 @@ pub(crate) mod tests {
                 Some(out.pred_original_sample),
                 out.timestep,
                 run.progress(),
+                None,
                 &model.schedule,
             ))
             .unwrap();

@@ -1,5 +1,6 @@
 //! The `#[wasm_bindgen]` surface the worker uses: `Engine.create(backend)`, `loadModel(bytes)`,
-//! `start(request)` / `startFromImage(pixels, t, request)`, `step(count)`, `noised(...)`, the
+//! `start(request, first?, count?)` / `startFromImage(pixels, t, request, first?, count?)` (a
+//! whole request, or one worker's slice of its images), `step(count)`, `noised(...)`, the
 //! learning view's `lesson(...)` and `lossCurve(...)`, the training timeline's
 //! `loadCheckpoint(bytes)` and `sample(request, checkpoint)`, `schedule` and `encodeGif(...)`.
 //! A request is the JSON of `emerge_core::SamplingRequest`.
@@ -102,18 +103,21 @@ impl StepFrame {
 }
 
 impl StepFrame {
-    /// Reads a step's x_{t−1} and x̂_0 back; `started` is when the work began (ms).
+    /// Reads `run`'s step `output` (x_{t−1} and x̂_0) back; `started` is when the work began
+    /// (ms).
     async fn read(
         output: emerge_core::StepOutput,
-        progress: (usize, usize),
+        run: &Run,
         model: &Model,
         started: f64,
     ) -> Result<StepFrame, JsError> {
+        let (images, of) = run.images();
         let frame = Frame::read(
             output.prev_sample,
             Some(output.pred_original_sample),
             output.timestep,
-            progress,
+            run.progress(),
+            Some((images.start, of)),
             &model.schedule,
         )
         .await
@@ -208,24 +212,17 @@ pub struct Engine {
 
 #[wasm_bindgen]
 impl Engine {
-    /// `backend`: `"auto"` (WebGPU when available, else the CPU), `"webgpu"` (an error without
-    /// it) or `"cpu"`.
+    /// `backend`: `"webgpu"` or `"cpu"`, either an error where this module or the browser lacks
+    /// it (the worker chooses, and falls back).
     pub async fn create(backend: String) -> Result<Engine, JsError> {
         let (device, info) = match backend.as_str() {
-            "cpu" => device::cpu(None),
+            "cpu" => device::cpu(),
             "webgpu" => device::webgpu()
                 .await
-                .map_err(|e| JsError::new(&format!("WebGPU is unavailable: {e}")))?,
-            "auto" => match device::webgpu().await {
-                Ok(found) => found,
-                Err(reason) => device::cpu(Some(reason)),
-            },
-            other => {
-                return Err(JsError::new(&format!(
-                    "unknown backend '{other}' (auto, webgpu or cpu)"
-                )));
-            }
-        };
+                .map_err(|e| format!("WebGPU is unavailable: {e}")),
+            other => Err(format!("unknown backend '{other}' (webgpu or cpu)")),
+        }
+        .map_err(|e| JsError::new(&e))?;
         Ok(Engine {
             device,
             info,
@@ -235,7 +232,7 @@ impl Engine {
         })
     }
 
-    /// The device in use, as JSON: `{backend, adapter, fallback_reason}`.
+    /// The device in use, as JSON: `{backend, adapter}`.
     #[wasm_bindgen(getter, js_name = deviceInfo)]
     pub fn device_info(&self) -> String {
         serde_json::to_string(&self.info).unwrap_or_default()
@@ -315,9 +312,15 @@ impl Engine {
     }
 
     /// Starts a run of `request` (JSON, `emerge_core::SamplingRequest`); returns its number of
-    /// steps.
-    pub fn start(&mut self, request: String) -> Result<usize, JsError> {
-        self.begin(page_request(&request).map_err(js_error)?)
+    /// steps. With `first` and `count`, the run draws only images `first..first + count` of the
+    /// request (one worker's slice: each image is the one the whole request draws).
+    pub fn start(
+        &mut self,
+        request: String,
+        first: Option<usize>,
+        count: Option<usize>,
+    ) -> Result<usize, JsError> {
+        self.begin(page_request(&request).map_err(js_error)?, first, count)
     }
 
     /// [`Self::start`] from `pixels` (one u8 image) noised to timestep `t`: the request's start
@@ -328,20 +331,30 @@ impl Engine {
         pixels: Vec<u8>,
         t: usize,
         request: String,
+        first: Option<usize>,
+        count: Option<usize>,
     ) -> Result<usize, JsError> {
         let mut request = page_request(&request).map_err(js_error)?;
         request.start = Some(StartImage {
             pixels,
             timestep: t,
         });
-        self.begin(request)
+        self.begin(request, first, count)
     }
 
-    /// Makes `request`, all its images, the current run; returns its number of steps.
-    fn begin(&mut self, request: SamplingRequest) -> Result<usize, JsError> {
+    /// Makes `request` (images `first..first + count` of it, all by default) the current run;
+    /// returns its number of steps.
+    fn begin(
+        &mut self,
+        request: SamplingRequest,
+        first: Option<usize>,
+        count: Option<usize>,
+    ) -> Result<usize, JsError> {
+        let first = first.unwrap_or(0);
+        let images = first..count.map_or(request.images, |n| first.saturating_add(n));
         let run = self
             .model()?
-            .start(&request, 0..request.images, &self.device)
+            .start(&request, images, &self.device)
             .map_err(js_error)?;
         let total = run.progress().1;
         self.run = Some(run);
@@ -366,7 +379,7 @@ impl Engine {
             .as_mut()
             .ok_or_else(|| JsError::new("no run is started"))?;
         let output = run.advance(model, count).map_err(js_error)?;
-        StepFrame::read(output, run.progress(), model, started).await
+        StepFrame::read(output, run, model, started).await
     }
 
     /// A whole run from noise with checkpoint `checkpoint` (the loaded model when absent),
@@ -384,7 +397,7 @@ impl Engine {
             .map_err(js_error)?;
         let total = run.progress().1;
         let output = run.advance(model, total).map_err(js_error)?;
-        StepFrame::read(output, run.progress(), model, started).await
+        StepFrame::read(output, &run, model, started).await
     }
 
     /// One training step seen by the network: the digit `pixels` (class `label`), noise ε from
@@ -459,7 +472,7 @@ impl Engine {
         let x_t = model
             .noise_image(&pixels, t, seed, &self.device)
             .map_err(js_error)?;
-        let frame = Frame::read(x_t, None, t, (0, 0), &model.schedule)
+        let frame = Frame::read(x_t, None, t, (0, 0), None, &model.schedule)
             .await
             .map_err(js_error)?;
         Ok(StepFrame {
