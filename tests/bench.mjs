@@ -1,7 +1,8 @@
 // Benchmark of the page (not a test: it prints numbers). In one run, in the same headless
 // Chromium: time from navigation to the first frame, and milliseconds per denoising step for
-// batch 1 and 16 on WebGPU and on the CPU fallback; then the native CLI's Flex timing of the
-// same network, and the sizes of what a visitor downloads.
+// batch 1 and 16 on WebGPU and on the CPU fallback; the bytes the page fetched before its first
+// picture on each; then the native CLI's Flex timing of the same network, and the sizes of what
+// a visitor downloads.
 //   node tests/bench.mjs            (after ./build.sh site; EMERGE_CLI = the native binary)
 // Another model of the site's manifest: BENCH_MODEL=name BENCH_PRESET=ddpm-cifar10 BENCH_STEPS=3
 // BENCH_BACKENDS=cpu node tests/bench.mjs (the preset names the same network for the native run).
@@ -10,6 +11,17 @@ import { readFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { CLI, SITE, open, startBrowser, waitForState } from './e2e/browser.mjs';
+
+/** The files behind `urls` (the site's own), their bytes raw and gzip -9 (GitHub Pages sends
+ * them compressed). */
+function wireBytes(urls) {
+  const files = [...new Set(urls.map((url) => decodeURIComponent(new URL(url).pathname)))].map((path) => readFileSync(join(SITE, path)));
+  return {
+    files: files.length,
+    raw: files.reduce((sum, bytes) => sum + bytes.length, 0),
+    gzip: files.reduce((sum, bytes) => sum + gzipSync(bytes, { level: 9 }).length, 0),
+  };
+}
 
 const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 const size = (file) => {
@@ -24,13 +36,19 @@ const STEPS = process.env.BENCH_STEPS ? Number(process.env.BENCH_STEPS) : null;
 
 const env = await startBrowser();
 const rows = [];
+const wire = [];
 try {
   for (const backend of BACKENDS) {
     for (const batch of [1, 16]) {
       // guidance 1: one forward pass of `batch` images per step, comparable with the native bench
       const steps = STEPS ?? (backend === 'webgpu' && batch === 16 ? 10 : 12);
       const query = `model=${MODEL}&backend=${backend}&batch=${batch}&steps=${steps}&class=3&guidance=1&seed=1`;
-      const { page } = await open(env, `index.html?${query}`);
+      const { page, requests } = await open(env, `index.html?${query}`);
+      if (batch === 1) {
+        // What a visitor's browser fetched before the first picture (a fresh page, no cache).
+        await page.waitForFunction(() => window.emergeDebug.frames > 0 || document.body.dataset.state === 'error', null, { timeout: 900_000, polling: 20 });
+        wire.push({ backend, ...wireBytes([...requests]) });
+      }
       await waitForState(page, ['complete', 'error'], 900_000);
       const debug = await page.evaluate(() => {
         const { errors, firstFrameMs, millis } = window.emergeDebug;
@@ -51,12 +69,16 @@ for (const r of rows) {
   const name = r.backend === 'webgpu' ? 'WebGPU (SwiftShader, headless Chromium)' : 'CPU fallback (Flex in wasm, headless Chromium)';
   console.log(`| ${name} | ${r.batch} | ${r.firstFrame.toFixed(0)} | ${r.first.toFixed(0)} | ${r.later.toFixed(1)} |`);
 }
+console.log('\n| device | files fetched before the first picture | raw (MB) | gzip, as Pages sends them (MB) |');
+console.log('| --- | --- | --- | --- |');
+for (const w of wire) console.log(`| ${w.backend === 'webgpu' ? 'WebGPU' : 'CPU fallback'} | ${w.files} | ${(w.raw / 1e6).toFixed(2)} | ${(w.gzip / 1e6).toFixed(2)} |`);
 if (CLI) console.log(execFileSync(CLI, ['bench', '--presets', PRESET, '--batches', '1,16', '--runs', STEPS ? '3' : '9']).toString());
-console.log(`wasm module: ${size('pkg/emerge_web_bg.wasm')}`);
-console.log(`weights (${MODEL}.bpk, f16): ${size(`models/${MODEL}.bpk`)}`);
+console.log(`wasm module, WebGPU: ${size('pkg/emerge_web_bg.wasm')}`);
+console.log(`wasm module, CPU: ${size('pkg/emerge_cpu_bg.wasm')}`);
+const entry = JSON.parse(readFileSync(join(SITE, 'models/manifest.json'), 'utf8')).models.find((m) => m.name === MODEL);
+console.log(`weights (${MODEL}.bpk, ${entry?.precision ?? 'f16'}): ${size(`models/${MODEL}.bpk`)}`);
 // The training timeline's checkpoints, downloaded only when a visitor opens it.
-const manifest = JSON.parse(readFileSync(join(SITE, 'models/manifest.json'), 'utf8'));
-const checkpoints = manifest.models.find((m) => m.name === MODEL)?.checkpoints ?? [];
+const checkpoints = entry?.checkpoints ?? [];
 if (checkpoints.length) {
   const files = checkpoints.map((c) => readFileSync(join(SITE, 'models', c.file)));
   const raw = files.reduce((sum, f) => sum + f.length, 0);

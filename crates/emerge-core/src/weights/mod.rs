@@ -180,7 +180,7 @@ fn encode(
         let values = float_values(&tensor)?;
         let shape = tensor.shape.to_vec();
         match precision.scheme() {
-            Some(scheme) if Scheme::applies_to(&shape) => {
+            Some(scheme) if scheme.applies_to(&shape) => {
                 let Codes { codes, scales } = scheme.encode(&values, &shape);
                 let scale_dtype = if scheme.half_scales() {
                     DType::F16

@@ -10,13 +10,19 @@
 //!   k near ±8) with the least squared error over the block, as llama.cpp's quantizers choose it.
 //!
 //! Only matrices and convolution kernels are quantized ([`Scheme::applies_to`]); vectors
-//! (biases, normalisation scales) are few and stay in f16.
+//! (biases, normalisation scales) are few and stay in f16. Under q4 so do the tensors of fewer
+//! than [`Q4_MIN_VALUES`] values (in the `mnist` network: the first and last convolutions and the
+//! class embedding), as GGUF's quantizers keep the token embedding and the output layer at a
+//! higher precision: they cost little and 4-bit codes there moved the conditional samples (the
+//! model card's precision table).
 
 use burn::tensor::f16;
 use serde::{Deserialize, Serialize};
 
 /// Values per q4 block (as in GGUF's Q4_0).
 pub const Q4_BLOCK: usize = 32;
+/// The smallest tensor q4 quantizes.
+pub const Q4_MIN_VALUES: usize = 4096;
 
 /// A quantization scheme of stored weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,9 +103,11 @@ fn q4_scale(block: &[f32]) -> f32 {
 }
 
 impl Scheme {
-    /// Whether a tensor of `shape` is quantized: matrices and convolution kernels.
-    pub fn applies_to(shape: &[usize]) -> bool {
-        matches!(shape.len(), 2 | 4)
+    /// Whether this scheme quantizes a tensor of `shape`: matrices and convolution kernels
+    /// (q4: of at least [`Q4_MIN_VALUES`] values).
+    pub fn applies_to(self, shape: &[usize]) -> bool {
+        let large = shape.iter().product::<usize>() >= Q4_MIN_VALUES;
+        matches!(shape.len(), 2 | 4) && (self == Self::Int8 || large)
     }
 
     /// How many scales a tensor of `shape` has.
@@ -277,6 +285,15 @@ mod tests {
         assert!(back[..Q4_BLOCK].iter().all(|&v| v == 0.0));
         let last = w.len() - 1;
         assert!((back[last] - w[last]).abs() <= stored.scales[1].abs() / 2.0 + 1e-7);
+    }
+
+    #[test]
+    fn matrices_and_kernels_are_quantized_and_q4_leaves_small_ones() {
+        assert!(Scheme::Int8.applies_to(&[16, 16, 3, 3]));
+        assert!(!Scheme::Q4.applies_to(&[16, 16, 3, 3]));
+        assert!(Scheme::Q4.applies_to(&[32, 32, 3, 3]));
+        assert!(Scheme::Q4.applies_to(&[128, 128]));
+        assert!(!Scheme::Int8.applies_to(&[4096]), "vectors stay f16");
     }
 
     #[test]

@@ -141,7 +141,7 @@ fn quantized_files_are_smaller_and_load_into_the_same_network() {
     let (_, half) = from_bytes(f16_bytes.clone(), &Device::flex()).unwrap();
     let mut sizes = Vec::new();
     for (precision, most_bytes_per_f16_byte, most_error) in
-        [(Precision::Int8, 0.65, 0.02), (Precision::Q4, 0.45, 0.3)]
+        [(Precision::Int8, 0.65, 0.02), (Precision::Q4, 0.6, 0.3)]
     {
         let bytes = to_bytes(&unet, &config, precision).unwrap();
         let ratio = bytes.len() as f64 / f16_bytes.len() as f64;
@@ -173,7 +173,7 @@ fn files_written_before_quantization_still_load() {
     assert_eq!(relative_error(&repacked, &old), 0.0);
     // and it can be quantized like any other
     let q4 = repack(OLD_F16_FILE.to_vec(), Precision::Q4).unwrap();
-    assert!(q4.len() * 2 < OLD_F16_FILE.len(), "{} bytes", q4.len());
+    assert!(q4.len() * 5 < OLD_F16_FILE.len() * 3, "{} bytes", q4.len());
     let (_, quantized) = from_bytes(q4, &Device::flex()).unwrap();
     assert!(relative_error(&quantized, &old) < 0.3);
 }
@@ -194,7 +194,8 @@ fn flip_a_bit_of(bytes: &[u8], name: &str) -> Vec<u8> {
 #[test]
 fn a_corrupted_or_missing_quantized_tensor_is_refused_by_name() {
     let (config, unet) = tiny_model();
-    let name = "down_blocks.0.resnets.0.conv1.weight";
+    // a 32×32×3×3 kernel: quantized by both schemes
+    let name = "down_blocks.1.resnets.0.conv2.weight";
     for precision in [Precision::Int8, Precision::Q4] {
         let good = to_bytes(&unet, &config, precision).unwrap();
         for stored in [name.to_string(), format!("{name}{SCALE_SUFFIX}")] {
