@@ -7,6 +7,7 @@
 // Another model of the site's manifest: BENCH_MODEL=name BENCH_PRESET=ddpm-cifar10 BENCH_STEPS=3
 // BENCH_BACKENDS=cpu node tests/bench.mjs (the preset names the same network for the native run).
 import { execFileSync } from 'node:child_process';
+import os from 'node:os';
 import { readFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { join } from 'node:path';
@@ -34,15 +35,28 @@ const PRESET = process.env.BENCH_PRESET ?? 'mnist';
 const BACKENDS = (process.env.BENCH_BACKENDS ?? 'webgpu,cpu').split(',');
 const STEPS = process.env.BENCH_STEPS ? Number(process.env.BENCH_STEPS) : null;
 
+/** Milliseconds from the first frame to the end of the run at `query` (a fresh page). */
+async function runAfterFirstFrame(env, query) {
+  const { page } = await open(env, `index.html?${query}`);
+  await page.waitForFunction(() => window.emergeDebug.frames > 0, null, { timeout: 900_000, polling: 20 });
+  const started = Date.now();
+  if ((await waitForState(page, ['complete', 'error'], 900_000)) !== 'complete') throw new Error(await page.textContent('#status-message'));
+  const ms = Date.now() - started;
+  await page.close();
+  return ms;
+}
+
 const env = await startBrowser();
 const rows = [];
 const wire = [];
+const pool = [];
 try {
   for (const backend of BACKENDS) {
-    for (const batch of [1, 16]) {
+    // on the CPU, batch 16 with one worker and with the pool (one per core, at most 4)
+    for (const [batch, workers] of backend === 'cpu' ? [[1, 1], [16, 1], [16, null]] : [[1, null], [16, null]]) {
       // guidance 1: one forward pass of `batch` images per step, comparable with the native bench
       const steps = STEPS ?? (backend === 'webgpu' && batch === 16 ? 10 : 12);
-      const query = `model=${MODEL}&backend=${backend}&batch=${batch}&steps=${steps}&class=3&guidance=1&seed=1`;
+      const query = `model=${MODEL}&backend=${backend}&batch=${batch}&steps=${steps}&class=3&guidance=1&seed=1${workers ? `&workers=${workers}` : ''}`;
       const { page, requests } = await open(env, `index.html?${query}`);
       if (batch === 1) {
         // What a visitor's browser fetched before the first picture (a fresh page, no cache).
@@ -55,8 +69,17 @@ try {
         return { errors, firstFrameMs, millis };
       });
       if (debug.errors.length) throw new Error(debug.errors.join('; '));
-      rows.push({ backend, batch, firstFrame: debug.firstFrameMs, first: debug.millis[0], later: median(debug.millis.slice(1)) });
+      const shown = await page.textContent('#device');
+      rows.push({ backend, batch, shown, firstFrame: debug.firstFrameMs, first: debug.millis[0], later: median(debug.millis.slice(1)) });
       await page.close();
+    }
+  }
+  if (BACKENDS.includes('cpu') && !STEPS) {
+    // The page's run on the CPU fallback (DDIM 50, η = 1, 4 digits, guidance 1.25), by one
+    // worker and by the pool.
+    for (const workers of [1, 2, 4]) {
+      const ms = await runAfterFirstFrame(env, `model=${MODEL}&backend=cpu&sampler=ddim&eta=1&steps=50&batch=4&class=any&guidance=1.25&seed=1&workers=${workers}`);
+      pool.push({ workers, ms });
     }
   }
 } finally {
@@ -66,8 +89,14 @@ try {
 console.log('| device | batch | navigation → first frame (ms) | first step (ms) | later steps, median (ms) |');
 console.log('| --- | --- | --- | --- | --- |');
 for (const r of rows) {
-  const name = r.backend === 'webgpu' ? 'WebGPU (SwiftShader, headless Chromium)' : 'CPU fallback (Flex in wasm, headless Chromium)';
+  const name = r.backend === 'webgpu' ? 'WebGPU (SwiftShader, headless Chromium)' : `${r.shown}, headless Chromium`;
   console.log(`| ${name} | ${r.batch} | ${r.firstFrame.toFixed(0)} | ${r.first.toFixed(0)} | ${r.later.toFixed(1)} |`);
+}
+if (pool.length) {
+  console.log(`\nCPU fallback, DDIM 50 steps of 4 digits (guidance 1.25), after the first frame (navigator.hardwareConcurrency = ${os.availableParallelism()} here):`);
+  console.log('| workers | run (s) | speed-up over one worker |');
+  console.log('| --- | --- | --- |');
+  for (const p of pool) console.log(`| ${p.workers} | ${(p.ms / 1000).toFixed(1)} | ${(pool[0].ms / p.ms).toFixed(2)}× |`);
 }
 console.log('\n| device | files fetched before the first picture | raw (MB) | gzip, as Pages sends them (MB) |');
 console.log('| --- | --- | --- | --- |');

@@ -308,8 +308,8 @@ describe('models converted from diffusers checkpoints', () => {
     const { page, requests } = await open(copy, 'index.html?autoplay=0');
     assert.equal(await waitForState(page, ['ready', 'error']), 'ready');
     const options = await page.$$eval('#model option', (list) => list.map((o) => o.textContent));
-    assert.ok(options.some((o) => /^mnist · 28×28 grey · [\d.]+ MB$/.test(o)), options.join(' | '));
-    assert.ok(options.some((o) => new RegExp(`^${NAME} · 32×32 colour · [\\d.]+ MB$`).test(o)), options.join(' | '));
+    assert.ok(options.some((o) => /^mnist · 28×28 grey · [\d.]+ MB (int8|q4)$/.test(o)), options.join(' | '));
+    assert.ok(options.some((o) => new RegExp(`^${NAME} · 32×32 colour · [\\d.]+ MB f16$`).test(o)), options.join(' | '));
     assert.ok(!requests.some((url) => url.endsWith(`${NAME}.bpk`)), 'the colour model must not be downloaded unless chosen');
     await page.close();
   });

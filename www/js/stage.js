@@ -14,10 +14,11 @@ export function chooseModel(manifest, name, notes) {
   return manifest.models.find((m) => m.name === manifest.default);
 }
 
-/** "mnist · 28×28 grey · 5.5 MB": what a visitor sees of a model before downloading it. */
+/** "mnist · 28×28 grey · 2.8 MB int8": what a visitor sees of a model before downloading it
+ * (the size and how the file stores the weights). */
 export function describeModel(model) {
   const colours = model.channels === 3 ? 'colour' : model.channels === 1 ? 'grey' : `${model.channels} channels`;
-  return `${model.name} · ${model.image_size}×${model.image_size} ${colours} · ${formatBytes(model.bytes)}`;
+  return `${model.name} · ${model.image_size}×${model.image_size} ${colours} · ${formatBytes(model.bytes)} ${model.precision ?? 'f16'}`;
 }
 
 /** Only an automated browser (the end-to-end tests) pays for a checksum of every frame drawn. */

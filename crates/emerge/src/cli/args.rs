@@ -26,7 +26,7 @@ pub enum Command {
     Sample(SampleArgs),
     /// Write the files the page loads (weights + manifest) from a run's EMA weights.
     Export(ExportArgs),
-    /// Store a model file's weights at another precision, in place, with the timeline
+    /// Store a model file's weights at another precision, in place, and the timeline
     /// checkpoints its manifest entry lists (the entry is updated).
     Repack(RepackArgs),
     /// Set the request a published model recommends (in its file and its manifest entry), the
@@ -394,11 +394,15 @@ pub struct ExportArgs {
     /// The request the model recommends (the page opens with it): the one `eval` measured best.
     #[command(flatten)]
     pub request: RequestArgs,
-    /// How the file stores the weights (and the timeline checkpoints): f16, or matrices and kernels as 8-bit codes with a scale
+    /// How the file stores the weights: f16, or matrices and kernels as 8-bit codes with a scale
     /// per output channel (int8) or 4-bit codes with an f16 scale per block of 32 (q4). Loading
     /// decodes them to f32 either way.
     #[arg(long, default_value = "f16", value_parser = precision_parser())]
     pub precision: Precision,
+    /// How the timeline checkpoints store theirs (default: as `--precision`): the page fetches
+    /// them only when a visitor opens the training timeline.
+    #[arg(long, value_parser = precision_parser())]
+    pub timeline_precision: Option<Precision>,
 }
 
 #[derive(Debug, Args)]
@@ -410,6 +414,10 @@ pub struct RepackArgs {
     /// decodes them to f32 either way.
     #[arg(long, value_parser = precision_parser())]
     pub precision: Precision,
+    /// How the timeline checkpoints store theirs (default: as `--precision`): the page fetches
+    /// them only when a visitor opens the training timeline.
+    #[arg(long, value_parser = precision_parser())]
+    pub timeline_precision: Option<Precision>,
 }
 
 #[derive(Debug, Args)]

@@ -22,7 +22,8 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let fallback = SamplingRequest::fallback(&model);
     let timesteps = model.schedule.num_train_timesteps;
     model.recommended = Some(args.request.over(&fallback, timesteps)?);
-    let checkpoints = publish_timeline(&args.run, &args.out, &args.name, step, args.precision)?;
+    let timeline_precision = args.timeline_precision.unwrap_or(args.precision);
+    let checkpoints = publish_timeline(&args.run, &args.out, &args.name, step, timeline_precision)?;
     publish(
         &checkpoint.ema,
         &model,
@@ -136,6 +137,7 @@ mod tests {
                     ..Default::default()
                 },
                 precision: Precision::Q4,
+                timeline_precision: None,
             })
         };
 
