@@ -151,8 +151,15 @@ fn float_values(tensor: &Stored) -> Result<Vec<f32>, EmergeError> {
     }
 }
 
-/// A stored tensor of `values` in `dtype` (f32 or f16).
-fn float_tensor(name: String, shape: Vec<usize>, values: &[f32], dtype: DType) -> Stored {
+/// A stored tensor of `values` in `dtype` (f32 or f16). `param_id` is the parameter's identity,
+/// which a training checkpoint keeps so that the optimiser's state finds its parameters again.
+fn float_tensor(
+    name: String,
+    shape: Vec<usize>,
+    param_id: Option<u64>,
+    values: &[f32],
+    dtype: DType,
+) -> Stored {
     let bytes: Vec<u8> = if dtype == DType::F16 {
         values
             .iter()
@@ -161,7 +168,7 @@ fn float_tensor(name: String, shape: Vec<usize>, values: &[f32], dtype: DType) -
     } else {
         values.iter().flat_map(|v| v.to_le_bytes()).collect()
     };
-    Stored::new(name, dtype, shape, None, Bytes::from_bytes_vec(bytes))
+    Stored::new(name, dtype, shape, param_id, Bytes::from_bytes_vec(bytes))
 }
 
 /// The bytes of a model file holding `tensors` (float, any shape) at `precision`, with `config`
@@ -191,6 +198,7 @@ fn encode(
                 stored.push(float_tensor(
                     scale_name,
                     vec![scales.len()],
+                    None,
                     &scales,
                     scale_dtype,
                 ));
@@ -198,7 +206,7 @@ fn encode(
                     tensor.name.clone(),
                     DType::U8,
                     vec![codes.len()],
-                    None,
+                    tensor.param_id,
                     Bytes::from_bytes_vec(codes),
                 ));
                 quantized.insert(tensor.name, shape);
@@ -206,6 +214,7 @@ fn encode(
             _ => stored.push(float_tensor(
                 tensor.name,
                 shape,
+                tensor.param_id,
                 &values,
                 precision.float_dtype(),
             )),
@@ -424,7 +433,13 @@ fn decode(bytes: Vec<u8>) -> Result<Decoded, EmergeError> {
             .map_err(|e| bad(format!("quantized tensor '{name}' {e}")))?;
         by_name.insert(
             name.clone(),
-            float_tensor(name.clone(), shape.clone(), &values, DType::F32),
+            float_tensor(
+                name.clone(),
+                shape.clone(),
+                codes.param_id,
+                &values,
+                DType::F32,
+            ),
         );
     }
     Ok(Decoded {
