@@ -2,8 +2,8 @@
 # The one entry point of the project.
 #   ./build.sh serve   set up, build the wasm module and serve the demo on 127.0.0.1
 #   ./build.sh site    build the static site into ./site (what GitHub Pages publishes)
-#   ./build.sh test    everything CI runs: formatting, clippy, unit tests, the device check, the
-#                      wasm build, the browser tests and the page's engine on Dawn
+#   ./build.sh test    everything CI runs: formatting, the page's unit tests, clippy, unit tests,
+#                      the device check, the wasm build, the browser tests and the engine on Dawn
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -114,7 +114,9 @@ case "${1:-}" in
     ensure_vulkan
     log "formatting and syntax (cargo fmt --check, node --check on every module)"
     cargo fmt --all --check
-    for module in www/js/*.js www/js/views/*.js tests/*.mjs tests/e2e/*.mjs tests/dawn/*.mjs; do node --check "$module"; done
+    for module in www/js/*.js www/js/views/*.js tests/*.mjs tests/e2e/*.mjs tests/dawn/*.mjs tests/unit/*.mjs; do node --check "$module"; done
+    log "the page's unit tests (node --test tests/unit: settings.js, no browser)"
+    node --test tests/unit/
     log "clippy, warnings as errors: native, and wasm32 (the core and the page's engine compile there)"
     cargo clippy --workspace --all-targets --locked -- -D warnings
     cargo clippy --locked --target wasm32-unknown-unknown -p emerge-core -p emerge-web -- -D warnings

@@ -455,8 +455,9 @@ pub fn run(
     Ok(rows)
 }
 
-/// The table header and one table line per row (Markdown).
-pub const TABLE_HEADER: &str = "| device | what | max |Δ| against Flex | tolerance | seconds | verdict |\n| --- | --- | --- | --- | --- | --- |";
+/// The table header and one table line per row (Markdown; the pipes of |Δ| are escaped, or they
+/// would split the cell).
+pub const TABLE_HEADER: &str = "| device | what | max \\|Δ\\| against Flex | tolerance | seconds | verdict |\n| --- | --- | --- | --- | --- | --- |";
 
 pub fn table_line(row: &CheckRow) -> String {
     format!(
@@ -481,6 +482,27 @@ mod tests {
         // Outputs of RMS 10 may differ by 10 × 1e-3.
         assert!(compare_values(&[10.0, -10.0], &[10.009, -10.0]).passes());
         assert!(!compare_values(&[10.0, -10.0], &[10.011, -10.0]).passes());
+    }
+
+    /// The cells of a Markdown table line (a pipe escaped as `\|` stays in its cell).
+    fn cells(line: &str) -> usize {
+        line.replace("\\|", "").matches('|').count() - 1
+    }
+
+    #[test]
+    fn the_table_has_as_many_cells_in_every_line() {
+        let row = CheckRow {
+            device: "Flex (CPU)".into(),
+            what: "final images".into(),
+            measure: compare_pixels(&[0.0, 1.0], &[0.0, 0.9]),
+            seconds: 1.0,
+        };
+        let lines: Vec<String> = TABLE_HEADER
+            .lines()
+            .map(str::to_owned)
+            .chain([table_line(&row)])
+            .collect();
+        assert!(lines.iter().all(|line| cells(line) == 6), "{lines:#?}");
     }
 
     #[test]
