@@ -7,19 +7,20 @@
 # run never meets the cap; what a short run can show, EMA against none, is its raw weights
 # evaluated beside its EMA weights.)
 # shellcheck shell=bash disable=SC2034
-# The baseline's objective (label dropout for guidance, Min-SNR-5 weighting) and width.
-OBJECTIVE="--label-dropout 0.2 --min-snr-gamma 5"
-NARROW="--channels 16,32,64"
-WIDE="--channels 32,64,128"
-BASELINE="$OBJECTIVE $NARROW"
+# Every arm names each setting the screen varies, so that `emerge train`'s defaults (since the
+# screen, the recipe it kept) do not change what an arm means.
+arm() { # label dropout, Min-SNR γ (0: off), peak lr, schedule, channels, [more arguments]
+  echo "--label-dropout $1 --min-snr-gamma $2 --lr $3 --schedule $4 --channels $5${6:+ $6}"
+}
+BASELINE=$(arm 0.2 5 1e-3 linear 16,32,64)
 SHORT=(
   "baseline|$BASELINE"
-  "dropout-0.1|--label-dropout 0.1 --min-snr-gamma 5 $NARROW"
-  "no-min-snr|--label-dropout 0.2 $NARROW"
-  "lr-2e-3|$BASELINE --lr 2e-3"
-  "batch-128|$BASELINE --batch-size 128"
-  "wide-32-64-128|$OBJECTIVE $WIDE"
-  "deep-2-blocks|$BASELINE --layers-per-block 2"
-  "cosine|$BASELINE --schedule cosine"
+  "dropout-0.1|$(arm 0.1 5 1e-3 linear 16,32,64)"
+  "no-min-snr|$(arm 0.2 0 1e-3 linear 16,32,64)"
+  "lr-2e-3|$(arm 0.2 5 2e-3 linear 16,32,64)"
+  "batch-128|$(arm 0.2 5 1e-3 linear 16,32,64 '--batch-size 128')"
+  "wide-32-64-128|$(arm 0.2 5 1e-3 linear 32,64,128)"
+  "deep-2-blocks|$(arm 0.2 5 1e-3 linear 16,32,64 '--layers-per-block 2')"
+  "cosine|$(arm 0.2 5 1e-3 cosine 16,32,64)"
 )
-KEPT="$OBJECTIVE $WIDE --lr 2e-3 --schedule cosine"
+KEPT=$(arm 0.2 5 2e-3 cosine 32,64,128)

@@ -251,6 +251,9 @@ pub struct EvalArgs {
     pub device: DeviceArg,
 }
 
+/// `emerge train`'s options. Their defaults are the recipe of the shipped model (its card):
+/// `emerge train --data DIR --out DIR` trains it again; every setting is written to the run's
+/// `config.json`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// Directory holding the MNIST IDX files (train-images-idx3-ubyte.gz, …).
@@ -266,7 +269,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub layers_per_block: Option<usize>,
     /// Noise schedule: the paper's linear β (1e-4 to 0.02) or Improved DDPM's cosine.
-    #[arg(long, value_enum, default_value_t = ScheduleChoice::Linear)]
+    #[arg(long, value_enum, default_value_t = ScheduleChoice::Cosine)]
     pub schedule: ScheduleChoice,
     /// Run directory: config.json, log.csv, checkpoints/, samples/.
     #[arg(long)]
@@ -282,21 +285,32 @@ pub struct TrainArgs {
     pub stop_at: Option<usize>,
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = 1e-3)]
+    /// Peak learning rate of AdamW.
+    #[arg(long, default_value_t = 2e-3)]
     pub lr: f64,
+    /// Learning rate at the end of the cosine decay (default: the peak / 100).
+    #[arg(long)]
+    pub min_lr: Option<f64>,
+    /// Steps of linear warm-up to the peak learning rate.
     #[arg(long, default_value_t = 200)]
     pub warmup_steps: usize,
+    /// AdamW's decoupled weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f32,
+    /// Gradients are rescaled so that their global L2 norm is at most this.
+    #[arg(long, default_value_t = 1.0)]
+    pub clip_norm: f32,
+    /// The EMA's largest decay (it warms up as (1 + step)/(10 + step)).
     #[arg(long, default_value_t = 0.999)]
     pub ema_decay: f64,
     /// Probability of dropping a label to the null class (classifier-free guidance); 0 for an
     /// unconditional preset.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.2)]
     pub label_dropout: f64,
     /// Weight each image's loss by min(SNR(t), γ)/SNR(t) (Min-SNR-γ, Hang et al. 2023; 5 is
-    /// theirs); without it the paper's unweighted L_simple.
-    #[arg(long, value_name = "GAMMA")]
-    pub min_snr_gamma: Option<f64>,
+    /// theirs); 0: the paper's unweighted L_simple.
+    #[arg(long, value_name = "GAMMA", default_value_t = 5.0)]
+    pub min_snr_gamma: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[arg(long, default_value_t = 250)]
