@@ -114,7 +114,7 @@ case "${1:-}" in
     ensure_vulkan
     log "formatting and syntax (cargo fmt --check, node --check on every module)"
     cargo fmt --all --check
-    for module in www/js/*.js www/js/views/*.js tests/*.mjs tests/e2e/*.mjs tests/dawn/*.mjs tests/unit/*.mjs; do node --check "$module"; done
+    for module in www/js/*.js www/js/views/*.js tests/*.mjs tools/*.mjs tests/e2e/*.mjs tests/dawn/*.mjs tests/unit/*.mjs; do node --check "$module"; done
     log "the page's unit tests (node --test tests/unit: settings.js, no browser)"
     node --test tests/unit/
     log "clippy, warnings as errors: native, and wasm32 (the core and the page's engine compile there)"

@@ -7,7 +7,7 @@ export const STEPS = { min: 5, max: 250 };
 
 // The batch a run starts with on the CPU fallback when the URL names none: the fallback is one
 // core in wasm, where a guided 50-step run of 16 images takes about 20 s for the 16/32/64
-// network and about a minute for 32/64/128 (tests/bench.mjs: 203 and 567 ms per step of 16).
+// network and about a minute for 32/64/128 (tools/bench.mjs: 203 and 567 ms per step of 16).
 export const CPU_BATCH = 4;
 
 // Where the forward and learning views, and the drawing view, open unless the URL sets t: noise

@@ -3,15 +3,15 @@
 // batch 1 and 16 on WebGPU and on the CPU fallback; the bytes the page fetched before its first
 // picture on each; then the native CLI's Flex timing of the same network, and the sizes of what
 // a visitor downloads.
-//   node tests/bench.mjs            (after ./build.sh site; EMERGE_CLI = the native binary)
+//   node tools/bench.mjs            (after ./build.sh site; EMERGE_CLI = the native binary)
 // Another model of the site's manifest: BENCH_MODEL=name BENCH_PRESET=ddpm-cifar10 BENCH_STEPS=3
-// BENCH_BACKENDS=cpu node tests/bench.mjs (the preset names the same network for the native run).
+// BENCH_BACKENDS=cpu node tools/bench.mjs (the preset names the same network for the native run).
 import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import { readFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { join } from 'node:path';
-import { CLI, SITE, open, startBrowser, waitForState } from './e2e/browser.mjs';
+import { CLI, SITE, open, startBrowser, waitForState } from '../tests/e2e/browser.mjs';
 
 /** The files behind `urls` (the site's own), their bytes raw and gzip -9 (GitHub Pages sends
  * them compressed). */

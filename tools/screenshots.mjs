@@ -1,9 +1,9 @@
 // The README's pictures of each view (not a test): the built site in headless Chromium on the CPU
 // fallback, each view driven the way a visitor would, one PNG per view.
-//   node tests/screenshots.mjs OUT_DIR      (after ./build.sh site)
+//   node tools/screenshots.mjs OUT_DIR      (after ./build.sh site)
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { open, startBrowser, waitForState } from './e2e/browser.mjs';
+import { open, startBrowser, waitForState } from '../tests/e2e/browser.mjs';
 
 const out = process.argv[2] ?? 'screenshots';
 mkdirSync(out, { recursive: true });
