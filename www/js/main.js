@@ -6,7 +6,7 @@ import { Client, formatBytes, loadManifest } from './client.js';
 import { drawRgba, saveBlob, savePng } from './draw.js';
 import { FrameHistory, firstImage } from './history.js';
 import { schedulePlot } from './plot.js';
-import { STEPS, DEFAULTS, modelDefaults, parseSettings, readSetting, settingsUrl } from './settings.js';
+import { DEFAULTS, STEPS, modelDefaults, parseSettings, readSetting, settingsUrl } from './settings.js';
 import { chooseModel, createDebug, describeModel, fitToDevice, fitToLimits, showFrame } from './stage.js';
 import { viewContext } from './views/context.js';
 import * as forwardView from './views/forward.js';
@@ -47,16 +47,11 @@ function showNotes(list) {
 
 // ---- controls ↔ settings -------------------------------------------------------------------
 
+// The run's controls: the setting each one shows, read back through settings.js's parameter table.
+const CONTROLS = { sampler: 'sampler', steps: 'steps', eta: 'eta', seed: 'seed', batch: 'batch', class: 'digit', guidance: 'guidance', interval: 'interval', perDraw: 'per-draw' };
+
 function writeControls() {
-  $('sampler').value = settings.sampler;
-  $('steps').value = settings.steps;
-  $('eta').value = settings.eta;
-  $('seed').value = settings.seed;
-  $('batch').value = settings.batch;
-  $('digit').value = String(settings.class);
-  $('guidance').value = settings.guidance;
-  $('interval').value = settings.interval;
-  $('per-draw').value = settings.perDraw;
+  for (const [name, id] of Object.entries(CONTROLS)) $(id).value = String(settings[name]);
   syncLabels();
 }
 
@@ -80,22 +75,19 @@ function syncLabels() {
   $('per-draw-out').textContent = $('per-draw').value;
 }
 
+/** The settings from the controls: each read as its URL parameter is (a value the table refuses
+ * keeps the current setting, with a warning), then fitted to the engine's limits. */
 function readControls() {
-  const clampInt = (v, lo, hi, fallback) => (Number.isInteger(v) && v >= lo && v <= hi ? v : fallback);
-  settings.sampler = $('sampler').value;
-  settings.steps = clampInt(Number($('steps').value), STEPS.min, STEPS.max, DEFAULTS.steps);
-  settings.eta = Number($('eta').value);
-  settings.seed = clampInt(Number($('seed').value), 0, 2 ** 32 - 1, 1);
-  settings.batch = clampInt(Number($('batch').value), 1, limits.max_batch, DEFAULTS.batch);
-  settings.class = $('digit').value === 'any' ? 'any' : Number($('digit').value);
-  settings.guidance = Number($('guidance').value);
-  const interval = readSetting('interval', $('interval').value.trim());
-  if (interval === undefined) status(`Guidance interval "${$('interval').value}" is not LOW-HIGH or all; kept ${settings.interval}.`, 'warning');
-  else settings.interval = interval;
+  const refused = [];
+  for (const [name, id] of Object.entries(CONTROLS)) {
+    const text = $(id).value.trim();
+    const value = readSetting(name, text);
+    if (value === undefined) refused.push(`${name} "${text}"`);
+    else settings[name] = value;
+  }
+  if (refused.length) status(`Kept the current ${refused.join(', ')}: not a valid value.`, 'warning');
   fitToLimits(settings, limits, []);
-  $('interval').value = settings.interval;
-  settings.perDraw = clampInt(Number($('per-draw').value), 1, 50, 1);
-  $('seed').value = settings.seed;
+  writeControls();
 }
 
 // ---- the worker -----------------------------------------------------------------------------
