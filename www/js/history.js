@@ -35,13 +35,3 @@ export class FrameHistory {
     this.lastOffStride = (this.seen - 1) % this.stride !== 0;
   }
 }
-
-/** The top-left image of a frame's grid (1-pixel border, as the engine lays it out), RGBA. */
-export function firstImage(frame, size) {
-  const out = new Uint8Array(size * size * 4);
-  for (let y = 0; y < size; y++) {
-    const start = ((y + 1) * frame.width + 1) * 4;
-    out.set(frame.sample.subarray(start, start + size * 4), y * size * 4);
-  }
-  return out;
-}

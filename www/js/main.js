@@ -4,7 +4,7 @@
 
 import { Client, formatBytes, loadManifest } from './client.js';
 import { drawRgba, saveBlob, savePng } from './draw.js';
-import { FrameHistory, firstImage } from './history.js';
+import { FrameHistory } from './history.js';
 import { schedulePlot } from './plot.js';
 import { DEFAULTS, STEPS, modelDefaults, parseSettings, readSetting, settingsUrl } from './settings.js';
 import { chooseModel, createDebug, describeModel, fitToDevice, fitToLimits, showFrame } from './stage.js';
@@ -215,15 +215,16 @@ $('scrub').addEventListener('input', () => {
   stagePlot?.mark(frame.timestep);
 });
 
-/** A GIF of the first image's trajectory, from the frames kept. */
+/** A GIF of the first image's trajectory, from the frames kept (the engine takes the image out
+ * of its grids). */
 $('save-gif').onclick = async () => {
-  const size = model.image_size;
-  const images = runFrames.frames.map((frame) => firstImage(frame, size));
-  const frames = new Uint8Array(images.length * size * size * 4);
-  images.forEach((image, i) => frames.set(image, i * image.length));
+  const { frames } = runFrames;
+  const { width, height } = frames[0];
+  const grids = new Uint8Array(frames.length * width * height * 4);
+  frames.forEach((frame, i) => grids.set(frame.sample, i * frame.sample.length));
   try {
-    const gif = await client.request('gif', { frames, width: size, height: size, delay: 80 });
-    debug.gif = { bytes: gif.length, frames: images.length };
+    const gif = await client.request('gif', { grids, width, height, delay: 80 });
+    debug.gif = { bytes: gif.length, frames: frames.length };
     saveBlob(new Blob([gif], { type: 'image/gif' }), `emerge-seed-${settings.seed}.gif`);
   } catch (error) {
     status(`The GIF could not be made: ${error.message}`, 'error');

@@ -282,7 +282,7 @@ const requests = {
     return index;
   },
   sample: async ({ sampling, checkpoint }) => plainFrame(await engine.sample(JSON.stringify(sampling), checkpoint ?? undefined), STEP_FRAME),
-  gif: ({ frames, width, height, delay }) => engine.encodeGif(frames, width, height, delay),
+  gif: ({ grids, width, height, delay }) => engine.encodeGif(grids, width, height, delay),
 };
 
 async function answer({ request, id, ...fields }) {

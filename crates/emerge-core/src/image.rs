@@ -145,6 +145,27 @@ pub fn rgba_grid_part(
     (rgba, grid_w, grid_h)
 }
 
+/// The image in the top-left cell of an RGBA grid `grid_width` pixels wide that [`rgba_grid`]
+/// laid out with `gap`, its images `width` × `height`: image 0 of the batch, RGBA.
+pub fn first_cell(
+    rgba: &[u8],
+    grid_width: usize,
+    [width, height]: [usize; 2],
+    gap: usize,
+) -> Result<Vec<u8>, EmergeError> {
+    let end = ((gap + height).saturating_sub(1) * grid_width + gap + width) * 4;
+    if grid_width < gap + width || rgba.len() < end || height == 0 {
+        return Err(EmergeError::InvalidArgument(format!(
+            "{} bytes of a grid {grid_width} pixels wide hold no {width}×{height} image",
+            rgba.len()
+        )));
+    }
+    Ok((gap..gap + height)
+        .flat_map(|y| &rgba[(y * grid_width + gap) * 4..(y * grid_width + gap + width) * 4])
+        .copied()
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +244,13 @@ mod tests {
             }
         }
         assert_eq!(merged, whole);
+        // Image 0 comes back out of the grid.
+        let (rgba, w, _) = rgba_grid(&[1.0, -1.0], [2, 1, 1, 1], 2, 1);
+        assert_eq!(
+            first_cell(&rgba, w, [1, 1], 1).unwrap(),
+            vec![255, 255, 255, 255]
+        );
+        assert!(first_cell(&rgba[..8], w, [1, 1], 1).is_err());
         // Colour channels stay separate.
         let (rgba, _, _) = rgba_grid(&[1.0, -1.0, 0.0], [1, 3, 1, 1], 1, 0);
         assert_eq!(rgba, vec![255, 0, 128, 255]);

@@ -26,6 +26,9 @@ pub struct Frame {
     pub snr: f64,
 }
 
+/// Pixels between the grid's images (and around them).
+pub const GRID_GAP: usize = 1;
+
 /// Grid columns for a batch: as square as possible.
 fn columns(batch: usize) -> usize {
     (batch as f64).sqrt().ceil() as usize
@@ -51,7 +54,7 @@ impl Frame {
             read_values([Some(sample), prediction].into_iter().flatten().collect()).await?;
         let mut grids = values
             .iter()
-            .map(|v| rgba_grid_part(v, shape, first, images, columns(images), 1));
+            .map(|v| rgba_grid_part(v, shape, first, images, columns(images), GRID_GAP));
         let (sample, width, height) = grids.next().unwrap_or_default();
         let prediction = if has_prediction {
             grids.next().unwrap_or_default().0

@@ -13,7 +13,8 @@ use crate::device::{self, DeviceInfo};
 use crate::lesson::{LessonFrame, LessonInput};
 
 use crate::options::page_request;
-use crate::session::Frame;
+use crate::session::{Frame, GRID_GAP};
+use emerge_core::image::{first_cell, gif_bytes};
 
 fn js_error(e: EmergeError) -> JsError {
     JsError::new(&e.to_string())
@@ -444,25 +445,31 @@ impl Engine {
         to_json(&input.curve(points, &self.device).await.map_err(js_error)?)
     }
 
-    /// An animated GIF of `frames` (RGBA images of `width` × `height`, one after another),
-    /// `delay_ms` apart, the last held for two seconds.
+    /// An animated GIF of image 0 of a run: `grids` are frames' `sample` grids as `step`
+    /// returned them (`width` × `height` RGBA each, one after another), `delay_ms` apart, the
+    /// last held for two seconds.
     #[wasm_bindgen(js_name = encodeGif)]
     pub fn encode_gif(
         &self,
-        frames: Vec<u8>,
+        grids: Vec<u8>,
         width: usize,
         height: usize,
         delay_ms: u16,
     ) -> Result<Vec<u8>, JsError> {
-        let size = width * height * 4;
-        if size == 0 || !frames.len().is_multiple_of(size) {
+        let bytes = width * height * 4;
+        if bytes == 0 || !grids.len().is_multiple_of(bytes) {
             return Err(JsError::new(&format!(
-                "{} bytes are not whole {width}×{height} RGBA frames",
-                frames.len()
+                "{} bytes are not whole {width}×{height} RGBA grids",
+                grids.len()
             )));
         }
-        let frames: Vec<Vec<u8>> = frames.chunks(size).map(<[u8]>::to_vec).collect();
-        emerge_core::image::gif_bytes(&frames, width, height, delay_ms).map_err(js_error)
+        let size = self.model()?.config.unet.sample_size;
+        let frames = grids
+            .chunks(bytes)
+            .map(|grid| first_cell(grid, width, [size, size], GRID_GAP))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(js_error)?;
+        gif_bytes(&frames, size, size, delay_ms).map_err(js_error)
     }
 
     /// The forward process: `pixels` noised to timestep `t` (q(x_t | x_0), noise from `seed`).
