@@ -4,9 +4,10 @@
 // With autoplay=0 the generate view downloads nothing heavy (engine, weights) until the reader
 // presses Play, whose label says how much that is.
 
-import { Client, formatBytes, loadManifest } from './client.js';
-import { DEFAULTS, modelDefaults, parseSettings, settingsUrl } from './settings.js';
-import { chooseModel, createDebug, fitToDevice, fitToLimits, showFrame } from './stage.js';
+import { Client, formatBytes } from './client.js';
+import { $, chooseModelFor, setPlaying, setState, showNotes, status, urlSettings } from './page.js';
+import { settingsUrl } from './settings.js';
+import { createDebug, fitToDevice, fitToLimits, showFrame } from './stage.js';
 import { viewContext } from './views/context.js';
 import * as forwardView from './views/forward.js';
 import * as learnView from './views/learn.js';
@@ -14,18 +15,10 @@ import * as sketchView from './views/sketch.js';
 
 const VIEWS = { forward: forwardView, learn: learnView, draw: sketchView };
 
-const $ = (id) => document.getElementById(id);
-const { given, notes } = parseSettings(location.search);
 // The URL's values over the model's recommended ones (filled in once the manifest is read).
-const settings = { ...DEFAULTS, ...given };
+const page = urlSettings();
+const { settings, given, notes } = page;
 const debug = createDebug();
-const setState = (state) => (document.body.dataset.state = state);
-const status = (text, kind = 'info') => Object.assign($('status-message'), { textContent: text }).setAttribute('data-kind', kind);
-const setPlaying = (playing) => {
-  $('play').textContent = playing ? 'Pause' : 'Play';
-  $('play').setAttribute('aria-pressed', String(playing));
-  if (playing) setState('running');
-};
 
 let started = false;
 // What the engine accepts for the loaded model (from its 'ready' message), and the model.
@@ -61,7 +54,7 @@ const client = new Client({
     limits = message.limits;
     fitToDevice(settings, given, document.body.dataset.backend, notes);
     fitToLimits(settings, limits, notes);
-    if (notes.length) Object.assign($('notes'), { hidden: false, textContent: notes.join(' ') });
+    showNotes(notes);
     if (settings.view !== 'generate') {
       mountView(settings.view).catch((error) => client.handlers.error({ message: error.message }));
       return;
@@ -140,11 +133,10 @@ $('restart').onclick = () => {
 
 (async () => {
   try {
-    model = chooseModel(await loadManifest(), settings.model, notes);
-    const defaults = modelDefaults(model);
-    Object.assign(settings, defaults, given);
-    $('full').href = settingsUrl(settings, new URL('index.html', location.href), defaults);
-    if (notes.length) Object.assign($('notes'), { hidden: false, textContent: notes.join(' ') });
+    const chosen = await chooseModelFor(page);
+    model = chosen.model;
+    $('full').href = settingsUrl(settings, new URL('index.html', location.href), chosen.defaults);
+    showNotes(notes);
     if (settings.autoplay || settings.view !== 'generate') client.init(settings, model);
     else await offerPlay();
   } catch (error) {

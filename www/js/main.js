@@ -2,21 +2,21 @@
 // learns, the reverse process with its controls, and the visitor's own drawing. Only DOM work
 // happens here; the model runs in the worker.
 
-import { Client, formatBytes, loadManifest } from './client.js';
+import { Client, formatBytes } from './client.js';
 import { drawRgba, saveBlob, savePng } from './draw.js';
 import { FrameHistory } from './history.js';
 import { schedulePlot } from './plot.js';
-import { DEFAULTS, STEPS, modelDefaults, parseSettings, readSetting, settingsUrl } from './settings.js';
-import { chooseModel, createDebug, describeModel, fitToDevice, fitToLimits, showFrame } from './stage.js';
+import { $, chooseModelFor, setPlaying, setState, showNotes, status, urlSettings } from './page.js';
+import { DEFAULTS, STEPS, readSetting, settingsUrl } from './settings.js';
+import { createDebug, describeModel, fitToDevice, fitToLimits, showFrame } from './stage.js';
 import { viewContext } from './views/context.js';
 import * as forwardView from './views/forward.js';
 import * as learnView from './views/learn.js';
 import * as sketchView from './views/sketch.js';
 
-const $ = (id) => document.getElementById(id);
-const { given, notes } = parseSettings(location.search);
 // The URL's values over the model's recommended ones (filled in once the manifest is read).
-const settings = { ...DEFAULTS, ...given };
+const page = urlSettings();
+const { settings, given, notes } = page;
 let defaults = DEFAULTS;
 let model = null;
 // What the engine accepts for the loaded model: {timesteps, max_batch, max_guidance, classes}.
@@ -32,18 +32,6 @@ let lastFrameAt = 0;
 let lastStep = 0;
 
 const debug = createDebug();
-const setState = (state) => (document.body.dataset.state = state);
-
-function status(text, kind = 'info') {
-  const line = $('status-message');
-  line.textContent = text;
-  line.dataset.kind = kind;
-}
-
-function showNotes(list) {
-  $('notes').hidden = list.length === 0;
-  $('notes').textContent = list.join(' ');
-}
 
 // ---- controls ↔ settings -------------------------------------------------------------------
 
@@ -162,12 +150,6 @@ const client = new Client({
     status(message, 'error');
   },
 });
-
-function setPlaying(playing) {
-  $('play').textContent = playing ? 'Pause' : 'Play';
-  $('play').setAttribute('aria-pressed', String(playing));
-  if (playing) setState('running');
-}
 
 /** Starts a run from noise, or from `image` ({pixels, t}: a noised real digit or a sketch);
  * `owner` is the view that draws its frames. */
@@ -292,10 +274,9 @@ async function main() {
   setState('loading');
   writeControls();
   try {
-    const manifest = await loadManifest();
-    model = chooseModel(manifest, settings.model, notes);
-    defaults = modelDefaults(model);
-    Object.assign(settings, defaults, given);
+    const chosen = await chooseModelFor(page);
+    ({ model, defaults } = chosen);
+    const { manifest } = chosen;
     writeControls();
     buildModelPicker(manifest);
     $('model-name').textContent = `${describeModel(model)} · ${model.source}`;
