@@ -152,18 +152,18 @@ async function main() {
 
   t = now();
   const engine = await Engine.create('webgpu');
-  const device = JSON.parse(engine.deviceInfo);
+  const device = engine.device;
   timings.device_ms = now() - t;
 
   t = now();
-  const config = JSON.parse(engine.loadModel(readFileSync(o.model)));
+  const config = engine.loadModel(readFileSync(o.model));
   timings.model_load_ms = now() - t;
 
   // As the page's worker: start, then step() and read a frame back until the run is done.
   t = now();
   const atStart = { ...calls };
-  const request = samplingRequest(o.settings, JSON.parse(engine.limits));
-  const total = engine.start(JSON.stringify(request));
+  const request = samplingRequest(o.settings, engine.limits);
+  const total = engine.start(request);
   let frame = await engine.step(o.perDraw);
   timings.first_frame_ms = now() - t;
   const afterFirst = now();
@@ -228,7 +228,7 @@ async function compareLessons(engine, modelBytes, config, CpuEngine) {
     return Math.abs(x - size / 2) < size / 10 ? 255 : 0;
   });
   const label = config.unet.num_class_embeds ? 1 : undefined;
-  const curve = async (e) => JSON.parse(await e.lossCurve(pixels, label, 5n, 21, undefined));
+  const curve = (e) => e.lossCurve(pixels, label, 5n, 21, undefined);
   const t = now();
   const gpu = await curve(engine);
   const ms = now() - t;

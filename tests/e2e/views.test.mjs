@@ -32,8 +32,8 @@ describe('the explanation views', () => {
     await page.waitForFunction(() => window.emergeDebug.lesson.curve && window.emergeDebug.lesson.frame);
     const { curve, frame } = await page.evaluate(() => window.emergeDebug.lesson);
     assert.equal(frame.timestep, schedule.timestepAt(OPENING_NOISE.views));
-    assert.ok(Number.isFinite(frame.noiseLoss) && frame.noiseLoss > 0, `L_simple = ${frame.noiseLoss}`);
-    assert.equal(Number(await page.textContent('#learn-loss')).toPrecision(2), frame.noiseLoss.toPrecision(2));
+    assert.ok(Number.isFinite(frame.noise_loss) && frame.noise_loss > 0, `L_simple = ${frame.noise_loss}`);
+    assert.equal(Number(await page.textContent('#learn-loss')).toPrecision(2), frame.noise_loss.toPrecision(2));
     // Over t, for this digit and this noise: the clean image implied by the guess gets worse as
     // the noise grows, while the noise itself gets easier to name (at t = T, x_t is almost ε).
     const half = Math.floor(curve.timesteps.length / 2);
@@ -49,12 +49,12 @@ describe('the explanation views', () => {
     assert.equal(await marker(page, 'learn-schedule'), '900');
     assert.equal(await marker(page, 'learn-curve'), '900');
     const at900 = await page.evaluate(() => window.emergeDebug.lesson.frame);
-    assert.ok(at900.imageError > frame.imageError);
+    assert.ok(at900.image_error > frame.image_error);
     // New noise: a different ε, a different loss (waiting for the lesson of the new seed: page.fill
     // and the dispatched event each asked for a lesson at 900, and either may land last).
     await page.click('#learn-noise');
     await page.waitForFunction((seed) => window.emergeDebug.lesson.frame.seed !== seed, at900.seed);
-    assert.notEqual((await page.evaluate(() => window.emergeDebug.lesson.frame)).noiseLoss, at900.noiseLoss);
+    assert.notEqual((await page.evaluate(() => window.emergeDebug.lesson.frame)).noise_loss, at900.noise_loss);
     // A fast drag (30 positions at once): the markers follow at once, and the lessons do not queue
     // up behind it: the one running finishes, then one runs for where the slider ended.
     const before = await page.evaluate(() => window.emergeDebug.lesson.frames);
@@ -97,8 +97,8 @@ describe('the explanation views', () => {
     // 1e-4 + 1e-2 × (dividing by √ᾱ_t magnifies ε̂'s rounding up to 160× at high t).
     const close = (a, b, relative = 1e-3) => Math.abs(a - b) <= 1e-4 + relative * Math.abs(b);
     const [gpu, cpu] = [lessons.auto, lessons.cpu];
-    assert.ok(close(gpu.frame.noiseLoss, cpu.frame.noiseLoss), `L_simple ${gpu.frame.noiseLoss} vs ${cpu.frame.noiseLoss}`);
-    assert.ok(close(gpu.frame.imageError, cpu.frame.imageError, 1e-2));
+    assert.ok(close(gpu.frame.noise_loss, cpu.frame.noise_loss), `L_simple ${gpu.frame.noise_loss} vs ${cpu.frame.noise_loss}`);
+    assert.ok(close(gpu.frame.image_error, cpu.frame.image_error, 1e-2));
     cpu.curve.timesteps.forEach((t, i) => {
       assert.ok(close(gpu.curve.noise_loss[i], cpu.curve.noise_loss[i]), `t = ${t}: L_simple ${gpu.curve.noise_loss[i]} vs ${cpu.curve.noise_loss[i]}`);
       assert.ok(close(gpu.curve.image_error[i], cpu.curve.image_error[i], 1e-2), `t = ${t}: ${gpu.curve.image_error[i]} vs ${cpu.curve.image_error[i]}`);

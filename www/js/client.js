@@ -40,9 +40,11 @@ export class Client {
     this.send('init', { backend, workers: workers ?? undefined, modelUrl: new URL(model.file, model.baseUrl).href, modelBytes: model.bytes });
   }
 
-  /** Starts a run; `limits` are the engine's for the loaded model (from its 'ready' message). */
+  /** Starts a run, from noise or from `image` ({pixels, timestep}: the request's start image);
+   * `limits` are the engine's for the loaded model (from its 'ready' message). */
   start(settings, limits, { image = null, autoplay = true } = {}) {
-    this.send('start', { sampling: samplingRequest(settings, limits), image, perDraw: settings.perDraw, autoplay });
+    const sampling = { ...samplingRequest(settings, limits), ...(image && { start: image }) };
+    this.send('start', { sampling, perDraw: settings.perDraw, autoplay });
   }
 }
 

@@ -151,15 +151,15 @@ const client = new Client({
   },
 });
 
-/** Starts a run from noise, or from `image` ({pixels, t}: a noised real digit or a sketch);
- * `owner` is the view that draws its frames. */
+/** Starts a run from noise, or from `image` ({pixels, timestep}: a real digit or a sketch noised
+ * to that timestep); `owner` is the view that draws its frames. */
 function start(image = null, owner = 'generate') {
   readControls();
   settings.autoplay = true;
   runOwner = owner;
   history.replaceState(null, '', settingsUrl(settings, location.href, defaults));
   client.start(settings, limits, { image, autoplay: true });
-  status(image ? `Denoising from t = ${image.t}…` : 'Generating…');
+  status(image ? `Denoising from t = ${image.timestep}…` : 'Generating…');
 }
 
 // ---- the other views ------------------------------------------------------------------------

@@ -6,6 +6,8 @@
 // and requests that get one answer each (the learning view, the timeline, the schedule, GIFs):
 //   page → worker  {request: 'noised' | 'lesson' | 'lossCurve' | 'schedule' | 'checkpoint' | 'sample' | 'gif', id, ...}
 //   worker → page  {status: 'reply', id, result} or {status: 'reply', id, error}
+// The engine's answers are plain objects (the Rust structs' fields, snake_case, pixels as
+// Uint8Arrays): the worker forwards them as they are.
 // The engine comes in two builds, so that a visitor downloads one backend: WebGPU, and the CPU
 // (Flex) only where WebGPU is missing or fails. Each is compiled once per worker family: helpers
 // get the compiled module from their parent.
@@ -124,7 +126,7 @@ async function createEngine(backend) {
     }
   }
   engine = created ?? (await (await engineClass('cpu')).create('cpu'));
-  device = { ...JSON.parse(engine.deviceInfo), fallback_reason: fallbackReason };
+  device = { ...engine.device, fallback_reason: fallbackReason };
   post({ status: 'device', device });
 }
 
@@ -152,17 +154,6 @@ async function download(url, expectedBytes, progress = (loaded, total) => post({
   return bytes;
 }
 
-// The fields of the engine's frames: a sampling step's (StepFrame) and a lesson's (LearnFrame).
-const STEP_FRAME = ['timestep', 'step', 'total', 'width', 'height', 'alphaBar', 'snr', 'millis', 'sample', 'prediction'];
-const LEARN_FRAME = ['timestep', 'width', 'height', 'noiseLoss', 'imageError', 'alphaBar', 'snr', 'millis', 'original', 'noise', 'noisy', 'predictedNoise', 'prediction'];
-
-/** Copies an engine frame's fields out of its object (then freed) into a plain object. */
-function plainFrame(frame, keys) {
-  const result = Object.fromEntries(keys.map((key) => [key, frame[key]]));
-  frame.free();
-  return result;
-}
-
 /** The pixel arrays of a result, handed over to the page instead of copied. */
 const transferables = (result) =>
   result && typeof result === 'object' ? Object.values(result).filter((v) => ArrayBuffer.isView(v)).map((v) => v.buffer) : [];
@@ -170,15 +161,12 @@ const transferables = (result) =>
 /** Starts (or restarts) the current request on the engine: the slice a helper was given, or on
  * the CPU the first slice here and the others on helpers. */
 async function begin() {
-  const { sampling, image, slice } = run.request;
+  const { sampling, slice } = run.request;
   const parts = slice ? [slice] : slices(sampling.images, device.backend === 'cpu' ? pool.workers : 1);
   run.helpers = slice ? [] : await helpersFor(parts.length);
   const [own, ...others] = parts;
-  const started = run.helpers.map((helper, k) => helper.ask('start', { sampling, image, slice: others[k], perDraw: 1, autoplay: false }, 'started'));
-  const json = JSON.stringify(sampling);
-  const total = image
-    ? engine.startFromImage(image.pixels, image.t, json, own.first, own.count)
-    : engine.start(json, own.first, own.count);
+  const started = run.helpers.map((helper, k) => helper.ask('start', { sampling, slice: others[k], perDraw: 1, autoplay: false }, 'started'));
+  const total = engine.start(sampling, own.first, own.count);
   await Promise.all(started);
   post({ status: 'started', total, workers: parts.length });
 }
@@ -188,7 +176,7 @@ async function begin() {
 async function advance(count) {
   try {
     const theirs = run.helpers.map((helper) => helper.ask('step', { count }, 'frame'));
-    const own = plainFrame(await engine.step(count), STEP_FRAME);
+    const own = await engine.step(count);
     const frame = overlay([own, ...(await Promise.all(theirs)).map(({ status, ...fields }) => fields)]);
     post({ status: 'frame', ...frame }, transferables(frame));
   } catch (error) {
@@ -237,12 +225,12 @@ const commands = {
     pool.workers = workers ?? Math.min(MAX_WORKERS, self.navigator.hardwareConcurrency || 1);
     await createEngine(backend);
     modelBytes = modelData ?? (await download(modelUrl, expected));
-    const config = JSON.parse(engine.loadModel(modelBytes));
-    post({ status: 'ready', config, limits: JSON.parse(engine.limits), bytes: modelBytes.length });
+    const config = engine.loadModel(modelBytes);
+    post({ status: 'ready', config, limits: engine.limits, bytes: modelBytes.length });
   },
-  async start({ sampling, image, slice, perDraw, autoplay }) {
+  async start({ sampling, slice, perDraw, autoplay }) {
     run.token += 1;
-    run.request = { sampling, image, slice };
+    run.request = { sampling, slice };
     run.perDraw = perDraw;
     await enqueue(begin);
     run.playing = autoplay;
@@ -268,12 +256,10 @@ const commands = {
 
 /** Requests answered once, in the engine queue's order. */
 const requests = {
-  schedule: () => JSON.parse(engine.schedule),
-  noised: async ({ pixels, t, seed }) => plainFrame(await engine.noised(pixels, t, BigInt(seed)), STEP_FRAME),
-  lesson: async ({ pixels, label, t, seed, checkpoint }) =>
-    plainFrame(await engine.lesson(pixels, label ?? undefined, t, BigInt(seed), checkpoint ?? undefined), LEARN_FRAME),
-  lossCurve: async ({ pixels, label, seed, points, checkpoint }) =>
-    JSON.parse(await engine.lossCurve(pixels, label ?? undefined, BigInt(seed), points, checkpoint ?? undefined)),
+  schedule: () => engine.schedule,
+  noised: ({ pixels, t, seed }) => engine.noised(pixels, t, BigInt(seed)),
+  lesson: ({ pixels, label, t, seed, checkpoint }) => engine.lesson(pixels, label ?? undefined, t, BigInt(seed), checkpoint ?? undefined),
+  lossCurve: ({ pixels, label, seed, points, checkpoint }) => engine.lossCurve(pixels, label ?? undefined, BigInt(seed), points, checkpoint ?? undefined),
   /** Downloads a checkpoint of the loaded model's run and loads it; answers its index. */
   checkpoint: async ({ url, bytes }) => {
     const weights = await download(url, bytes, () => {});
@@ -281,7 +267,7 @@ const requests = {
     checkpointBytes[index] = weights;
     return index;
   },
-  sample: async ({ sampling, checkpoint }) => plainFrame(await engine.sample(JSON.stringify(sampling), checkpoint ?? undefined), STEP_FRAME),
+  sample: ({ sampling, checkpoint }) => engine.sample(sampling, checkpoint ?? undefined),
   gif: ({ grids, width, height, delay }) => engine.encodeGif(grids, width, height, delay),
 };
 

@@ -11,20 +11,25 @@ use crate::options::checked_class;
 use crate::readback::read_values;
 
 /// One image's training step, as RGBA images and numbers.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct LessonFrame {
     pub timestep: usize,
     pub width: usize,
     pub height: usize,
     /// x_0, the real digit.
+    #[serde(with = "serde_bytes")]
     pub original: Vec<u8>,
     /// ε, drawn at half scale (white = +2).
+    #[serde(with = "serde_bytes")]
     pub noise: Vec<u8>,
     /// x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε.
+    #[serde(with = "serde_bytes")]
     pub noisy: Vec<u8>,
     /// ε_θ(x_t, t), at the same half scale as ε.
+    #[serde(with = "serde_bytes")]
     pub predicted_noise: Vec<u8>,
     /// x̂_0 implied by ε_θ.
+    #[serde(with = "serde_bytes")]
     pub prediction: Vec<u8>,
     /// ‖ε − ε_θ‖² averaged over pixels: L_simple (DDPM eq. 14) for this image.
     pub noise_loss: f64,

@@ -13,5 +13,5 @@ mod web;
 
 pub use device::DeviceInfo;
 pub use lesson::{LessonFrame, LessonInput, LossCurve};
-pub use options::{Limits, MAX_BATCH, page_request};
+pub use options::{Limits, MAX_BATCH, ScheduleCurves, page_request};
 pub use session::Frame;

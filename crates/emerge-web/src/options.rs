@@ -1,6 +1,9 @@
-//! What the page may ask of the loaded model: its limits, and its requests read from JSON.
+//! What the page may ask of the loaded model: its limits, its schedule's curves, and its
+//! requests held to the page's limits.
 
-use emerge_core::{EmergeError, MAX_GUIDANCE, ModelConfig, SamplingRequest, UNetConfig};
+use emerge_core::{
+    BetaSchedule, EmergeError, MAX_GUIDANCE, Model, ModelConfig, SamplingRequest, UNetConfig,
+};
 use serde::Serialize;
 
 /// Largest batch the page may ask for.
@@ -30,11 +33,34 @@ impl Limits {
     }
 }
 
-/// The page's request (JSON, see [`SamplingRequest`]), parsed and held to the page's batch
-/// limit; the rest is checked against the model where the run starts.
-pub fn page_request(json: &str) -> Result<SamplingRequest, EmergeError> {
-    let request: SamplingRequest = serde_json::from_str(json)
-        .map_err(|e| EmergeError::InvalidArgument(format!("sampling request: {e}")))?;
+/// The model's noise schedule over t = 0..T, for the page's plots.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScheduleCurves {
+    /// As the model file names it, e.g. `{"kind": "cosine", "s": 0.008}`.
+    pub beta_schedule: BetaSchedule,
+    pub betas: Vec<f64>,
+    pub alphas_cumprod: Vec<f64>,
+    /// log SNR(t) = ln(ᾱ_t/(1 − ᾱ_t)).
+    pub log_snr: Vec<f64>,
+}
+
+impl ScheduleCurves {
+    pub fn of(model: &Model) -> Self {
+        let schedule = &model.schedule;
+        Self {
+            beta_schedule: model.config.schedule.beta_schedule,
+            betas: schedule.betas.clone(),
+            alphas_cumprod: schedule.alphas_cumprod.clone(),
+            log_snr: (0..schedule.num_train_timesteps())
+                .map(|t| schedule.snr(t).ln())
+                .collect(),
+        }
+    }
+}
+
+/// The page's request held to the page's batch limit; the rest is checked against the model
+/// where the run starts.
+pub fn page_request(request: SamplingRequest) -> Result<SamplingRequest, EmergeError> {
     if !(1..=MAX_BATCH).contains(&request.images) {
         return Err(EmergeError::InvalidArgument(format!(
             "images must be 1 to {MAX_BATCH}, got {}",
@@ -93,26 +119,28 @@ mod tests {
     }
 
     #[test]
-    fn page_requests_parse_and_the_batch_limit_holds() {
-        let json = |images: usize| {
-            format!(
-                r#"{{"sampler":{{"kind":"ddim","eta":0.5}},"steps":20,"seed":3,"images":{images},
-                "classes":"each_in_turn","guidance":{{"scale":2,"interval":[100,700]}}}}"#
-            )
+    fn the_batch_limit_holds() {
+        let config = ModelConfig::preset("tiny").unwrap();
+        let request = |images| SamplingRequest {
+            images,
+            ..SamplingRequest::fallback(&config)
         };
-        let request = page_request(&json(4)).unwrap();
-        assert_eq!(request.images, 4);
-        assert_eq!(request.guidance.interval, Some((100, 700)));
-        let err = page_request(&json(65)).unwrap_err().to_string();
-        assert!(err.contains("images must be 1 to 64"), "{err}");
-        let err = page_request("{}").unwrap_err().to_string();
-        assert!(err.contains("sampling request"), "{err}");
-        let unknown = json(1).replace(r#""seed":3"#, r#""seed":3,"colour":1"#);
-        assert!(
-            page_request(&unknown)
-                .unwrap_err()
-                .to_string()
-                .contains("colour")
-        );
+        assert_eq!(page_request(request(64)).unwrap().images, 64);
+        for images in [0, 65] {
+            let err = page_request(request(images)).unwrap_err().to_string();
+            assert!(err.contains("images must be 1 to 64"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_schedule_curves_are_the_models() {
+        let model = crate::session::tests::tiny_model();
+        let curves = ScheduleCurves::of(&model);
+        let t = model.schedule.num_train_timesteps();
+        assert_eq!((curves.betas.len(), curves.log_snr.len()), (t, t));
+        assert_eq!(curves.alphas_cumprod, model.schedule.alphas_cumprod);
+        let snr = curves.alphas_cumprod[10] / (1.0 - curves.alphas_cumprod[10]);
+        assert!((curves.log_snr[10] - snr.ln()).abs() < 1e-12);
+        assert!(curves.log_snr.windows(2).all(|w| w[1] < w[0]));
     }
 }

@@ -4,11 +4,13 @@
 use burn::tensor::Tensor;
 use emerge_core::image::rgba_grid_part;
 use emerge_core::{EmergeError, NoiseSchedule};
+use serde::Serialize;
 
 use crate::readback::read_values;
 
-/// What the page draws after a step.
-#[derive(Debug, Clone)]
+/// What the page draws after a step (to the page: an object with these fields, the pixels as
+/// `Uint8Array`s).
+#[derive(Debug, Clone, Serialize)]
 pub struct Frame {
     /// The timestep the last step started from (or the noise level of a noised image).
     pub timestep: usize,
@@ -18,8 +20,10 @@ pub struct Frame {
     pub width: usize,
     pub height: usize,
     /// x_t after the step (x_{t−1}), as an RGBA grid.
+    #[serde(with = "serde_bytes")]
     pub sample: Vec<u8>,
     /// The predicted x_0, as an RGBA grid (empty for a noised-image preview).
+    #[serde(with = "serde_bytes")]
     pub prediction: Vec<u8>,
     /// ᾱ_t and SNR(t) = ᾱ_t/(1 − ᾱ_t) of `timestep`.
     pub alpha_bar: f64,

@@ -1,27 +1,71 @@
-//! The `#[wasm_bindgen]` surface the worker uses: `Engine.create(backend)`, `loadModel(bytes)`,
-//! `start(request, first?, count?)` / `startFromImage(pixels, t, request, first?, count?)` (a
-//! whole request, or one worker's slice of its images), `step(count)`, `noised(...)`, the
-//! learning view's `lesson(...)` and `lossCurve(...)`, the training timeline's
-//! `loadCheckpoint(bytes)` and `sample(request, checkpoint)`, `schedule` and `encodeGif(...)`.
-//! A request is the JSON of `emerge_core::SamplingRequest`.
+//! The `#[wasm_bindgen]` surface the worker uses: `Engine.create(backend)`, `device`,
+//! `loadModel(bytes)`, `limits`, `start(request, first?, count?)` (a whole request, or one
+//! worker's slice of its images), `step(count)`, `noised(...)`, the learning view's
+//! `lesson(...)` and `lossCurve(...)`, the training timeline's `loadCheckpoint(bytes)` and
+//! `sample(request, checkpoint)`, `schedule` and `encodeGif(...)`.
+//!
+//! One encoding both ways: a request is an `emerge_core::SamplingRequest` as a plain object (its
+//! start image's pixels a `Uint8Array`), and every answer is a plain object made by serde from
+//! the Rust struct it documents, with the struct's field names (snake_case) and pixels as
+//! `Uint8Array`s. A new field is one edit, in that struct.
 
 use burn::tensor::Device;
-use emerge_core::{EmergeError, Model, Run, SamplingRequest, StartImage};
+use emerge_core::image::{first_cell, gif_bytes};
+use emerge_core::{EmergeError, Model, Run, SamplingRequest};
+use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
 use crate::device::{self, DeviceInfo};
-use crate::lesson::{LessonFrame, LessonInput};
-
-use crate::options::page_request;
+use crate::lesson::LessonInput;
+use crate::options::{Limits, ScheduleCurves, page_request};
 use crate::session::{Frame, GRID_GAP};
-use emerge_core::image::{first_cell, gif_bytes};
 
 fn js_error(e: EmergeError) -> JsError {
     JsError::new(&e.to_string())
 }
 
-fn to_json(value: &impl serde::Serialize) -> Result<String, JsError> {
-    serde_json::to_string(value).map_err(|e| JsError::new(&e.to_string()))
+/// `value` as a plain JS object (maps as objects, bytes as `Uint8Array`s).
+fn to_js(value: &impl Serialize) -> Result<JsValue, JsError> {
+    let serializer = serde_wasm_bindgen::Serializer::new().serialize_maps_as_objects(true);
+    value
+        .serialize(&serializer)
+        .map_err(|e| JsError::new(&e.to_string()))
+}
+
+/// The page's sampling request from its plain object, held to the page's limits. A key the
+/// request does not know is refused, as the JSON form refuses it.
+fn request_from(value: JsValue) -> Result<SamplingRequest, JsError> {
+    let refused = |e: &dyn std::fmt::Display| JsError::new(&format!("sampling request: {e}"));
+    let request: SamplingRequest =
+        serde_wasm_bindgen::from_value(value.clone()).map_err(|e| refused(&e))?;
+    let known = serde_json::to_value(&request).map_err(|e| refused(&e))?;
+    if let Some(key) = unknown_key(&value, &known, "") {
+        return Err(refused(&format!("unknown field `{key}`")));
+    }
+    page_request(request).map_err(js_error)
+}
+
+/// The first key of the object tree `given` (with its path) that `known`, the same value as
+/// serde writes it, lacks: one serde skipped. Keys holding null or undefined are absent ones.
+fn unknown_key(given: &JsValue, known: &serde_json::Value, path: &str) -> Option<String> {
+    let serde_json::Value::Object(fields) = known else {
+        return None;
+    };
+    let object = given.dyn_ref::<js_sys::Object>()?;
+    js_sys::Object::keys(object).iter().find_map(|key| {
+        let name = key.as_string()?;
+        let value = js_sys::Reflect::get(given, &key).ok()?;
+        let here = if path.is_empty() {
+            name.clone()
+        } else {
+            format!("{path}.{name}")
+        };
+        match fields.get(&name) {
+            Some(inner) => unknown_key(&value, inner, &here),
+            None if value.is_null() || value.is_undefined() => None,
+            None => Some(here),
+        }
+    })
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -49,155 +93,44 @@ pub fn start() {
     let _ = console_log::init_with_level(log::Level::Warn);
 }
 
-/// One step's pixels and numbers, for the page.
-#[wasm_bindgen]
-pub struct StepFrame {
-    frame: Frame,
-    /// Milliseconds the steps and the readback took.
+/// An engine answer with the milliseconds its work took (steps, lesson, readback).
+#[derive(Serialize)]
+struct Timed<T> {
+    #[serde(flatten)]
+    answer: T,
     millis: f64,
 }
 
-#[wasm_bindgen]
-impl StepFrame {
-    #[wasm_bindgen(getter)]
-    pub fn timestep(&self) -> usize {
-        self.frame.timestep
-    }
-    #[wasm_bindgen(getter)]
-    pub fn step(&self) -> usize {
-        self.frame.step
-    }
-    #[wasm_bindgen(getter)]
-    pub fn total(&self) -> usize {
-        self.frame.total
-    }
-    #[wasm_bindgen(getter)]
-    pub fn width(&self) -> usize {
-        self.frame.width
-    }
-    #[wasm_bindgen(getter)]
-    pub fn height(&self) -> usize {
-        self.frame.height
-    }
-    /// x_t as RGBA bytes (width × height × 4).
-    #[wasm_bindgen(getter)]
-    pub fn sample(&self) -> Vec<u8> {
-        self.frame.sample.clone()
-    }
-    /// The predicted x_0 as RGBA bytes (empty for a noised-image preview).
-    #[wasm_bindgen(getter)]
-    pub fn prediction(&self) -> Vec<u8> {
-        self.frame.prediction.clone()
-    }
-    #[wasm_bindgen(getter, js_name = alphaBar)]
-    pub fn alpha_bar(&self) -> f64 {
-        self.frame.alpha_bar
-    }
-    #[wasm_bindgen(getter)]
-    pub fn snr(&self) -> f64 {
-        self.frame.snr
-    }
-    #[wasm_bindgen(getter)]
-    pub fn millis(&self) -> f64 {
-        self.millis
-    }
-}
-
-impl StepFrame {
-    /// Reads `run`'s step `output` (x_{t−1} and x̂_0) back; `started` is when the work began
-    /// (ms).
-    async fn read(
-        output: emerge_core::StepOutput,
-        run: &Run,
-        model: &Model,
-        started: f64,
-    ) -> Result<StepFrame, JsError> {
-        let (images, of) = run.images();
-        let frame = Frame::read(
-            output.prev_sample,
-            Some(output.pred_original_sample),
-            output.timestep,
-            run.progress(),
-            Some((images.start, of)),
-            &model.schedule,
-        )
-        .await
-        .map_err(js_error)?;
-        Ok(StepFrame {
-            frame,
+impl<T: Serialize> Timed<T> {
+    /// `answer`, timed from `started` (ms), as a plain object.
+    fn since(answer: T, started: f64) -> Result<JsValue, JsError> {
+        to_js(&Timed {
+            answer,
             millis: js_sys::Date::now() - started,
         })
     }
 }
 
-/// One training step of the learning view: five images and two numbers.
-#[wasm_bindgen]
-pub struct LearnFrame {
-    frame: LessonFrame,
-    millis: f64,
-}
-
-#[wasm_bindgen]
-impl LearnFrame {
-    #[wasm_bindgen(getter)]
-    pub fn timestep(&self) -> usize {
-        self.frame.timestep
-    }
-    #[wasm_bindgen(getter)]
-    pub fn width(&self) -> usize {
-        self.frame.width
-    }
-    #[wasm_bindgen(getter)]
-    pub fn height(&self) -> usize {
-        self.frame.height
-    }
-    /// x_0 as RGBA bytes.
-    #[wasm_bindgen(getter)]
-    pub fn original(&self) -> Vec<u8> {
-        self.frame.original.clone()
-    }
-    /// ε as RGBA bytes, at half scale.
-    #[wasm_bindgen(getter)]
-    pub fn noise(&self) -> Vec<u8> {
-        self.frame.noise.clone()
-    }
-    /// x_t as RGBA bytes.
-    #[wasm_bindgen(getter)]
-    pub fn noisy(&self) -> Vec<u8> {
-        self.frame.noisy.clone()
-    }
-    /// ε_θ(x_t, t) as RGBA bytes, at half scale.
-    #[wasm_bindgen(getter, js_name = predictedNoise)]
-    pub fn predicted_noise(&self) -> Vec<u8> {
-        self.frame.predicted_noise.clone()
-    }
-    /// x̂_0 as RGBA bytes.
-    #[wasm_bindgen(getter)]
-    pub fn prediction(&self) -> Vec<u8> {
-        self.frame.prediction.clone()
-    }
-    /// ‖ε − ε_θ‖² averaged over pixels (L_simple).
-    #[wasm_bindgen(getter, js_name = noiseLoss)]
-    pub fn noise_loss(&self) -> f64 {
-        self.frame.noise_loss
-    }
-    /// ‖x_0 − x̂_0‖² averaged over pixels.
-    #[wasm_bindgen(getter, js_name = imageError)]
-    pub fn image_error(&self) -> f64 {
-        self.frame.image_error
-    }
-    #[wasm_bindgen(getter, js_name = alphaBar)]
-    pub fn alpha_bar(&self) -> f64 {
-        self.frame.alpha_bar
-    }
-    #[wasm_bindgen(getter)]
-    pub fn snr(&self) -> f64 {
-        self.frame.snr
-    }
-    #[wasm_bindgen(getter)]
-    pub fn millis(&self) -> f64 {
-        self.millis
-    }
+/// Reads `run`'s step `output` (x_{t−1} and x̂_0) back as a [`Frame`] object; `started` is when
+/// the work began (ms).
+async fn step_frame(
+    output: emerge_core::StepOutput,
+    run: &Run,
+    model: &Model,
+    started: f64,
+) -> Result<JsValue, JsError> {
+    let (images, of) = run.images();
+    let frame = Frame::read(
+        output.prev_sample,
+        Some(output.pred_original_sample),
+        output.timestep,
+        run.progress(),
+        Some((images.start, of)),
+        &model.schedule,
+    )
+    .await
+    .map_err(js_error)?;
+    Timed::since(frame, started)
 }
 
 /// The model, its device and the current run.
@@ -233,22 +166,22 @@ impl Engine {
         })
     }
 
-    /// The device in use, as JSON: `{backend, adapter}`.
-    #[wasm_bindgen(getter, js_name = deviceInfo)]
-    pub fn device_info(&self) -> String {
-        serde_json::to_string(&self.info).unwrap_or_default()
+    /// The device in use: a [`DeviceInfo`].
+    #[wasm_bindgen(getter)]
+    pub fn device(&self) -> Result<JsValue, JsError> {
+        to_js(&self.info)
     }
 
-    /// Loads a model file's bytes; returns its configuration as JSON.
+    /// Loads a model file's bytes; returns its `emerge_core::ModelConfig`.
     #[wasm_bindgen(js_name = loadModel)]
-    pub fn load_model(&mut self, bytes: Vec<u8>) -> Result<String, JsError> {
+    pub fn load_model(&mut self, bytes: Vec<u8>) -> Result<JsValue, JsError> {
         self.run = None;
         self.model = None;
         self.checkpoints.clear();
         let model = Model::from_bytes(bytes, &self.device).map_err(js_error)?;
-        let json = to_json(&model.config)?;
+        let config = to_js(&model.config)?;
         self.model = Some(model);
-        Ok(json)
+        Ok(config)
     }
 
     /// Loads one checkpoint of the loaded model's training run (same network, earlier weights);
@@ -281,29 +214,16 @@ impl Engine {
         }
     }
 
-    /// The model's noise schedule over t = 0..T as JSON: `{beta_schedule, betas, alphas_cumprod,
-    /// log_snr}` (`beta_schedule` as the model file names it, e.g. `{"kind": "cosine", "s":
-    /// 0.008}`; log SNR(t) = ln(ᾱ_t/(1 − ᾱ_t))).
+    /// The model's noise schedule over t = 0..T: [`ScheduleCurves`].
     #[wasm_bindgen(getter)]
-    pub fn schedule(&self) -> Result<String, JsError> {
-        let model = self.model()?;
-        let schedule = &model.schedule;
-        let log_snr: Vec<f64> = (0..schedule.num_train_timesteps())
-            .map(|t| schedule.snr(t).ln())
-            .collect();
-        to_json(&serde_json::json!({
-            "beta_schedule": model.config.schedule.beta_schedule,
-            "betas": schedule.betas,
-            "alphas_cumprod": schedule.alphas_cumprod,
-            "log_snr": log_snr,
-        }))
+    pub fn schedule(&self) -> Result<JsValue, JsError> {
+        to_js(&ScheduleCurves::of(self.model()?))
     }
 
-    /// What the loaded model and the engine accept, as JSON:
-    /// `{timesteps, max_batch, max_guidance, classes}`.
+    /// What the loaded model and the engine accept: [`Limits`].
     #[wasm_bindgen(getter)]
-    pub fn limits(&self) -> Result<String, JsError> {
-        to_json(&crate::options::Limits::of(&self.model()?.config))
+    pub fn limits(&self) -> Result<JsValue, JsError> {
+        to_js(&Limits::of(&self.model()?.config))
     }
 
     fn model(&self) -> Result<&Model, JsError> {
@@ -312,45 +232,17 @@ impl Engine {
             .ok_or_else(|| JsError::new("no model is loaded"))
     }
 
-    /// Starts a run of `request` (JSON, `emerge_core::SamplingRequest`); returns its number of
-    /// steps. With `first` and `count`, the run draws only images `first..first + count` of the
-    /// request (one worker's slice: each image is the one the whole request draws).
+    /// Makes `request` (a `SamplingRequest` object; with `start: {pixels, timestep}` it begins
+    /// from that image noised to t) the current run; returns its number of steps. With `first`
+    /// and `count`, the run draws only images `first..first + count` of the request (one
+    /// worker's slice: each image is the one the whole request draws).
     pub fn start(
         &mut self,
-        request: String,
+        request: JsValue,
         first: Option<usize>,
         count: Option<usize>,
     ) -> Result<usize, JsError> {
-        self.begin(page_request(&request).map_err(js_error)?, first, count)
-    }
-
-    /// [`Self::start`] from `pixels` (one u8 image) noised to timestep `t`: the request's start
-    /// image, passed as bytes rather than JSON.
-    #[wasm_bindgen(js_name = startFromImage)]
-    pub fn start_from_image(
-        &mut self,
-        pixels: Vec<u8>,
-        t: usize,
-        request: String,
-        first: Option<usize>,
-        count: Option<usize>,
-    ) -> Result<usize, JsError> {
-        let mut request = page_request(&request).map_err(js_error)?;
-        request.start = Some(StartImage {
-            pixels,
-            timestep: t,
-        });
-        self.begin(request, first, count)
-    }
-
-    /// Makes `request` (images `first..first + count` of it, all by default) the current run;
-    /// returns its number of steps.
-    fn begin(
-        &mut self,
-        request: SamplingRequest,
-        first: Option<usize>,
-        count: Option<usize>,
-    ) -> Result<usize, JsError> {
+        let request = request_from(request)?;
         let first = first.unwrap_or(0);
         let images = first..count.map_or(request.images, |n| first.saturating_add(n));
         let run = self
@@ -368,8 +260,8 @@ impl Engine {
         self.run.as_ref().is_none_or(Run::is_finished)
     }
 
-    /// Runs up to `count` steps and reads the last one back.
-    pub async fn step(&mut self, count: usize) -> Result<StepFrame, JsError> {
+    /// Runs up to `count` steps and reads the last one back: a [`Frame`] and `millis`.
+    pub async fn step(&mut self, count: usize) -> Result<JsValue, JsError> {
         let started = js_sys::Date::now();
         let model = self
             .model
@@ -380,29 +272,30 @@ impl Engine {
             .as_mut()
             .ok_or_else(|| JsError::new("no run is started"))?;
         let output = run.advance(model, count).map_err(js_error)?;
-        StepFrame::read(output, run, model, started).await
+        step_frame(output, run, model, started).await
     }
 
     /// A whole run from noise with checkpoint `checkpoint` (the loaded model when absent),
     /// read back once at the end: the training timeline's samples. Leaves the current run alone.
     pub async fn sample(
         &self,
-        request: String,
+        request: JsValue,
         checkpoint: Option<usize>,
-    ) -> Result<StepFrame, JsError> {
+    ) -> Result<JsValue, JsError> {
         let started = js_sys::Date::now();
         let model = self.weights(checkpoint)?;
-        let request = page_request(&request).map_err(js_error)?;
+        let request = request_from(request)?;
         let mut run = model
             .start(&request, 0..request.images, &self.device)
             .map_err(js_error)?;
         let total = run.progress().1;
         let output = run.advance(model, total).map_err(js_error)?;
-        StepFrame::read(output, &run, model, started).await
+        step_frame(output, &run, model, started).await
     }
 
     /// One training step seen by the network: the digit `pixels` (class `label`), noise ε from
-    /// `seed`, timestep `t`, with checkpoint `checkpoint` (the loaded model when absent).
+    /// `seed`, timestep `t`, with checkpoint `checkpoint` (the loaded model when absent): a
+    /// `LessonFrame` and `millis`.
     pub async fn lesson(
         &self,
         pixels: Vec<u8>,
@@ -410,7 +303,7 @@ impl Engine {
         t: usize,
         seed: u64,
         checkpoint: Option<usize>,
-    ) -> Result<LearnFrame, JsError> {
+    ) -> Result<JsValue, JsError> {
         let started = js_sys::Date::now();
         let input = LessonInput {
             model: self.weights(checkpoint)?,
@@ -419,14 +312,11 @@ impl Engine {
             seed,
         };
         let frame = input.frame(t, &self.device).await.map_err(js_error)?;
-        Ok(LearnFrame {
-            frame,
-            millis: js_sys::Date::now() - started,
-        })
+        Timed::since(frame, started)
     }
 
-    /// The lesson's two losses at `points` timesteps spread over 0..T, same digit and ε, as
-    /// JSON: `{timesteps, noise_loss, image_error}`.
+    /// The lesson's two losses at `points` timesteps spread over 0..T, same digit and ε: a
+    /// `LossCurve`.
     #[wasm_bindgen(js_name = lossCurve)]
     pub async fn loss_curve(
         &self,
@@ -435,14 +325,14 @@ impl Engine {
         seed: u64,
         points: usize,
         checkpoint: Option<usize>,
-    ) -> Result<String, JsError> {
+    ) -> Result<JsValue, JsError> {
         let input = LessonInput {
             model: self.weights(checkpoint)?,
             pixels: &pixels,
             label,
             seed,
         };
-        to_json(&input.curve(points, &self.device).await.map_err(js_error)?)
+        to_js(&input.curve(points, &self.device).await.map_err(js_error)?)
     }
 
     /// An animated GIF of image 0 of a run: `grids` are frames' `sample` grids as `step`
@@ -472,8 +362,9 @@ impl Engine {
         gif_bytes(&frames, size, size, delay_ms).map_err(js_error)
     }
 
-    /// The forward process: `pixels` noised to timestep `t` (q(x_t | x_0), noise from `seed`).
-    pub async fn noised(&self, pixels: Vec<u8>, t: usize, seed: u64) -> Result<StepFrame, JsError> {
+    /// The forward process: `pixels` noised to timestep `t` (q(x_t | x_0), noise from `seed`): a
+    /// [`Frame`] without prediction, and `millis`.
+    pub async fn noised(&self, pixels: Vec<u8>, t: usize, seed: u64) -> Result<JsValue, JsError> {
         let started = js_sys::Date::now();
         let model = self.model()?;
         let x_t = model
@@ -482,9 +373,6 @@ impl Engine {
         let frame = Frame::read(x_t, None, t, (0, 0), None, &model.schedule)
             .await
             .map_err(js_error)?;
-        Ok(StepFrame {
-            frame,
-            millis: js_sys::Date::now() - started,
-        })
+        Timed::since(frame, started)
     }
 }

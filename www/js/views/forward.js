@@ -58,7 +58,7 @@ export function mount(root, ctx) {
     try {
       const frame = await ctx.client.request('noised', { pixels: image(), t, seed: ctx.settings.seed });
       drawRgba($('forward'), frame.width, frame.height, frame.sample);
-      $('alpha-bar').textContent = frame.alphaBar.toPrecision(4);
+      $('alpha-bar').textContent = frame.alpha_bar.toPrecision(4);
       $('snr').textContent = frame.snr >= 100 ? frame.snr.toExponential(2) : frame.snr.toFixed(3);
       $('forward-t').textContent = frame.timestep;
     } catch (error) {
@@ -69,7 +69,7 @@ export function mount(root, ctx) {
   slider.addEventListener('input', show);
   if (ctx.startRun) {
     $('denoise-here').hidden = false;
-    $('denoise-here').onclick = () => ctx.startRun({ pixels: image(), t: Number(slider.value) });
+    $('denoise-here').onclick = () => ctx.startRun({ pixels: image(), timestep: Number(slider.value) });
   }
   digitPicker($('digit-picker'), ctx.digits, (i) => ((chosen = i), show()));
   return { show };

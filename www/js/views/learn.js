@@ -80,12 +80,12 @@ export function mount(root, ctx) {
     try {
       const request = { ...fields(), t: Number(slider.value) };
       const frame = await ctx.client.request('lesson', request);
-      const images = { 'learn-x0': frame.original, 'learn-eps': frame.noise, 'learn-xt': frame.noisy, 'learn-eps-hat': frame.predictedNoise, 'learn-x0-hat': frame.prediction };
+      const images = { 'learn-x0': frame.original, 'learn-eps': frame.noise, 'learn-xt': frame.noisy, 'learn-eps-hat': frame.predicted_noise, 'learn-x0-hat': frame.prediction };
       for (const [id, rgba] of Object.entries(images)) drawRgba($(id), frame.width, frame.height, rgba);
-      $('learn-loss').textContent = frame.noiseLoss.toPrecision(3);
-      $('learn-error').textContent = frame.imageError.toPrecision(3);
+      $('learn-loss').textContent = frame.noise_loss.toPrecision(3);
+      $('learn-error').textContent = frame.image_error.toPrecision(3);
       $('learn-t').textContent = frame.timestep;
-      debug.frame = { timestep: frame.timestep, noiseLoss: frame.noiseLoss, imageError: frame.imageError, checkpoint: state.checkpoint, seed: request.seed };
+      debug.frame = { timestep: frame.timestep, noise_loss: frame.noise_loss, image_error: frame.image_error, checkpoint: state.checkpoint, seed: request.seed };
       debug.frames += 1;
     } catch (error) {
       ctx.status(error.message, 'error');

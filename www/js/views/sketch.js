@@ -76,7 +76,7 @@ class Sketch {
   }
 }
 
-/** Mounts the view into `root`. `ctx` as in forward.js, plus `cleanSketch({ pixels, t })`, which
+/** Mounts the view into `root`. `ctx` as in forward.js, plus `cleanSketch({ pixels, timestep })`, which
  * starts the run whose frames `showFrame` below receives. */
 export function mount(root, ctx) {
   const $ = render(root, TEMPLATE);
@@ -125,7 +125,7 @@ export function mount(root, ctx) {
     for (let c = 0; c < ctx.model.channels; c++) image.set(pixels, c * size * size);
     debug.pixels = Array.from(pixels);
     debug.t = Number(slider.value);
-    ctx.cleanSketch({ pixels: image, t: Number(slider.value) });
+    ctx.cleanSketch({ pixels: image, timestep: Number(slider.value) });
   };
   redraw();
   return {
