@@ -93,12 +93,16 @@ for run in "${RUNS[@]}"; do
     dawn/harness.mjs "${DAWN[@]}" --sampler "$sampler" --eta 1 --steps "$steps" --batch "$batch" --class 7 --guidance 1.25
 done
 
-# --- (d) launch batching: kernels per GPU submission (burn's tasks_max, default 32) ----------
+# --- (d) launch batching: kernels per GPU submission (tasks_max, default 32), native and Dawn --
 if [ "$QUICK" != 1 ]; then
   for tasks in 8 128 512; do
     step "(d) native gpu, CUBECL_WGPU_MAX_TASKS=$tasks: ddim 50 steps, batch 16" 60 env CUBECL_WGPU_MAX_TASKS=$tasks \
       ./emerge sample --device gpu --model "$MODEL" --sampler ddim --eta 1 --steps 50 --count 16 --guidance 1.25 \
       --class 7 --out "$DIR/timing-tasks-$tasks.idx"
+  done
+  for tasks in 128 1024; do
+    step "(d) Dawn, $tasks kernel launches per submit: ddim 50 steps, batch 16" 150 "$NODE" dawn/harness.mjs "${DAWN[@]}" \
+      --tasks-per-submit "$tasks" --sampler ddim --eta 1 --steps 50 --batch 16 --class 7 --guidance 1.25
   done
   step "(d) one forward pass per batch (emerge bench)" 120 ./emerge bench --presets mnist,ddpm-cifar10 --batches 1,16,32 --runs 5
 fi

@@ -20,7 +20,7 @@ import { parseArgs } from 'node:util';
 import { samplingRequest } from '../../www/js/settings.js';
 import { idxImages, maxDifference, tile } from '../grid.mjs';
 
-const USAGE = 'usage: harness.mjs --pkg DIR --model FILE [--dawn dawn.node] [--sampler ddim|ddpm|dpmpp_2m|sde_dpmpp_2m] [--steps N] [--eta E] [--batch N] [--class C] [--seed S] [--guidance W] [--per-draw N] [--expect native.idx] [--tolerance 6] [--json out.json]';
+const USAGE = 'usage: harness.mjs --pkg DIR --model FILE [--dawn dawn.node] [--sampler ddim|ddpm|dpmpp_2m|sde_dpmpp_2m] [--steps N] [--eta E] [--batch N] [--class C] [--seed S] [--guidance W] [--per-draw N] [--tasks-per-submit N] [--expect native.idx] [--tolerance 6] [--json out.json]';
 
 function options() {
   try {
@@ -37,6 +37,7 @@ function options() {
         seed: { type: 'string', default: '7' },
         guidance: { type: 'string', default: '1.25' },
         'per-draw': { type: 'string', default: '1' },
+        'tasks-per-submit': { type: 'string' },
         expect: { type: 'string' },
         tolerance: { type: 'string', default: '6' },
         json: { type: 'string' },
@@ -64,6 +65,7 @@ function options() {
         interval: 'all',
       },
       perDraw: number('per-draw'),
+      tasksPerSubmit: values['tasks-per-submit'] === undefined ? undefined : number('tasks-per-submit'),
       expect: values.expect,
       tolerance: number('tolerance'),
       json: values.json,
@@ -128,6 +130,59 @@ function countCalls(globals) {
   return counts;
 }
 
+/** Counts dispatches by kernel (the compute pipeline's label: cubecl's kernel name), so that a
+ * step's dispatches can be told apart. */
+function countKernels(globals) {
+  const counts = {};
+  const names = new WeakMap();
+  const encoder = globals.GPUComputePassEncoder?.prototype;
+  const device = globals.GPUDevice?.prototype;
+  if (!encoder || !device) return counts;
+  const { createComputePipeline, createComputePipelineAsync } = device;
+  device.createComputePipeline = function named(descriptor) {
+    const pipeline = createComputePipeline.call(this, descriptor);
+    names.set(pipeline, descriptor?.label || 'unnamed');
+    return pipeline;
+  };
+  if (createComputePipelineAsync) {
+    device.createComputePipelineAsync = async function named(descriptor) {
+      const pipeline = await createComputePipelineAsync.call(this, descriptor);
+      names.set(pipeline, descriptor?.label || 'unnamed');
+      return pipeline;
+    };
+  }
+  const current = new WeakMap();
+  const { setPipeline, dispatchWorkgroups, dispatchWorkgroupsIndirect } = encoder;
+  encoder.setPipeline = function remembered(pipeline) {
+    current.set(this, names.get(pipeline) ?? 'unnamed');
+    return setPipeline.call(this, pipeline);
+  };
+  const tally = (pass) => {
+    const name = current.get(pass) ?? 'unnamed';
+    counts[name] = (counts[name] ?? 0) + 1;
+  };
+  encoder.dispatchWorkgroups = function counted(...args) {
+    tally(this);
+    return dispatchWorkgroups.apply(this, args);
+  };
+  encoder.dispatchWorkgroupsIndirect = function counted(...args) {
+    tally(this);
+    return dispatchWorkgroupsIndirect.apply(this, args);
+  };
+  return counts;
+}
+
+/** Kernels by dispatches per step between two snapshots of `countKernels`, most first, with the
+ * kernel names' numeric suffixes (cubecl's per-variant hashes) folded into one family. */
+function kernelsPerStep(before, after, steps) {
+  const families = {};
+  for (const [name, count] of Object.entries(after)) {
+    const family = name.replace(/_?[0-9a-f]{6,}$/i, '').replace(/_\d+$/, '');
+    families[family] = (families[family] ?? 0) + (count - (before[name] ?? 0)) / steps;
+  }
+  return Object.fromEntries(Object.entries(families).filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]));
+}
+
 /** `after − before` per `steps`, for each counter. */
 function perStep(before, after, steps) {
   return Object.fromEntries(Object.keys(after).map((k) => [k, steps > 0 ? (after[k] - before[k]) / steps : null]));
@@ -137,6 +192,7 @@ async function main() {
   const o = options();
   const errors = watchConsole();
   const dawn = await loadDawn(o.dawn);
+  const kernels = countKernels(dawn.globals);
   const calls = countCalls(dawn.globals);
   const gpu = installWebGpu(dawn);
   const adapter = await gpu.requestAdapter();
@@ -151,7 +207,7 @@ async function main() {
   timings.wasm_load_ms = now() - t;
 
   t = now();
-  const engine = await Engine.create('webgpu');
+  const engine = await Engine.create('webgpu', o.tasksPerSubmit);
   const device = engine.device;
   timings.device_ms = now() - t;
 
@@ -162,12 +218,14 @@ async function main() {
   // As the page's worker: start, then step() and read a frame back until the run is done.
   t = now();
   const atStart = { ...calls };
+  const kernelsAtStart = { ...kernels };
   const request = samplingRequest(o.settings, engine.limits);
   const total = engine.start(request);
   let frame = await engine.step(o.perDraw);
   timings.first_frame_ms = now() - t;
   const afterFirst = now();
   const atFirstFrame = { ...calls };
+  const kernelsAtFirstFrame = { ...kernels };
   let frames = 1;
   while (!engine.finished) {
     frame = await engine.step(o.perDraw);
@@ -182,6 +240,7 @@ async function main() {
   const result = {
     adapter: device.adapter,
     backend: device.backend,
+    tasks_per_submit: o.tasksPerSubmit ?? 'default (32)',
     request,
     steps: frame.step,
     frames,
@@ -189,6 +248,9 @@ async function main() {
     // WebGPU calls in the first frame, and per step after it.
     calls_first_frame: perStep(atStart, atFirstFrame, 1),
     calls_per_step: perStep(atFirstFrame, calls, rest),
+    // Dispatches per step after the first frame, by kernel.
+    kernels_per_step: rest > 0 ? kernelsPerStep(kernelsAtFirstFrame, kernels, rest) : null,
+    kernels_first_frame: kernelsPerStep(kernelsAtStart, kernelsAtFirstFrame, 1),
   };
   if (frame.step !== total) errors.push(`the run stopped at step ${frame.step} of ${total}`);
   if (o.expect) {

@@ -43,4 +43,10 @@ test('the page engine on Dawn draws the native CLI’s digits', { timeout: 420_0
   assert.deepEqual(result.console_errors, []);
   console.log(`Dawn on ${result.adapter}: first frame ${result.timings.first_frame_ms.toFixed(0)} ms, `
     + `${result.timings.ms_per_step.toFixed(1)} ms per step, max |Δ| ${result.max_difference}/255`);
+  // What a guided step costs the host, whatever the GPU: the WebGPU calls of each step after the
+  // first frame (and what the first frame adds), and the kernels most dispatched.
+  const calls = (counts) => Object.entries(counts).filter(([, n]) => n).map(([kind, n]) => `${Number(n.toFixed(1))} ${kind}`).join(', ');
+  console.log(`WebGPU calls per guided step (batch ${RUN.count}): ${calls(result.calls_per_step)}`);
+  console.log(`WebGPU calls of the first frame: ${calls(result.calls_first_frame)}`);
+  console.log(`Dispatches per step by kernel: ${Object.entries(result.kernels_per_step).slice(0, 8).map(([kernel, n]) => `${kernel} ${Number(n.toFixed(1))}`).join(', ')}`);
 });

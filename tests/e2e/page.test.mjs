@@ -46,6 +46,17 @@ async function shortRun(backend) {
   return visit;
 }
 
+/** A browser context in which the page's engine module `glue` (in pkg/) has `patch` appended:
+ * how a test makes the engine or its GPU fail. */
+async function patchedEngine(glue, patch) {
+  const context = await env.browser.newContext();
+  await context.route(`**/pkg/${glue}`, async (route) => {
+    const response = await route.fetch();
+    await route.fulfill({ response, body: (await response.text()) + patch });
+  });
+  return context;
+}
+
 describe('the demo page', () => {
   test('loads and reports a WebGPU device, with no console errors', TIMEOUT, async () => {
     const { page, errors, requests } = await open(env, 'index.html?autoplay=0');
@@ -178,22 +189,44 @@ describe('the demo page', () => {
 
   test('a step that fails while the run plays shows its error', TIMEOUT, async () => {
     // The engine the worker loads, with its third step made to fail.
-    const context = await env.browser.newContext();
-    await context.route('**/pkg/emerge_cpu.js', async (route) => {
-      const response = await route.fetch();
-      const failing = `
-        const realStep = Engine.prototype.step;
-        let stepCalls = 0;
-        Engine.prototype.step = function (count) {
-          stepCalls += 1;
-          return stepCalls === 3 ? Promise.reject(new Error('injected step failure')) : realStep.call(this, count);
-        };`;
-      await route.fulfill({ response, body: (await response.text()) + failing });
-    });
+    const context = await patchedEngine('emerge_cpu.js', `
+      const realStep = Engine.prototype.step;
+      let stepCalls = 0;
+      Engine.prototype.step = function (count) {
+        stepCalls += 1;
+        return stepCalls === 3 ? Promise.reject(new Error('injected step failure')) : realStep.call(this, count);
+      };`);
     const page = await context.newPage();
     await page.goto(new URL('index.html?steps=10&batch=1&backend=cpu', env.server.url).href);
     assert.equal(await waitForState(page, ['complete', 'error'], 60_000), 'error');
     assert.match(await page.textContent('#status-message'), /injected step failure/);
+    await context.close();
+  });
+
+  test('a GPU device lost mid-run: the CPU fallback finishes the run and the device line says why', TIMEOUT, async () => {
+    // The WebGPU engine, with the GPUDevice it asks for destroyed before its third step.
+    const context = await patchedEngine('emerge_web.js', `
+      const realRequestDevice = GPUAdapter.prototype.requestDevice;
+      let gpuDevice = null;
+      GPUAdapter.prototype.requestDevice = async function (...args) {
+        gpuDevice = await realRequestDevice.apply(this, args);
+        return gpuDevice;
+      };
+      const realStep = Engine.prototype.step;
+      let stepCalls = 0;
+      Engine.prototype.step = function (count) {
+        stepCalls += 1;
+        if (stepCalls === 3) gpuDevice.destroy();
+        return realStep.call(this, count);
+      };`);
+    const page = await context.newPage();
+    await page.goto(new URL('index.html?steps=6&batch=1&backend=auto', env.server.url).href);
+    assert.equal(await waitForState(page, ['complete', 'error']), 'complete', await page.textContent('#status-message'));
+    assert.equal(await page.getAttribute('#device', 'data-backend'), 'cpu');
+    assert.match(await page.textContent('#device-reason'), /^WebGPU failed \(.*destroyed.*\)\. Running on the CPU/i);
+    const frame = await lastFrame(page);
+    assert.equal(frame.step, 6);
+    assert.ok(looksLikeADigit(tile({ ...frame, batch: 1 }, 0)), 'the finished image looks like noise');
     await context.close();
   });
 

@@ -112,10 +112,10 @@ const post = (message, transfer = []) => self.postMessage(message, transfer);
 const messageOf = (error) => (error && error.message) || String(error);
 
 /** Creates the engine on `backend`: 'webgpu', 'cpu', or 'auto' (WebGPU where the browser has
- * it, else the CPU, with the reason). */
-async function createEngine(backend) {
+ * it, else the CPU, with the reason); `reason`: why the CPU replaces a WebGPU engine. */
+async function createEngine(backend, reason = null) {
   let created = null;
-  let fallbackReason = null;
+  let fallbackReason = reason;
   if (backend !== 'cpu') {
     try {
       if (!self.navigator.gpu) throw new Error('WebGPU is unavailable: this browser has no navigator.gpu');
@@ -181,11 +181,11 @@ async function advance(count) {
     post({ status: 'frame', ...frame }, transferables(frame));
   } catch (error) {
     if (device.backend !== 'webgpu') throw error;
-    const reason = `WebGPU failed (${messageOf(error)})`;
+    const reason = `WebGPU failed (${messageOf(error).replace(/\s+/g, ' ').trim()})`;
     post({ status: 'fallback', reason });
     engine.free(); // the WebGPU engine's buffers and device go with it
     engine = null;
-    await createEngine('cpu');
+    await createEngine('cpu', reason);
     engine.loadModel(modelBytes);
     for (const bytes of checkpointBytes) engine.loadCheckpoint(bytes);
     await begin();

@@ -31,15 +31,23 @@ pub fn cpu() -> Result<(Device, DeviceInfo), String> {
 }
 
 #[cfg(all(target_arch = "wasm32", not(feature = "webgpu")))]
-pub async fn webgpu() -> Result<(Device, DeviceInfo), String> {
+pub async fn webgpu(_tasks_per_submit: Option<usize>) -> Result<(Device, DeviceInfo), String> {
     Err("this module was built without WebGPU (pkg/emerge_web.js has it)".into())
 }
 
 /// The WebGPU device, or the reason it cannot be had. wgpu's runtime can be initialised once
-/// per page: callers keep the device.
+/// per page: callers keep the device. `tasks_per_submit`: kernel launches gathered into one
+/// submitted command buffer (cubecl's default, 32, when absent).
 #[cfg(all(target_arch = "wasm32", feature = "webgpu"))]
-pub async fn webgpu() -> Result<(Device, DeviceInfo), String> {
-    let (device, setup) = Device::wgpu_options()
+pub async fn webgpu(tasks_per_submit: Option<usize>) -> Result<(Device, DeviceInfo), String> {
+    let mut options = Device::wgpu_options();
+    if let Some(tasks) = tasks_per_submit {
+        if tasks == 0 {
+            return Err("tasks per submit must be at least 1".into());
+        }
+        options = options.tasks_max(tasks);
+    }
+    let (device, setup) = options
         .init_with_setup_async()
         .await
         .map_err(|e| e.to_string())?;

@@ -4,6 +4,7 @@
 //! message: nothing here may panic, since a panic kills the module for the page's lifetime.
 
 mod device;
+mod layout;
 mod lesson;
 mod options;
 mod readback;
@@ -12,6 +13,7 @@ mod session;
 mod web;
 
 pub use device::DeviceInfo;
+pub use layout::channels_last_kernels;
 pub use lesson::{LessonFrame, LessonInput, LossCurve};
 pub use options::{Limits, MAX_BATCH, ScheduleCurves, page_request};
 pub use session::Frame;

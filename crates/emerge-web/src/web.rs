@@ -16,6 +16,7 @@ use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
 use crate::device::{self, DeviceInfo};
+use crate::layout::channels_last_kernels;
 use crate::lesson::LessonInput;
 use crate::options::{Limits, ScheduleCurves, page_request};
 use crate::session::{Frame, GRID_GAP};
@@ -147,11 +148,15 @@ pub struct Engine {
 #[wasm_bindgen]
 impl Engine {
     /// `backend`: `"webgpu"` or `"cpu"`, either an error where this module or the browser lacks
-    /// it (the worker chooses, and falls back).
-    pub async fn create(backend: String) -> Result<Engine, JsError> {
+    /// it (the worker chooses, and falls back). `tasks_per_submit`: WebGPU kernel launches per
+    /// submitted command buffer (cubecl's default when absent; the Dawn harness varies it).
+    pub async fn create(
+        backend: String,
+        tasks_per_submit: Option<usize>,
+    ) -> Result<Engine, JsError> {
         let (device, info) = match backend.as_str() {
             "cpu" => device::cpu(),
-            "webgpu" => device::webgpu()
+            "webgpu" => device::webgpu(tasks_per_submit)
                 .await
                 .map_err(|e| format!("WebGPU is unavailable: {e}")),
             other => Err(format!("unknown backend '{other}' (webgpu or cpu)")),
@@ -178,7 +183,7 @@ impl Engine {
         self.run = None;
         self.model = None;
         self.checkpoints.clear();
-        let model = Model::from_bytes(bytes, &self.device).map_err(js_error)?;
+        let model = self.loaded(bytes)?;
         let config = to_js(&model.config)?;
         self.model = Some(model);
         Ok(config)
@@ -188,7 +193,7 @@ impl Engine {
     /// returns its index for `lesson`, `lossCurve` and `sample`.
     #[wasm_bindgen(js_name = loadCheckpoint)]
     pub fn load_checkpoint(&mut self, bytes: Vec<u8>) -> Result<usize, JsError> {
-        let checkpoint = Model::from_bytes(bytes, &self.device).map_err(js_error)?;
+        let checkpoint = self.loaded(bytes)?;
         let loaded = &self.model()?.config;
         if (&checkpoint.config.unet, &checkpoint.config.schedule)
             != (&loaded.unet, &loaded.schedule)
@@ -199,6 +204,15 @@ impl Engine {
         }
         self.checkpoints.push(checkpoint);
         Ok(self.checkpoints.len() - 1)
+    }
+
+    /// A model file's weights on this engine's device, laid out for its backend.
+    fn loaded(&self, bytes: Vec<u8>) -> Result<Model, JsError> {
+        let mut model = Model::from_bytes(bytes, &self.device).map_err(js_error)?;
+        if self.info.backend == "webgpu" {
+            model.unet = channels_last_kernels(model.unet);
+        }
+        Ok(model)
     }
 
     /// The loaded model, or checkpoint `index` of its training run.
