@@ -124,6 +124,7 @@ function countCalls(globals) {
   wrap('GPUDevice', 'createBindGroup', 'bind_groups');
   wrap('GPUDevice', 'createBuffer', 'buffers');
   wrap('GPUComputePassEncoder', 'dispatchWorkgroups', 'dispatches');
+  wrap('GPUComputePassEncoder', 'dispatchWorkgroupsIndirect', 'indirect_dispatches');
   wrap('GPUQueue', 'submit', 'submits');
   wrap('GPUQueue', 'writeBuffer', 'buffer_writes');
   wrap('GPUBuffer', 'mapAsync', 'readbacks');

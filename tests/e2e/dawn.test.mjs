@@ -48,5 +48,7 @@ test('the page engine on Dawn draws the native CLI’s digits', { timeout: 420_0
   const calls = (counts) => Object.entries(counts).filter(([, n]) => n).map(([kind, n]) => `${Number(n.toFixed(1))} ${kind}`).join(', ');
   console.log(`WebGPU calls per guided step (batch ${RUN.count}): ${calls(result.calls_per_step)}`);
   console.log(`WebGPU calls of the first frame: ${calls(result.calls_first_frame)}`);
+  // A count, not a time: 437.8 before convolution kernels were stored channels-last at load.
+  assert.ok(result.calls_per_step.dispatches < 437, `${result.calls_per_step.dispatches} dispatches per step: the kernels' channels-last layout is lost`);
   console.log(`Dispatches per step by kernel: ${Object.entries(result.kernels_per_step).slice(0, 8).map(([kernel, n]) => `${kernel} ${Number(n.toFixed(1))}`).join(', ')}`);
 });

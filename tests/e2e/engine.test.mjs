@@ -71,6 +71,12 @@ describe("the engine's boundary", () => {
     assert.equal(curve.noise_loss.length, 4);
   });
 
+  test('every spelling of a valid request is taken: absent fields as null or undefined, classes as a name or an object', () => {
+    for (const request of [{ ...REQUEST, start: null }, { ...REQUEST, start: undefined }, { ...REQUEST, classes: { class: 3 } }, { ...REQUEST, classes: { labels: [1, 2] } }, { ...REQUEST, classes: 'unconditional', guidance: { scale: 1, interval: [0, 300] } }]) {
+      assert.equal(engine.start(request), 3, JSON.stringify(request));
+    }
+  });
+
   test('bad requests are refused with the problem named', () => {
     assert.throws(() => engine.start({ ...REQUEST, colour: 1 }), /sampling request: unknown field `colour`/);
     assert.throws(() => engine.start({ ...REQUEST, guidance: { scale: 1, intervall: [0, 300] } }), /sampling request: unknown field `guidance.intervall`/);
@@ -79,6 +85,6 @@ describe("the engine's boundary", () => {
     assert.throws(() => engine.start({ ...REQUEST, steps: 'many' }), /sampling request: .*string "many"/);
     assert.throws(() => engine.start({ ...REQUEST, sampler: { kind: 'euler' } }), /sampling request: .*euler/);
     assert.throws(() => engine.start('{"steps": 3}'), /sampling request/);
-    assert.throws(() => engine.start({ ...REQUEST, start: { pixels: new Uint8Array(5), timestep: 100 } }), /pixels|5/);
+    assert.throws(() => engine.start({ ...REQUEST, start: { pixels: new Uint8Array(5), timestep: 100 } }), /the start image has 5 values; this model takes 1×28×28 = 784/);
   });
 });

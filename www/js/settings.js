@@ -122,8 +122,8 @@ export function settingsUrl(settings, base, defaults) {
   return url.toString();
 }
 
-/** The sampling request the engine takes for `settings` (the JSON of emerge_core's
- * SamplingRequest); DDPM runs all of the model's T steps. The URL's `interval=LOW-HIGH` becomes
+/** The sampling request the engine takes for `settings` (emerge_core's SamplingRequest as a
+ * plain object); DDPM runs all of the model's T steps. The URL's `interval=LOW-HIGH` becomes
  * the request's [low, high] here and nowhere else. */
 export function samplingRequest(settings, limits) {
   const any = settings.class === 'any';

@@ -183,7 +183,11 @@ async function advance(count) {
     if (device.backend !== 'webgpu') throw error;
     const reason = `WebGPU failed (${messageOf(error).replace(/\s+/g, ' ').trim()})`;
     post({ status: 'fallback', reason });
-    engine.free(); // the WebGPU engine's buffers and device go with it
+    try {
+      engine.free(); // the WebGPU engine's buffers and device go with it
+    } catch {
+      // a panic inside the step left the module unusable: dropping it is all that is left
+    }
     engine = null;
     await createEngine('cpu', reason);
     engine.loadModel(modelBytes);

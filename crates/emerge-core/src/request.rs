@@ -1,5 +1,5 @@
 //! The sampling contract: a loaded [`Model`] and the one [`SamplingRequest`] every boundary speaks
-//! (the page's JSON, the CLI's arguments, `eval`, `check-devices`, the model file's recommendation),
+//! (the page's engine, the CLI's arguments, `eval`, `check-devices`, the model file's recommendation),
 //! checked once where a [`Run`] starts.
 
 use std::ops::Range;

@@ -1,6 +1,6 @@
-//! The `#[wasm_bindgen]` surface the worker uses: `Engine.create(backend)`, `device`,
-//! `loadModel(bytes)`, `limits`, `start(request, first?, count?)` (a whole request, or one
-//! worker's slice of its images), `step(count)`, `noised(...)`, the learning view's
+//! The `#[wasm_bindgen]` surface the worker uses: `Engine.create(backend, tasks_per_submit?)`,
+//! `device`, `loadModel(bytes)`, `limits`, `start(request, first?, count?)` (a whole request, or
+//! one worker's slice of its images), `step(count)`, `noised(...)`, the learning view's
 //! `lesson(...)` and `lossCurve(...)`, the training timeline's `loadCheckpoint(bytes)` and
 //! `sample(request, checkpoint)`, `schedule` and `encodeGif(...)`.
 //!
@@ -34,7 +34,8 @@ fn to_js(value: &impl Serialize) -> Result<JsValue, JsError> {
 }
 
 /// The page's sampling request from its plain object, held to the page's limits. A key the
-/// request does not know is refused, as the JSON form refuses it.
+/// request does not know is refused, as the JSON form refuses it (a key holding null or
+/// undefined counts as absent, as an absent optional field does).
 fn request_from(value: JsValue) -> Result<SamplingRequest, JsError> {
     let refused = |e: &dyn std::fmt::Display| JsError::new(&format!("sampling request: {e}"));
     let request: SamplingRequest =
