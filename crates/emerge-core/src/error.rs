@@ -14,6 +14,9 @@ pub enum EmergeError {
     /// A weight file that cannot be read: truncated, corrupted, or not made for this model.
     #[error("bad weight file: {0}")]
     BadWeights(String),
+    /// The device failed to run or record work (a lost GPU, a graph it cannot record).
+    #[error("device: {0}")]
+    Device(String),
     /// A sampling run that has already produced its final image.
     #[error("sampling is finished: all {0} steps have run")]
     Finished(usize),

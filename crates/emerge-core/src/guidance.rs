@@ -9,8 +9,14 @@ use crate::unet::{UNet, UNetConfig};
 
 /// ε̃ = ε_uncond + w (ε_cond − ε_uncond)  (Ho & Salimans 2022, eq. 6 with w here = 1 + their w):
 /// w = 0 is the unconditional prediction, w = 1 the conditional one, w > 1 sharpens the class.
-pub fn guided_noise(eps_uncond: Tensor<4>, eps_cond: Tensor<4>, guidance_scale: f64) -> Tensor<4> {
-    eps_uncond.clone() + (eps_cond - eps_uncond).mul_scalar(guidance_scale)
+/// `guidance_scale` broadcasts over the images (`[1, 1, 1, 1]`: one w for the batch), so a
+/// recorded step can take a different w each step.
+pub fn guided_noise(
+    eps_uncond: Tensor<4>,
+    eps_cond: Tensor<4>,
+    guidance_scale: Tensor<4>,
+) -> Tensor<4> {
+    eps_uncond.clone() + (eps_cond - eps_uncond) * guidance_scale
 }
 
 /// The largest guidance scale the page and the exported defaults accept (beyond it samples are
@@ -174,7 +180,8 @@ impl NoisePredictor for Denoiser<'_> {
                     let mut halves = both.chunk(2, 0);
                     let eps_uncond = halves.pop().expect("two halves");
                     let eps_cond = halves.pop().expect("two halves");
-                    guided_noise(eps_uncond, eps_cond, guidance_scale)
+                    let w = Tensor::full([1, 1, 1, 1], guidance_scale, &eps_cond.device());
+                    guided_noise(eps_uncond, eps_cond, w)
                 }
             }
         })
@@ -200,7 +207,8 @@ mod tests {
         let u = Tensor::<4>::ones([2, 1, 3, 3], &device);
         let c = u.clone().mul_scalar(3.0);
         for (w, expected) in [(0.0, 1.0), (1.0, 3.0), (0.5, 2.0), (3.0, 7.0)] {
-            let guided = guided_noise(u.clone(), c.clone(), w);
+            let scale = Tensor::full([1, 1, 1, 1], w, &device);
+            let guided = guided_noise(u.clone(), c.clone(), scale);
             let expected = Tensor::<4>::full([2, 1, 3, 3], expected, &device);
             assert!(max_abs_diff(guided, expected) < 1e-6, "w = {w}");
         }
@@ -293,7 +301,12 @@ mod tests {
             max_abs_diff(cond.clone(), uncond.clone()) > 1e-4,
             "the class must change the prediction"
         );
-        assert!(max_abs_diff(w2, guided_noise(uncond, cond, 2.0)) < 1e-4);
+        assert!(
+            max_abs_diff(
+                w2,
+                guided_noise(uncond, cond, Tensor::full([1, 1, 1, 1], 2.0, &device))
+            ) < 1e-4
+        );
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! - [`sampler`]: DDPM, DDIM and DPM-Solver++(2M) as step-by-step state machines, each image
 //!   reproducible from (seed, index) whatever its batch.
 //! - [`request`]: the loaded [`Model`] and the one [`SamplingRequest`] every boundary speaks.
+//! - [`update`]: every sampler's step as one affine update with per-step coefficients.
+//! - [`recorded`]: a run's step recorded once on the device and replayed for every step.
 //! - [`guidance`]: classifier-free guidance around the UNet.
 //! - [`lesson`]: one training example as the network sees it, and its loss.
 //! - [`unet`]: the diffusers-layout UNet and its presets.
@@ -20,11 +22,13 @@ pub mod image;
 pub mod lesson;
 pub mod model;
 pub mod noise;
+pub mod recorded;
 pub mod request;
 pub mod sampler;
 pub mod schedule;
 pub mod tensor_util;
 pub mod unet;
+pub mod update;
 pub mod weights;
 
 pub use error::EmergeError;
@@ -32,6 +36,7 @@ pub use guidance::{Conditioning, Denoiser, Guidance, MAX_GUIDANCE, guided_noise}
 pub use lesson::Lesson;
 pub use model::ModelConfig;
 pub use noise::{GaussianNoise, ImageNoise};
+pub use recorded::Replay;
 pub use request::{Classes, Model, Run, SamplingRequest, StartImage};
 pub use sampler::{NoisePredictor, Sampler, SamplerKind, Sampling, StepOutput};
 pub use schedule::{BetaSchedule, NoiseSchedule, ScheduleConfig, VarianceType};

@@ -12,6 +12,7 @@ use crate::guidance::{Conditioning, Denoiser, Guidance, MAX_GUIDANCE};
 use crate::image::image_tensor;
 use crate::model::ModelConfig;
 use crate::noise::ImageNoise;
+use crate::recorded::{RecordedStep, Replay};
 use crate::sampler::{Sampler, SamplerKind, Sampling, StepOutput};
 use crate::schedule::NoiseSchedule;
 use crate::unet::UNet;
@@ -301,6 +302,7 @@ impl Model {
         };
         Ok(Run {
             sampling,
+            recorded: None,
             conditioning: request.conditioning(images.clone(), &self.config),
             images,
             of: request.images,
@@ -312,6 +314,8 @@ impl Model {
 #[derive(Debug)]
 pub struct Run {
     sampling: Sampling,
+    /// The step recorded on the device, once [`Run::record`] has made it.
+    recorded: Option<RecordedStep>,
     conditioning: Conditioning,
     /// The images of the request this run draws, and the request's number of images.
     images: Range<usize>,
@@ -339,15 +343,39 @@ impl Run {
         self.sampling.sample()
     }
 
-    /// Runs up to `count` steps (at least one); returns the last step's output.
+    /// Records the rest of the run's step on its device ([`crate::recorded`]); every later
+    /// step replays it. `model` must be the one the run steps with, unchanged for the run.
+    /// Says whether the device recorded or re-runs the step.
+    pub async fn record(&mut self, model: &Model) -> Result<Replay, EmergeError> {
+        let (recorded, replay) = RecordedStep::record(
+            &model.unet,
+            &model.config.unet,
+            &self.conditioning,
+            &self.sampling,
+        )
+        .await?;
+        self.recorded = Some(recorded);
+        Ok(replay)
+    }
+
+    /// One step: the recorded one where there is a recording, else a plain UNet pass.
+    fn step(&mut self, model: &Model, denoiser: &Denoiser) -> Result<StepOutput, EmergeError> {
+        match &mut self.recorded {
+            Some(recorded) => self.sampling.step_recorded(recorded, &model.unet),
+            None => self.sampling.step_with(denoiser),
+        }
+    }
+
+    /// Runs up to `count` steps (at least one); returns the last step's output. After
+    /// [`Run::record`] its tensors are the recording's buffers, valid until the next step.
     pub fn advance(&mut self, model: &Model, count: usize) -> Result<StepOutput, EmergeError> {
         let denoiser = Denoiser::new(&model.unet, &model.config.unet, self.conditioning.clone())?;
-        let mut last = self.sampling.step_with(&denoiser)?;
+        let mut last = self.step(model, &denoiser)?;
         for _ in 1..count.max(1) {
             if self.sampling.is_finished() {
                 break;
             }
-            last = self.sampling.step_with(&denoiser)?;
+            last = self.step(model, &denoiser)?;
         }
         Ok(last)
     }
@@ -360,7 +388,7 @@ impl Run {
     ) -> Result<Tensor<4>, EmergeError> {
         let denoiser = Denoiser::new(&model.unet, &model.config.unet, self.conditioning.clone())?;
         while !self.sampling.is_finished() {
-            on_step(&self.sampling.step_with(&denoiser)?);
+            on_step(&self.step(model, &denoiser)?);
         }
         Ok(self.sampling.sample().clone())
     }

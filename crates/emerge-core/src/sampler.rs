@@ -15,8 +15,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::EmergeError;
 use crate::noise::ImageNoise;
+use crate::recorded::RecordedStep;
 use crate::schedule::NoiseSchedule;
 use crate::tensor_util::image_gaussian;
+use crate::unet::UNet;
+use crate::update::{self, StepTerms, Update};
 
 /// The Gaussian q(x_{t−1} | x_t, x_0) of one DDPM step: mean c₀ x_0 + c_t x_t, variance σ².
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -252,111 +255,96 @@ impl Sampler {
         previous: Option<&Tensor<4>>,
         variance_noise: impl FnOnce() -> Result<Tensor<4>, EmergeError>,
     ) -> Result<StepOutput, EmergeError> {
-        let &timestep = self
-            .timesteps
-            .get(index)
-            .ok_or(EmergeError::Finished(self.timesteps.len()))?;
-        if model_output.dims() != sample.dims() {
-            return Err(EmergeError::InvalidArgument(format!(
-                "model output shape {:?} differs from sample shape {:?}",
-                model_output.dims(),
-                sample.dims()
-            )));
-        }
-        // 1. compute alphas, betas
-        let alpha_prod_t = self.schedule.alphas_cumprod[timestep];
-        let alpha_prod_t_prev = self.alpha_prod_prev(index);
-        let beta_prod_t = 1.0 - alpha_prod_t;
-        let beta_prod_t_prev = 1.0 - alpha_prod_t_prev;
-        let is_last = index + 1 == self.timesteps.len();
-
-        // 2. predicted original sample: x̂_0 = (x_t − √(1 − ᾱ_t) ε)/√ᾱ_t  (DDPM eq. 15, DDIM eq. 12)
-        let pred_original_sample = self.schedule.predict_original_sample(
-            sample.clone(),
-            model_output.clone(),
-            &vec![timestep; sample.dims()[0]],
-        );
-        // 3. clip x̂_0 to the data range, as the paper's sampler does
-        let pred_original_sample = if self.schedule.config.clip_sample {
-            pred_original_sample.clamp(-1.0, 1.0)
-        } else {
-            pred_original_sample
+        let timestep = self.timestep(index)?;
+        let update = self.update(index, previous.is_some())?;
+        let row = update.to_tensor(1.0, &sample.device());
+        let terms = StepTerms {
+            sample,
+            noise_prediction: model_output,
+            previous_x0: previous.filter(|_| update.previous_x0 != 0.0).cloned(),
+            noise: (update.std_dev > 0.0).then(variance_noise).transpose()?,
         };
-
-        let (mean, std_dev_t) = match self.kind {
-            SamplerKind::Ddpm => {
-                let posterior = self.ddpm_posterior(index);
-                // 4. μ̃_t = c₀ x̂_0 + c_t x_t  (DDPM eq. 7)
-                let mean = pred_original_sample
-                    .clone()
-                    .mul_scalar(posterior.x0_coefficient)
-                    + sample.mul_scalar(posterior.sample_coefficient);
-                // 5. σ_t per the variance type; no noise at the last step
-                (
-                    mean,
-                    if is_last {
-                        0.0
-                    } else {
-                        posterior.variance.max(1e-20).sqrt()
-                    },
-                )
-            }
-            SamplerKind::Ddim { eta } => {
-                // 4. σ_t(η) = η √((1 − ᾱ_{t−1})/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ_{t−1})  (DDIM eq. 16)
-                let variance =
-                    beta_prod_t_prev / beta_prod_t * (1.0 - alpha_prod_t / alpha_prod_t_prev);
-                let std_dev_t = eta * variance.max(0.0).sqrt();
-                // 5. direction pointing to x_t: √(1 − ᾱ_{t−1} − σ_t²) ε_θ  (DDIM eq. 12)
-                let pred_sample_direction = model_output.mul_scalar(
-                    (1.0 - alpha_prod_t_prev - std_dev_t * std_dev_t)
-                        .max(0.0)
-                        .sqrt(),
-                );
-                // 6. x_{t−1} = √ᾱ_{t−1} x̂_0 + direction (+ σ_t z below)
-                let mean = pred_original_sample
-                    .clone()
-                    .mul_scalar(alpha_prod_t_prev.sqrt())
-                    + pred_sample_direction;
-                (mean, std_dev_t)
-            }
-            SamplerKind::DpmSolver2M | SamplerKind::SdeDpmSolver2M => {
-                self.dpm_solver_update(index, sample, pred_original_sample.clone(), previous)?
-            }
-        };
-        // 7. add noise: x_{t−1} = mean + σ_t z, z ~ N(0, I)
-        let prev_sample = if std_dev_t > 0.0 {
-            let z = variance_noise()?;
-            if z.dims() != mean.dims() {
-                return Err(EmergeError::InvalidArgument(format!(
-                    "noise shape {:?} differs from sample shape {:?}",
-                    z.dims(),
-                    mean.dims()
-                )));
-            }
-            mean + z.mul_scalar(std_dev_t)
-        } else {
-            mean
-        };
+        let (prev_sample, pred_original_sample) =
+            update::apply(&row, terms, self.schedule.config.clip_sample)?;
         Ok(StepOutput {
             timestep,
             prev_sample,
             pred_original_sample,
         })
     }
+
+    /// The timestep of step `index`, or the error that the run has none left.
+    fn timestep(&self, index: usize) -> Result<usize, EmergeError> {
+        self.timesteps
+            .get(index)
+            .copied()
+            .ok_or(EmergeError::Finished(self.timesteps.len()))
+    }
+
+    /// The coefficients of step `index` ([`Update`]); `has_previous`: whether the x̂_0 of the
+    /// step before is at hand (DPM-Solver++(2M) is first order without it).
+    pub fn update(&self, index: usize, has_previous: bool) -> Result<Update, EmergeError> {
+        let timestep = self.timestep(index)?;
+        // 1. compute alphas, betas
+        let alpha_prod_t = self.schedule.alphas_cumprod[timestep];
+        let alpha_prod_t_prev = self.alpha_prod_prev(index);
+        let beta_prod_t = 1.0 - alpha_prod_t;
+        let beta_prod_t_prev = 1.0 - alpha_prod_t_prev;
+        let is_last = index + 1 == self.timesteps.len();
+        // 2. x̂_0 = (x_t − √(1 − ᾱ_t) ε)/√ᾱ_t  (DDPM eq. 15, DDIM eq. 12)
+        let none = Update {
+            x0_from_sample: 1.0 / alpha_prod_t.sqrt(),
+            x0_from_noise: -beta_prod_t.sqrt() / alpha_prod_t.sqrt(),
+            sample: 0.0,
+            x0: 0.0,
+            noise_prediction: 0.0,
+            previous_x0: 0.0,
+            std_dev: 0.0,
+        };
+        Ok(match self.kind {
+            SamplerKind::Ddpm => {
+                let posterior = self.ddpm_posterior(index);
+                Update {
+                    // 4. μ̃_t = c₀ x̂_0 + c_t x_t  (DDPM eq. 7)
+                    x0: posterior.x0_coefficient,
+                    sample: posterior.sample_coefficient,
+                    // 5. σ_t per the variance type; no noise at the last step
+                    std_dev: if is_last {
+                        0.0
+                    } else {
+                        posterior.variance.max(1e-20).sqrt()
+                    },
+                    ..none
+                }
+            }
+            SamplerKind::Ddim { eta } => {
+                // 4. σ_t(η) = η √((1 − ᾱ_{t−1})/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ_{t−1})  (DDIM eq. 16)
+                let variance =
+                    beta_prod_t_prev / beta_prod_t * (1.0 - alpha_prod_t / alpha_prod_t_prev);
+                let std_dev = eta * variance.max(0.0).sqrt();
+                Update {
+                    // 5. x_{t−1} = √ᾱ_{t−1} x̂_0 + √(1 − ᾱ_{t−1} − σ_t²) ε_θ + σ_t z  (DDIM eq. 12)
+                    x0: alpha_prod_t_prev.sqrt(),
+                    noise_prediction: (1.0 - alpha_prod_t_prev - std_dev * std_dev)
+                        .max(0.0)
+                        .sqrt(),
+                    std_dev,
+                    ..none
+                }
+            }
+            SamplerKind::DpmSolver2M | SamplerKind::SdeDpmSolver2M => {
+                self.dpm_solver_update(index, has_previous, none)
+            }
+        })
+    }
 }
 
 impl Sampler {
     /// DPM-Solver++(2M) from s₀ = `timesteps[index]` to the next timestep t (σ_t = 0 after the
-    /// last), in data prediction D = x̂_0. Returns the deterministic part of x_t and the standard
-    /// deviation of the noise the SDE variant adds. The first step has no earlier x̂_0 and the last
-    /// step ends at σ = 0, so both are first order, as in diffusers (`lower_order_final`).
-    fn dpm_solver_update(
-        &self,
-        index: usize,
-        sample: Tensor<4>,
-        pred_original_sample: Tensor<4>,
-        previous: Option<&Tensor<4>>,
-    ) -> Result<(Tensor<4>, f64), EmergeError> {
+    /// last), in data prediction D = x̂_0, as the coefficients of x_{s₀}, x̂_0(s₀), x̂_0(s₁) and
+    /// the noise the SDE variant adds. The first step has no earlier x̂_0 and the last step ends
+    /// at σ = 0, so both are first order, as in diffusers (`lower_order_final`).
+    fn dpm_solver_update(&self, index: usize, has_previous: bool, x0_only: Update) -> Update {
         let alphas_cumprod = &self.schedule.alphas_cumprod;
         let alpha_prod_s0 = alphas_cumprod[self.timesteps[index]];
         let alpha_prod_t = self.alpha_prod_prev(index);
@@ -366,47 +354,40 @@ impl Sampler {
         // e^{−h} with h = λ_t − λ_{s₀}: (σ_t/α_t)/(σ_{s₀}/α_{s₀}), 0 at σ_t = 0 (λ_t = ∞)
         let exp_neg_h = (sigma_t / alpha_t) / (sigma_s0 / alpha_s0);
         let is_last = index + 1 == self.timesteps.len();
-        // 5. D₀ = x̂_0(s₀); D₁ = (x̂_0(s₀) − x̂_0(s₁))/r₀ with r₀ = h₀/h, h₀ = λ_{s₀} − λ_{s₁}
-        //    (Lu et al. 2022, Algorithm 2, the midpoint form diffusers ships)
-        let d1 = match previous {
-            Some(m1) if index > 0 && !is_last => {
-                if m1.dims() != pred_original_sample.dims() {
-                    return Err(EmergeError::InvalidArgument(format!(
-                        "previous x̂_0 shape {:?} differs from sample shape {:?}",
-                        m1.dims(),
-                        pred_original_sample.dims()
-                    )));
-                }
-                let lambda_s1 = Self::lambda(alphas_cumprod[self.timesteps[index - 1]]);
-                let lambda_s0 = Self::lambda(alpha_prod_s0);
-                let h = -exp_neg_h.ln();
-                let r0 = (lambda_s0 - lambda_s1) / h;
-                Some((pred_original_sample.clone() - m1.clone()).div_scalar(r0))
-            }
-            _ => None,
-        };
-        // D₀ + ½ D₁: the data prediction the update extrapolates
-        let prediction = match d1 {
-            Some(d1) => pred_original_sample + d1.mul_scalar(0.5),
-            None => pred_original_sample,
-        };
-        Ok(match self.kind {
+        // 6. x_t = carry·x_{s₀} + gain·(D₀ + ½ D₁) + noise·z, where
+        //    SDE: carry = (σ_t/σ_{s₀}) e^{−h}, gain = α_t (1 − e^{−2h}), noise = σ_t √(1 − e^{−2h})
+        //    (SDE-DPM-Solver++(2M), Lu et al. 2022 §5);
+        //    ODE: carry = σ_t/σ_{s₀}, gain = −α_t (e^{−h} − 1), no noise (Algorithm 2)
+        let (carry, gain, std_dev) = match self.kind {
             SamplerKind::SdeDpmSolver2M => {
-                // 6. x_t = (σ_t/σ_{s₀}) e^{−h} x_{s₀} + α_t (1 − e^{−2h}) (D₀ + ½ D₁)
-                //        + σ_t √(1 − e^{−2h}) z   (SDE-DPM-Solver++(2M), Lu et al. 2022 §5)
                 let decay = 1.0 - exp_neg_h * exp_neg_h;
-                let mean = sample.mul_scalar(sigma_t / sigma_s0 * exp_neg_h)
-                    + prediction.mul_scalar(alpha_t * decay);
-                (mean, sigma_t * decay.max(0.0).sqrt())
+                (
+                    sigma_t / sigma_s0 * exp_neg_h,
+                    alpha_t * decay,
+                    sigma_t * decay.max(0.0).sqrt(),
+                )
             }
-            _ => {
-                // 6. x_t = (σ_t/σ_{s₀}) x_{s₀} − α_t (e^{−h} − 1) (D₀ + ½ D₁)
-                //    (DPM-Solver++(2M), Lu et al. 2022 Algorithm 2)
-                let mean = sample.mul_scalar(sigma_t / sigma_s0)
-                    + prediction.mul_scalar(-alpha_t * (exp_neg_h - 1.0));
-                (mean, 0.0)
-            }
-        })
+            _ => (sigma_t / sigma_s0, -alpha_t * (exp_neg_h - 1.0), 0.0),
+        };
+        // 5. D₀ = x̂_0(s₀); D₁ = (x̂_0(s₀) − x̂_0(s₁))/r₀ with r₀ = h₀/h, h₀ = λ_{s₀} − λ_{s₁}
+        //    (Lu et al. 2022, Algorithm 2, the midpoint form diffusers ships), so
+        //    D₀ + ½ D₁ = (1 + 1/(2r₀)) x̂_0(s₀) − x̂_0(s₁)/(2r₀)
+        let (x0, previous_x0) = if has_previous && index > 0 && !is_last {
+            let lambda_s1 = Self::lambda(alphas_cumprod[self.timesteps[index - 1]]);
+            let lambda_s0 = Self::lambda(alpha_prod_s0);
+            let h = -exp_neg_h.ln();
+            let half_over_r0 = 0.5 * h / (lambda_s0 - lambda_s1);
+            (gain * (1.0 + half_over_r0), -gain * half_over_r0)
+        } else {
+            (gain, 0.0)
+        };
+        Update {
+            sample: carry,
+            x0,
+            previous_x0,
+            std_dev,
+            ..x0_only
+        }
     }
 }
 
@@ -536,12 +517,54 @@ impl Sampling {
             self.previous_prediction.as_ref(),
             &mut self.noise,
         )?;
+        self.took(&output);
+        Ok(output)
+    }
+
+    /// x̂_0 of the last step, which a multistep solver's next step uses.
+    pub fn previous(&self) -> Option<&Tensor<4>> {
+        self.previous_prediction.as_ref()
+    }
+
+    /// Advances one step by replaying `recorded` (made for this run), with the step's noise
+    /// drawn from the images' streams exactly where [`Self::step`] draws it.
+    pub fn step_recorded(
+        &mut self,
+        recorded: &mut RecordedStep,
+        unet: &UNet,
+    ) -> Result<StepOutput, EmergeError> {
+        let index = self.next_index;
+        let timestep = self.sampler.timestep(index)?;
+        let update = self
+            .sampler
+            .update(index, self.previous_prediction.is_some())?;
+        let noise = if update.std_dev > 0.0 {
+            let device = self.sample.device();
+            Some(image_gaussian(
+                &mut self.noise,
+                self.sample.dims(),
+                &device,
+            )?)
+        } else {
+            None
+        };
+        let (prev_sample, pred_original_sample) = recorded.step(unet, index, noise)?;
+        let output = StepOutput {
+            timestep,
+            prev_sample,
+            pred_original_sample,
+        };
+        self.took(&output);
+        Ok(output)
+    }
+
+    /// Moves on past the step that produced `output`.
+    fn took(&mut self, output: &StepOutput) {
         self.sample = output.prev_sample.clone();
         if self.sampler.kind.is_multistep() {
             self.previous_prediction = Some(output.pred_original_sample.clone());
         }
         self.next_index += 1;
-        Ok(output)
     }
 
     /// Asks `model` for ε_θ(x_t, t) and advances one step.

@@ -90,7 +90,7 @@ impl UNet {
         })
     }
 
-    /// Predicts ε_θ(x_t, t, y).
+    /// Predicts ε_θ(x_t, t, y): [`embed`](Self::embed) then [`denoise`](Self::denoise).
     ///
     /// Shapes: `sample` `[B, C_in, H, W]`, `timesteps` `[B]` (float, so fractional times work),
     /// `class_labels` `[B]` → `[B, C_out, H, W]`. Labels are required exactly when the model
@@ -101,7 +101,14 @@ impl UNet {
         timesteps: Tensor<1>,
         class_labels: Option<Tensor<1, Int>>,
     ) -> Tensor<4> {
-        // 1. time (and class) embedding
+        self.denoise(sample, self.embed(timesteps, class_labels))
+    }
+
+    /// The conditioning vector every ResNet block adds: MLP(sinusoid(t)) + class embedding(y).
+    /// It depends only on t and y, so a run can compute it once per step and label.
+    ///
+    /// Shapes: `timesteps` `[B]`, `class_labels` `[B]` → `[B, 4·C0]`.
+    pub fn embed(&self, timesteps: Tensor<1>, class_labels: Option<Tensor<1, Int>>) -> Tensor<2> {
         let [sinusoid_dim, _] = self.time_embedding.linear_1.weight.dims();
         let t_emb = timestep_embedding(
             timesteps,
@@ -109,27 +116,36 @@ impl UNet {
             self.flip_sin_to_cos,
             self.freq_shift,
         ); // [B, C0]
-        let mut emb = self.time_embedding.forward(t_emb); // [B, 4·C0]
-        if let (Some(embedding), Some(labels)) = (&self.class_embedding, class_labels) {
-            emb = emb
-                + embedding
+        let emb = self.time_embedding.forward(t_emb); // [B, 4·C0]
+        match (&self.class_embedding, class_labels) {
+            (Some(embedding), Some(labels)) => {
+                emb + embedding
                     .forward(labels.unsqueeze_dim::<2>(1))
-                    .squeeze_dim::<2>(1);
+                    .squeeze_dim::<2>(1)
+            }
+            _ => emb,
         }
-        // 2. pre-process
+    }
+
+    /// ε_θ from the image and its conditioning vector ([`embed`](Self::embed)): the UNet proper.
+    /// It creates no tensor from host data, so a device can record it once and replay it.
+    ///
+    /// Shapes: `sample` `[B, C_in, H, W]`, `emb` `[B, 4·C0]` → `[B, C_out, H, W]`.
+    pub fn denoise(&self, sample: Tensor<4>, emb: Tensor<2>) -> Tensor<4> {
+        // pre-process
         let mut x = self.conv_in.forward(sample); // [B, C0, H, W]
-        // 3. down, keeping every intermediate as a skip
+        // down, keeping every intermediate as a skip
         let mut skips = vec![x.clone()];
         for block in &self.down_blocks {
             x = block.forward(x, &emb, &mut skips);
         }
-        // 4. mid
+        // mid
         x = self.mid_block.forward(x, &emb);
-        // 5. up, consuming the skips in reverse order
+        // up, consuming the skips in reverse order
         for block in &self.up_blocks {
             x = block.forward(x, &emb, &mut skips);
         }
-        // 6. post-process
+        // post-process
         self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
     }
 }

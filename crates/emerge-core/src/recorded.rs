@@ -1,0 +1,439 @@
+//! A run's denoising step as a fixed computation on device buffers, recorded once and replayed
+//! for every step (burn's graph capture; on wgpu, cubecl resolves pipelines and creates bind
+//! groups while recording, so a replay only re-encodes the dispatches).
+//!
+//! The step reads five buffers that stay put for the whole run: x_t, the step's conditioning
+//! vector (precomputed for every step at the start: it depends only on t and the labels), the
+//! step's coefficient row ([`Update::row`], with the guidance scale), the previous x̂_0 and the
+//! fresh noise z. Between replays the next step's values are copied into them in place and the
+//! outputs x_{t−1} and x̂_0 become the next x_t and previous x̂_0. Nothing in the step comes from
+//! the host, so the same recording serves every step and every sampler.
+//!
+//! Devices without graph support (Flex) run the same step on the same buffers without a
+//! recording, which is how the tests hold the recorded step to the plain one.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn_backend::{Backend, BackendGraph};
+use burn_dispatch::Dispatch;
+
+use crate::error::EmergeError;
+use crate::guidance::{Conditioning, guided_noise};
+use crate::sampler::Sampling;
+use crate::unet::{UNet, UNetConfig};
+use crate::update::{self, ROW, StepTerms, coefficient};
+
+/// Warm-up runs before the recording: the first builds kernels (and fusion's plans), the next
+/// ones allocate the buffers steady-state steps use, which the recording must find in the pools.
+const WARMUP_RUNS: usize = 2;
+
+/// How a run's steps execute after [`crate::Run::record`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replay {
+    /// The step was recorded on the device and every step replays it.
+    Recorded,
+    /// The device cannot record (the reason); each step re-runs the same computation.
+    Rerun(String),
+}
+
+/// The buffers the step reads, stable for the run.
+struct Inputs {
+    /// x_t, `[B, C, H, W]`.
+    sample: Tensor<4>,
+    /// The step's conditioning vector for the UNet batch, `[N, D]` (N = B, or 2B guided).
+    embedding: Tensor<2>,
+    /// `[w, a, b, c, d, e, f, σ]`.
+    row: Tensor<1>,
+    previous_x0: Tensor<4>,
+    noise: Tensor<4>,
+}
+
+/// What the UNet batch of every step is conditioned on.
+struct BatchConditioning {
+    /// The labels of the UNet batch (`[labels; null]` when guided), or none for a model without
+    /// classes.
+    labels: Option<Vec<usize>>,
+    /// Whether the batch is the doubled [conditional; unconditional] one.
+    guided: bool,
+}
+
+impl BatchConditioning {
+    /// One batch for the whole run: guided where some step's scale w ≠ 1 (a step with w = 1
+    /// then gives ε_c, up to rounding, as the plain path's single pass does).
+    fn of(
+        conditioning: &Conditioning,
+        config: &UNetConfig,
+        batch: usize,
+        timesteps: &[usize],
+    ) -> Self {
+        let null = config.null_class();
+        match (conditioning, null) {
+            (_, None) => Self {
+                labels: None,
+                guided: false,
+            },
+            (Conditioning::Unconditional, Some(null)) => Self {
+                labels: Some(vec![null; batch]),
+                guided: false,
+            },
+            (Conditioning::Classes { labels, guidance }, Some(null)) => {
+                let guided = timesteps.iter().any(|&t| guidance.scale_at(t) != 1.0);
+                let mut batch_labels = labels.clone();
+                if guided {
+                    batch_labels.extend(std::iter::repeat_n(null, batch));
+                }
+                Self {
+                    labels: Some(batch_labels),
+                    guided,
+                }
+            }
+        }
+    }
+
+    fn batch(&self, images: usize) -> usize {
+        if self.guided { 2 * images } else { images }
+    }
+}
+
+/// The guidance scale of the step at `timestep` (1 where the run has none).
+fn guidance_at(conditioning: &Conditioning, timestep: usize) -> f64 {
+    match conditioning {
+        Conditioning::Classes { guidance, .. } => guidance.scale_at(timestep),
+        Conditioning::Unconditional => 1.0,
+    }
+}
+
+/// ε̃ and the step's update from the stable buffers: what is recorded.
+fn denoise_step(
+    unet: &UNet,
+    inputs: &Inputs,
+    guided: bool,
+    clip: bool,
+) -> Result<(Tensor<4>, Tensor<4>), EmergeError> {
+    let x = inputs.sample.clone();
+    let noise_prediction = if guided {
+        // one UNet pass over [x; x] with [conditional; unconditional] embeddings
+        let mut halves = unet
+            .denoise(
+                Tensor::cat(vec![x.clone(), x.clone()], 0),
+                inputs.embedding.clone(),
+            )
+            .chunk(2, 0);
+        let eps_uncond = halves.pop().expect("two halves");
+        let eps_cond = halves.pop().expect("two halves");
+        guided_noise(eps_uncond, eps_cond, coefficient(&inputs.row, 0))
+    } else {
+        unet.denoise(x.clone(), inputs.embedding.clone())
+    };
+    let terms = StepTerms {
+        sample: x,
+        noise_prediction,
+        previous_x0: Some(inputs.previous_x0.clone()),
+        noise: Some(inputs.noise.clone()),
+    };
+    update::apply(&inputs.row, terms, clip)
+}
+
+/// Overwrites `target` with `values` in its own buffer (the buffer a recording reads).
+fn refresh<const D: usize>(target: &mut Tensor<D>, values: Tensor<D>) {
+    let ranges = target.dims().map(|n| 0..n);
+    target.inplace(|t| t.slice_assign(ranges, values));
+}
+
+fn graph_error(what: &str, error: impl std::fmt::Display) -> EmergeError {
+    // burn's errors read "An error happened …\nCaused by:\n  <cause>[\nBacktrace: …]"
+    let text = error.to_string();
+    let cause = text
+        .split_once("Caused by:")
+        .map_or(text.as_str(), |(_, c)| c);
+    let cause = cause.split("Backtrace").next().unwrap_or_default();
+    let cause = cause.split_whitespace().collect::<Vec<_>>().join(" ");
+    EmergeError::Device(format!("{what}: {cause}"))
+}
+
+/// Waits until the device has run the work behind `output`, without blocking (wasm cannot).
+async fn settle(output: &(Tensor<4>, Tensor<4>)) -> Result<(), EmergeError> {
+    output
+        .0
+        .to_data_async()
+        .await
+        .map(drop)
+        .map_err(|e| graph_error("waiting for the warm-up step", e))
+}
+
+/// A run's step, recorded (or re-run on a device without graphs).
+pub struct RecordedStep {
+    /// The index of the run's step the recording starts at.
+    start: usize,
+    inputs: Inputs,
+    /// Every step's conditioning vectors, `[S, N, D]`, and coefficient rows, `[S, ROW]`.
+    embeddings: Tensor<3>,
+    rows: Tensor<2>,
+    guided: bool,
+    clip: bool,
+    multistep: bool,
+    graph: Option<BackendGraph<Dispatch>>,
+    /// x_{t−1} and x̂_0: the buffers every replay writes.
+    output: (Tensor<4>, Tensor<4>),
+}
+
+impl RecordedStep {
+    /// Sets up the buffers for `sampling`'s remaining steps and records the step; the first
+    /// replay is the next step. `Replay::Rerun` when the device cannot record.
+    pub async fn record(
+        unet: &UNet,
+        config: &UNetConfig,
+        conditioning: &Conditioning,
+        sampling: &Sampling,
+    ) -> Result<(Self, Replay), EmergeError> {
+        let x = sampling.sample().clone();
+        let device = x.device();
+        let [images, ..] = x.dims();
+        let sampler = sampling.sampler();
+        let (done, total) = sampling.progress();
+        let timesteps = &sampler.timesteps()[done..total];
+        let batch = BatchConditioning::of(conditioning, config, images, timesteps);
+        let embeddings = step_embeddings(unet, &batch, images, timesteps, &device);
+        let [_, n, d] = embeddings.dims();
+        let mut rows = Vec::with_capacity(timesteps.len() * ROW);
+        for (i, &t) in timesteps.iter().enumerate() {
+            let index = done + i;
+            let has_previous = sampling.previous().is_some() || i > 0;
+            let update = sampler.update(index, has_previous)?;
+            rows.extend(update.row(guidance_at(conditioning, t)));
+        }
+        let rows = Tensor::<2>::from_data(TensorData::new(rows, [timesteps.len(), ROW]), &device);
+        let inputs = Inputs {
+            sample: x.clone().add_scalar(0.0), // own buffer: refreshed in place
+            embedding: embeddings
+                .clone()
+                .slice([0..1])
+                .reshape([n, d])
+                .add_scalar(0.0),
+            row: rows.clone().slice([0..1]).reshape([ROW]).add_scalar(0.0),
+            previous_x0: sampling
+                .previous()
+                .map_or_else(|| x.zeros_like(), |p| p.clone().add_scalar(0.0)),
+            noise: x.zeros_like(),
+        };
+        let (guided, clip) = (batch.guided, sampler.schedule().config.clip_sample);
+        let step = || denoise_step(unet, &inputs, guided, clip);
+        let (graph, output, replay) = match capture(&device, step).await {
+            Ok((graph, output)) => (Some(graph), output, Replay::Recorded),
+            Err(reason) => (None, step()?, Replay::Rerun(reason.to_string())),
+        };
+        Ok((
+            Self {
+                start: done,
+                inputs,
+                embeddings,
+                rows,
+                guided,
+                clip,
+                multistep: sampler.kind().is_multistep(),
+                graph,
+                output,
+            },
+            replay,
+        ))
+    }
+
+    /// Step `index` of the run with noise `z` where the step draws some: x_{t−1} and x̂_0, in the
+    /// buffers the next step overwrites. Steps go in order from where the recording started.
+    /// `unet` is the one recorded, unchanged since.
+    pub fn step(
+        &mut self,
+        unet: &UNet,
+        index: usize,
+        z: Option<Tensor<4>>,
+    ) -> Result<(Tensor<4>, Tensor<4>), EmergeError> {
+        let [steps, n, d] = self.embeddings.dims();
+        let i = index
+            .checked_sub(self.start)
+            .filter(|&i| i < steps)
+            .ok_or_else(|| {
+                EmergeError::InvalidArgument(format!(
+                    "step {index} is not one of the recorded run's steps {}..{}",
+                    self.start,
+                    self.start + steps
+                ))
+            })?;
+        if i > 0 {
+            refresh(
+                &mut self.inputs.embedding,
+                self.embeddings.clone().slice([i..i + 1]).reshape([n, d]),
+            );
+            refresh(
+                &mut self.inputs.row,
+                self.rows.clone().slice([i..i + 1]).reshape([ROW]),
+            );
+        }
+        if let Some(z) = z {
+            refresh(&mut self.inputs.noise, z);
+        }
+        match &self.graph {
+            // Safety: every buffer the recording touched is owned by `self` (inputs, outputs)
+            // or by the UNet the caller keeps alive and unchanged for the run, and the page's
+            // engine and the CLI drive one device from one thread.
+            Some(graph) => {
+                unsafe { Dispatch::graph_replay(self.inputs.sample.device().as_dispatch(), graph) }
+                    .map_err(|e| graph_error("replaying the recorded step", e))?
+            }
+            None => self.output = denoise_step(unet, &self.inputs, self.guided, self.clip)?,
+        }
+        let (prev, x0) = self.output.clone();
+        refresh(&mut self.inputs.sample, prev.clone());
+        if self.multistep {
+            refresh(&mut self.inputs.previous_x0, x0.clone());
+        }
+        Ok((prev, x0))
+    }
+}
+
+impl std::fmt::Debug for RecordedStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordedStep")
+            .field("start", &self.start)
+            .field("steps", &self.rows.dims()[0])
+            .field("guided", &self.guided)
+            .field("recorded", &self.graph.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The conditioning vectors of every step, `[S, N, D]`, in one UNet embedding pass.
+fn step_embeddings(
+    unet: &UNet,
+    batch: &BatchConditioning,
+    images: usize,
+    timesteps: &[usize],
+    device: &Device,
+) -> Tensor<3> {
+    let n = batch.batch(images);
+    let steps = timesteps.len();
+    let times: Vec<f32> = timesteps
+        .iter()
+        .flat_map(|&t| std::iter::repeat_n(t as f32, n))
+        .collect();
+    let times = Tensor::<1>::from_data(TensorData::new(times, [steps * n]), device);
+    let labels = batch.labels.as_ref().map(|labels| {
+        let values: Vec<i64> = (0..steps)
+            .flat_map(|_| labels.iter().map(|&l| l as i64))
+            .collect();
+        Tensor::<1, Int>::from_data(TensorData::new(values, [steps * n]), device)
+    });
+    let embedding = unet.embed(times, labels);
+    let [_, d] = embedding.dims();
+    embedding.reshape([steps, n, d])
+}
+
+/// Records `step` on `device`: warm-up runs (awaited without blocking), then one run under
+/// capture. An error (the device has no graphs, or the recording failed) leaves the device as
+/// it was, out of capture.
+async fn capture(
+    device: &Device,
+    step: impl Fn() -> Result<(Tensor<4>, Tensor<4>), EmergeError>,
+) -> Result<(BackendGraph<Dispatch>, (Tensor<4>, Tensor<4>)), EmergeError> {
+    let dispatch = device.as_dispatch();
+    Dispatch::graph_prepare(dispatch).map_err(|e| graph_error("preparing the recording", e))?;
+    let close = || Dispatch::graph_stop_capture(dispatch).map(drop);
+    for _ in 0..WARMUP_RUNS {
+        let warmed = match step() {
+            Ok(output) => settle(&output).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = warmed {
+            let _ = close();
+            return Err(e);
+        }
+    }
+    if let Err(e) = Dispatch::graph_start_capture(dispatch) {
+        let _ = close();
+        return Err(graph_error("starting the recording", e));
+    }
+    let output = step();
+    let graph = Dispatch::graph_stop_capture(dispatch)
+        .map_err(|e| graph_error("ending the recording", e))?;
+    Ok((graph, output?))
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::Device;
+
+    use super::*;
+    use crate::request::{Classes, Model, SamplingRequest};
+    use crate::sampler::SamplerKind;
+    use crate::{Guidance, ModelConfig, UNet};
+
+    fn tiny() -> Model {
+        let config = ModelConfig::preset("tiny").unwrap();
+        let unet = UNet::new(&config.unet, &Device::flex()).unwrap();
+        Model::new(config, unet).unwrap()
+    }
+
+    fn max_abs_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
+        (a - b).abs().max().into_scalar::<f32>()
+    }
+
+    /// Every sampler, guided on part of the run (both kinds of step in one recording), plain
+    /// class-conditional and unconditional: the step on stable buffers, recorded after two plain
+    /// steps, gives the plain run's x_{t−1} and x̂_0 at every step.
+    #[test]
+    fn the_step_on_stable_buffers_draws_the_plain_runs_images() {
+        let device = Device::flex();
+        let model = tiny();
+        let guidances = [
+            (
+                Classes::EachInTurn,
+                Guidance {
+                    scale: 2.5,
+                    interval: Some((300, 800)),
+                },
+            ),
+            (Classes::Class(1), Guidance::everywhere(1.0)),
+            (Classes::Unconditional, Guidance::everywhere(3.0)),
+        ];
+        let samplers = [
+            SamplerKind::Ddpm,
+            SamplerKind::Ddim { eta: 0.5 },
+            SamplerKind::DpmSolver2M,
+            SamplerKind::SdeDpmSolver2M,
+        ];
+        for (classes, guidance) in guidances {
+            for sampler in samplers {
+                let request = SamplingRequest {
+                    sampler,
+                    steps: 6,
+                    seed: 11,
+                    images: 3,
+                    classes: classes.clone(),
+                    guidance,
+                    start: None,
+                };
+                let mut plain = model.start(&request, 0..3, &device).unwrap();
+                let mut recorded = model.start(&request, 0..3, &device).unwrap();
+                plain.advance(&model, 2).unwrap();
+                recorded.advance(&model, 2).unwrap();
+                let replay = pollster::block_on(recorded.record(&model)).unwrap();
+                assert!(
+                    matches!(&replay, Replay::Rerun(reason) if reason.contains("not supported")),
+                    "Flex has no graphs: {replay:?}"
+                );
+                while !plain.is_finished() {
+                    let a = plain.advance(&model, 1).unwrap();
+                    let b = recorded.advance(&model, 1).unwrap();
+                    let at = format!("{sampler} {classes:?} t = {}", a.timestep);
+                    assert_eq!(a.timestep, b.timestep, "{at}");
+                    let x0 = max_abs_diff(a.pred_original_sample, b.pred_original_sample);
+                    let x = max_abs_diff(a.prev_sample, b.prev_sample);
+                    assert!(x0 < 1e-4 && x < 1e-4, "{at}: x̂_0 off by {x0}, x_t by {x}");
+                }
+                assert!(recorded.is_finished());
+                assert!(
+                    recorded.advance(&model, 1).is_err(),
+                    "a finished run has no step"
+                );
+            }
+        }
+    }
+}
