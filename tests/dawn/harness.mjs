@@ -20,7 +20,7 @@ import { parseArgs } from 'node:util';
 import { samplingRequest } from '../../www/js/settings.js';
 import { idxImages, maxDifference, tile } from '../grid.mjs';
 
-const USAGE = 'usage: harness.mjs --pkg DIR --model FILE [--dawn dawn.node] [--sampler ddim|ddpm|dpmpp_2m|sde_dpmpp_2m] [--steps N] [--eta E] [--batch N] [--class C] [--seed S] [--guidance W] [--per-draw N] [--tasks-per-submit N] [--expect native.idx] [--tolerance 6] [--json out.json]';
+const USAGE = 'usage: harness.mjs --pkg DIR --model FILE [--dawn dawn.node] [--sampler ddim|ddpm|dpmpp_2m|sde_dpmpp_2m] [--steps N] [--eta E] [--batch N] [--class C] [--seed S] [--guidance W] [--per-draw N] [--tasks-per-submit N] [--no-record] [--expect native.idx] [--tolerance 6] [--json out.json]';
 
 function options() {
   try {
@@ -38,6 +38,7 @@ function options() {
         guidance: { type: 'string', default: '1.25' },
         'per-draw': { type: 'string', default: '1' },
         'tasks-per-submit': { type: 'string' },
+        'no-record': { type: 'boolean', default: false },
         expect: { type: 'string' },
         tolerance: { type: 'string', default: '6' },
         json: { type: 'string' },
@@ -66,6 +67,7 @@ function options() {
       },
       perDraw: number('per-draw'),
       tasksPerSubmit: values['tasks-per-submit'] === undefined ? undefined : number('tasks-per-submit'),
+      record: !values['no-record'],
       expect: values.expect,
       tolerance: number('tolerance'),
       json: values.json,
@@ -210,7 +212,7 @@ async function main() {
   timings.wasm_load_ms = now() - t;
 
   t = now();
-  const engine = await Engine.create('webgpu', o.tasksPerSubmit);
+  const engine = await Engine.create('webgpu', o.tasksPerSubmit, o.record);
   const device = engine.device;
   timings.device_ms = now() - t;
 
@@ -244,6 +246,7 @@ async function main() {
     adapter: device.adapter,
     backend: device.backend,
     tasks_per_submit: o.tasksPerSubmit ?? 'default (32)',
+    stepping: engine.stepping,
     request,
     steps: frame.step,
     frames,

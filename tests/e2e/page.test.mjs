@@ -23,6 +23,11 @@ async function shortRun(backend) {
   assert.equal(await waitForState(page, ['complete', 'error']), 'complete', await page.textContent('#status-message'));
   const backendShown = await page.getAttribute('#device', 'data-backend');
   assert.equal(backendShown, backend === 'cpu' ? 'cpu' : 'webgpu');
+  if (backendShown === 'webgpu') {
+    // WebGPU replays the step the run recorded on its first frame, and the device line says so.
+    assert.equal(await page.getAttribute('#device', 'data-stepping'), 'recorded', await page.getAttribute('#device', 'title'));
+    assert.match(await page.textContent('#device'), /step recorded once, replayed/);
+  }
 
   // Frames were drawn, and they changed from step to step.
   const frame = await lastFrame(page);

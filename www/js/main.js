@@ -80,11 +80,23 @@ function readControls() {
 
 // ---- the worker -----------------------------------------------------------------------------
 
+/** The device line says how WebGPU runs the steps: one recorded step replayed, or every kernel
+ * launched afresh (the engine's reason in the tooltip). */
+function showStepping(stepping) {
+  const line = $('device');
+  if (line.dataset.backend !== 'webgpu' || !stepping || line.dataset.stepping === stepping) return;
+  line.dataset.stepping = stepping;
+  const recorded = stepping === 'recorded';
+  line.textContent = `WebGPU · ${line.dataset.adapter} · ${recorded ? 'step recorded once, replayed' : 'kernels launched every step'}`;
+  line.title = recorded ? '' : stepping;
+}
+
 const client = new Client({
   device({ device }) {
     const gpu = device.backend === 'webgpu';
     $('device').textContent = gpu ? `WebGPU · ${device.adapter}` : 'CPU fallback (WebAssembly)';
     $('device').dataset.backend = device.backend;
+    $('device').dataset.adapter = device.adapter;
     $('device-reason').textContent = device.fallback_reason ? `${device.fallback_reason}. Running on the CPU: slower.` : '';
   },
   loading({ loaded, total }) {
@@ -118,6 +130,7 @@ const client = new Client({
     setPlaying(settings.autoplay || document.body.dataset.state === 'running');
   },
   frame(frame) {
+    showStepping(frame.stepping);
     if (runOwner === 'sketch') return showFrame(frame, debug, sketch.targets);
     showFrame(frame, debug);
     runFrames.add(frame);

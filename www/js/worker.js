@@ -178,7 +178,7 @@ async function advance(count) {
     const theirs = run.helpers.map((helper) => helper.ask('step', { count }, 'frame'));
     const own = await engine.step(count);
     const frame = overlay([own, ...(await Promise.all(theirs)).map(({ status, ...fields }) => fields)]);
-    post({ status: 'frame', ...frame }, transferables(frame));
+    post({ status: 'frame', ...frame, stepping: engine.stepping }, transferables(frame));
   } catch (error) {
     if (device.backend !== 'webgpu') throw error;
     const reason = `WebGPU failed (${messageOf(error).replace(/\s+/g, ' ').trim()})`;

@@ -11,6 +11,8 @@
 
 use burn::tensor::Device;
 use emerge_core::image::{first_cell, gif_bytes};
+#[cfg(feature = "webgpu")]
+use emerge_core::Replay;
 use emerge_core::{EmergeError, Model, Run, SamplingRequest};
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
@@ -144,6 +146,10 @@ pub struct Engine {
     /// Earlier weights of the model's training run (the timeline), by index.
     checkpoints: Vec<Model>,
     run: Option<Run>,
+    /// Whether runs on WebGPU record their step and replay it.
+    record: bool,
+    /// How the current run steps, once its first step has run ([`Engine::stepping`]).
+    stepping: Option<String>,
 }
 
 #[wasm_bindgen]
@@ -151,9 +157,12 @@ impl Engine {
     /// `backend`: `"webgpu"` or `"cpu"`, either an error where this module or the browser lacks
     /// it (the worker chooses, and falls back). `tasks_per_submit`: WebGPU kernel launches per
     /// submitted command buffer (cubecl's default when absent; the Dawn harness varies it).
+    /// `record`: whether a run on WebGPU records its step once and replays it (the default), or
+    /// launches every kernel afresh each step (for comparison).
     pub async fn create(
         backend: String,
         tasks_per_submit: Option<usize>,
+        record: Option<bool>,
     ) -> Result<Engine, JsError> {
         let (device, info) = match backend.as_str() {
             "cpu" => device::cpu(),
@@ -169,7 +178,17 @@ impl Engine {
             model: None,
             checkpoints: Vec::new(),
             run: None,
+            record: record.unwrap_or(true),
+            stepping: None,
         })
+    }
+
+    /// How the current run's steps execute, known after its first step: `"recorded"` (recorded
+    /// on the device once, replayed every step), or `"plain"` with the reason after a colon
+    /// (the CPU, recording turned off, or the device's refusal); `undefined` before.
+    #[wasm_bindgen(getter)]
+    pub fn stepping(&self) -> Option<String> {
+        self.stepping.clone()
     }
 
     /// The device in use: a [`DeviceInfo`].
@@ -266,6 +285,7 @@ impl Engine {
             .map_err(js_error)?;
         let total = run.progress().1;
         self.run = Some(run);
+        self.stepping = None;
         Ok(total)
     }
 
@@ -286,6 +306,19 @@ impl Engine {
             .run
             .as_mut()
             .ok_or_else(|| JsError::new("no run is started"))?;
+        if self.stepping.is_none() {
+            self.stepping = Some(match (self.info.backend.as_str(), self.record) {
+                // (only the WebGPU module carries the recording code)
+                #[cfg(feature = "webgpu")]
+                ("webgpu", true) => match run.record(model).await {
+                    Ok(Replay::Recorded) => "recorded".into(),
+                    Ok(Replay::Rerun(reason)) => format!("plain: {reason}"),
+                    Err(e) => format!("plain: {e}"),
+                },
+                ("webgpu", _) => "plain: recording is off".into(),
+                _ => "plain: the CPU launches no kernels to record".into(),
+            });
+        }
         let output = run.advance(model, count).map_err(js_error)?;
         step_frame(output, run, model, started).await
     }

@@ -16,7 +16,7 @@ use crate::classifier::{self, Classifier, FEATURES};
 use crate::devices::OpenedDevice;
 use crate::frechet::frechet_distance;
 use crate::mnist::{self, Split};
-use crate::sample;
+use crate::sample::{self, Stepping};
 
 /// Which samples an evaluation draws. The unconditional half does not depend on the guidance,
 /// so a sweep of guidance settings measures it once and the conditional half per setting.
@@ -67,7 +67,7 @@ pub struct EvalReport {
 fn draw(model: &Model, request: &SamplingRequest, batch: usize) -> Result<Vec<u8>> {
     let mut pixels = Vec::new();
     for part in sample::parts(request.images, batch) {
-        let images = sample::generate(model, request, part, |_| {})?;
+        let images = sample::generate(model, request, part, Stepping::Recorded, |_| {})?;
         pixels.extend(images.values.iter().map(|&v| to_byte(v)));
         eprintln!("  sampled {}/{}", pixels.len() / 784, request.images);
     }

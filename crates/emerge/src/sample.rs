@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use anyhow::Result;
 use burn::tensor::{Device, Tensor};
-use emerge_core::{Classes, Model, SamplingRequest, StepOutput};
+use emerge_core::{Classes, Model, Replay, SamplingRequest, StepOutput};
 
 /// Host-side images in model space (values in [−1, 1]) with their `[B, C, H, W]` shape.
 #[derive(Debug, Clone)]
@@ -54,18 +54,41 @@ pub fn parts(images: usize, batch: usize) -> impl Iterator<Item = Range<usize>> 
         .map(move |start| start..(start + batch).min(images))
 }
 
+/// How a run on a GPU executes its steps (on the CPU every step is computed afresh).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stepping {
+    /// The step is recorded on the device once and replayed ([`emerge_core::recorded`]).
+    Recorded,
+    /// Every kernel is launched afresh each step.
+    Plain,
+}
+
 /// Runs images `part` of `request` to the end; `on_step` sees every step's output (for
 /// trajectories).
 pub fn generate(
     model: &Model,
     request: &SamplingRequest,
     part: Range<usize>,
+    stepping: Stepping,
     on_step: impl FnMut(&StepOutput),
 ) -> Result<Images> {
     let device = burn::module::Module::devices(&model.unet)
         .into_iter()
         .next()
         .unwrap_or_else(Device::flex);
-    let run = model.start(request, part, &device)?;
+    let mut run = model.start(request, part, &device)?;
+    if stepping == Stepping::Recorded && device != Device::flex() {
+        say_once(match pollster::block_on(run.record(model)) {
+            Ok(Replay::Recorded) => "the GPU replays one recorded step for every step".into(),
+            Ok(Replay::Rerun(reason)) => format!("the GPU runs every step afresh ({reason})"),
+            Err(e) => format!("the GPU runs every step afresh ({e})"),
+        });
+    }
     Images::from_tensor(run.finish(model, on_step)?)
+}
+
+/// Prints how the GPU steps, once per process (the first run says it for all).
+fn say_once(how: String) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| eprintln!("note: {how}"));
 }

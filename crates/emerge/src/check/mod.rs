@@ -4,7 +4,8 @@
 //! kernel at fault rather than only a wrong final image: each layer type of the UNet (with the
 //! shipped model's own weights), full forward passes, one training step's loss and gradients
 //! (through the autodiff decorator), then a whole sampling run (the model's recommended request
-//! unless told otherwise) from the same host noise. Flex is the reference; a device passes a row
+//! unless told otherwise) from the same host noise, with every kernel launched each step and with
+//! the step recorded once and replayed. Flex is the reference; a device passes a row
 //! when its output is within the tolerance. `pieces` builds the rows, `tolerance` judges them,
 //! this module runs them and prints the table.
 
@@ -21,7 +22,7 @@ use burn::tensor::Device;
 use emerge_core::{Model, ModelConfig, SamplingRequest, UNet};
 
 use crate::devices::OpenedDevice;
-use crate::sample;
+use crate::sample::{self, Stepping};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -137,15 +138,22 @@ pub fn run(
         request.sampler, request.steps, request.images
     );
     let all = 0..request.images;
-    let expected = sample::generate(shipped, request, all.clone(), |_| {})?;
+    let expected = sample::generate(shipped, request, all.clone(), Stepping::Plain, |_| {})?;
     for opened in devices {
-        record(opened, &what, &|device| {
-            let got = Model::new(config.clone(), unet.clone().to_device(device))
-                .map_err(anyhow::Error::from)
-                .and_then(|model| sample::generate(&model, request, all.clone(), |_| {}))
-                .map(|images| images.values);
-            compare_pixels(&expected.values, &got.unwrap_or_default())
-        });
+        for (stepping, how) in [
+            (Stepping::Plain, "kernels launched every step"),
+            (Stepping::Recorded, "one recorded step replayed"),
+        ] {
+            record(opened, &format!("{what} ({how})"), &|device| {
+                let got = Model::new(config.clone(), unet.clone().to_device(device))
+                    .map_err(anyhow::Error::from)
+                    .and_then(|model| {
+                        sample::generate(&model, request, all.clone(), stepping, |_| {})
+                    })
+                    .map(|images| images.values);
+                compare_pixels(&expected.values, &got.unwrap_or_default())
+            });
+        }
     }
     Ok(rows)
 }

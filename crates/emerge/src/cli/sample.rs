@@ -7,7 +7,7 @@ use emerge_core::{Classes, StartImage};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::args::SampleArgs;
-use crate::sample::{self, Images};
+use crate::sample::{self, Images, Stepping};
 
 pub fn run(args: SampleArgs) -> Result<()> {
     let extension = args
@@ -84,7 +84,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
     let mut first_step = None;
     for part in sample::parts(count, args.batch) {
         let mut step = 0;
-        let images = sample::generate(&model, &request, part, |output| {
+        let images = sample::generate(&model, &request, part, Stepping::Recorded, |output| {
             step += 1;
             progress.inc(1);
             if first_step.is_none() {

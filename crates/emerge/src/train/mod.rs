@@ -18,7 +18,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use emerge_core::{GaussianNoise, Lesson, NoiseSchedule, UNet};
 
 use crate::mnist::{self, Split};
-use crate::sample;
+use crate::sample::{self, Stepping};
 use checkpoint::TrainerState;
 pub use config::TrainingConfig;
 
@@ -329,7 +329,13 @@ fn save_timeline(
 fn write_sample_grid(ema: &UNet, config: &TrainingConfig, run: &Path, step: usize) -> Result<()> {
     let model = emerge_core::Model::new(config.model.clone(), ema.clone())?;
     let request = sample::class_rows(&model, 8, config.seed);
-    let images = sample::generate(&model, &request, 0..request.images, |_| {})?;
+    let images = sample::generate(
+        &model,
+        &request,
+        0..request.images,
+        Stepping::Recorded,
+        |_| {},
+    )?;
     let dir = run.join("samples");
     std::fs::create_dir_all(&dir)?;
     crate::images::write_png_grid(&dir.join(format!("step-{step:07}.png")), &images, 8)
