@@ -89,8 +89,19 @@ for run in "${RUNS[@]}"; do
       --model "$MODEL" --sampler "$sampler" "${eta[@]}" --steps "$steps" --count "$batch" --guidance 1.25 --class 7 \
       --out "$DIR/timing-$device-$sampler.idx"
   done
-  step "(c) Dawn: $sampler $steps steps, batch $batch, w = 1.25, a frame read back every step" 150 "$NODE" \
-    dawn/harness.mjs "${DAWN[@]}" --sampler "$sampler" --eta 1 --steps "$steps" --batch "$batch" --class 7 --guidance 1.25
+  step "(c) native gpu, kernels launched every step (--no-record): $sampler $steps steps, batch $batch" 120 \
+    ./emerge sample --device gpu --no-record --model "$MODEL" --sampler "$sampler" "${eta[@]}" --steps "$steps" \
+    --count "$batch" --guidance 1.25 --class 7 --out "$DIR/timing-plain-$sampler.idx"
+  for record in "" --no-record; do
+    step "(c) Dawn $record: $sampler $steps steps, batch $batch, w = 1.25, a frame read back every step" 150 "$NODE" \
+      dawn/harness.mjs "${DAWN[@]}" $record --sampler "$sampler" --eta 1 --steps "$steps" --batch "$batch" --class 7 \
+      --guidance 1.25
+  done
+done
+# the batch-1 step (the target is the host cost of one guided step)
+for record in "" --no-record; do
+  step "(c) Dawn $record: ddim 50 steps, batch 1, w = 1.25" 120 "$NODE" dawn/harness.mjs "${DAWN[@]}" $record \
+    --sampler ddim --eta 1 --steps 50 --batch 1 --class 7 --guidance 1.25
 done
 
 # --- (d) launch batching: kernels per GPU submission (tasks_max, default 32), native and Dawn --

@@ -22,9 +22,11 @@ use crate::sampler::Sampling;
 use crate::unet::{UNet, UNetConfig};
 use crate::update::{self, ROW, StepTerms, coefficient};
 
-/// Warm-up runs before the recording: the first builds kernels (and fusion's plans), the next
-/// ones allocate the buffers steady-state steps use, which the recording must find in the pools.
-const WARMUP_RUNS: usize = 2;
+/// Warm-up runs before the recording: they build the kernels (and fusion's plans) and leave in
+/// the pools the buffers the recorded run takes. One is enough for the page's configuration
+/// (fusion, no autotune: Dawn records after one); where it is not, the recording fails and the
+/// run steps plainly, saying why.
+const WARMUP_RUNS: usize = 1;
 
 /// How a run's steps execute after [`crate::Run::record`].
 #[derive(Debug, Clone, PartialEq, Eq)]

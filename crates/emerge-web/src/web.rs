@@ -10,9 +10,9 @@
 //! `Uint8Array`s. A new field is one edit, in that struct.
 
 use burn::tensor::Device;
-use emerge_core::image::{first_cell, gif_bytes};
 #[cfg(feature = "webgpu")]
 use emerge_core::Replay;
+use emerge_core::image::{first_cell, gif_bytes};
 use emerge_core::{EmergeError, Model, Run, SamplingRequest};
 use serde::Serialize;
 use wasm_bindgen::prelude::*;

@@ -388,6 +388,10 @@ pub struct SampleArgs {
     pub batch: usize,
     #[command(flatten)]
     pub device: DeviceArg,
+    /// On a GPU, launch every kernel afresh each step instead of replaying the step recorded on
+    /// the first one (for timing the difference; the images are the same).
+    #[arg(long)]
+    pub no_record: bool,
 }
 
 #[derive(Debug, Args)]

@@ -79,12 +79,16 @@ pub fn run(args: SampleArgs) -> Result<()> {
         values: Vec::new(),
         shape: [0, channels, size, size],
     };
+    let stepping = match args.no_record {
+        true => Stepping::Plain,
+        false => Stepping::Recorded,
+    };
     let mut frames = Vec::new();
     let started = Instant::now();
     let mut first_step = None;
     for part in sample::parts(count, args.batch) {
         let mut step = 0;
-        let images = sample::generate(&model, &request, part, Stepping::Recorded, |output| {
+        let images = sample::generate(&model, &request, part, stepping, |output| {
             step += 1;
             progress.inc(1);
             if first_step.is_none() {
