@@ -208,10 +208,10 @@ impl RecordedStep {
             sample: x.clone().add_scalar(0.0), // own buffer: refreshed in place
             embedding: embeddings
                 .clone()
-                .slice([0..1])
+                .narrow(0, 0, 1)
                 .reshape([n, d])
                 .add_scalar(0.0),
-            row: rows.clone().slice([0..1]).reshape([ROW]).add_scalar(0.0),
+            row: rows.clone().narrow(0, 0, 1).reshape([ROW]).add_scalar(0.0),
             previous_x0: sampling
                 .previous()
                 .map_or_else(|| x.zeros_like(), |p| p.clone().add_scalar(0.0)),
@@ -262,11 +262,11 @@ impl RecordedStep {
         if i > 0 {
             refresh(
                 &mut self.inputs.embedding,
-                self.embeddings.clone().slice([i..i + 1]).reshape([n, d]),
+                self.embeddings.clone().narrow(0, i, 1).reshape([n, d]),
             );
             refresh(
                 &mut self.inputs.row,
-                self.rows.clone().slice([i..i + 1]).reshape([ROW]),
+                self.rows.clone().narrow(0, i, 1).reshape([ROW]),
             );
         }
         if let Some(z) = z {
@@ -363,15 +363,10 @@ mod tests {
     use burn::tensor::Device;
 
     use super::*;
-    use crate::request::{Classes, Model, SamplingRequest};
+    use crate::Guidance;
+    use crate::request::tests::tiny;
+    use crate::request::{Classes, SamplingRequest};
     use crate::sampler::SamplerKind;
-    use crate::{Guidance, ModelConfig, UNet};
-
-    fn tiny() -> Model {
-        let config = ModelConfig::preset("tiny").unwrap();
-        let unet = UNet::new(&config.unet, &Device::flex()).unwrap();
-        Model::new(config, unet).unwrap()
-    }
 
     fn max_abs_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
         (a - b).abs().max().into_scalar::<f32>()

@@ -395,11 +395,12 @@ impl Run {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::unet::UNetConfig;
 
-    fn tiny() -> Model {
+    /// The tiny preset with fresh weights, on Flex.
+    pub(crate) fn tiny() -> Model {
         let config = ModelConfig::preset("tiny").unwrap();
         let unet = UNet::new(&config.unet, &Device::flex()).unwrap();
         Model::new(config, unet).unwrap()

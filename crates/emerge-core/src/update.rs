@@ -57,7 +57,7 @@ impl Update {
 
 /// Coefficient `i` of a `[ROW]` row as a `[1, 1, 1, 1]` tensor that broadcasts over images.
 pub fn coefficient(row: &Tensor<1>, i: usize) -> Tensor<4> {
-    row.clone().slice([i..i + 1]).reshape([1, 1, 1, 1])
+    row.clone().narrow(0, i, 1).reshape([1, 1, 1, 1])
 }
 
 /// The tensors one step combines: x_t, ε_θ(x_t, t), and where the step uses them, the previous
