@@ -225,15 +225,20 @@ mod tests {
         })
         .unwrap();
         // Every layer type at each batch, the two forward passes at each batch, the training
-        // loss and gradients (L_simple, Min-SNR) at each batch, then the run.
-        assert_eq!(rows.len(), 2 * 7 + 2 * 2 + 2 * 4 + 1, "{seen:#?}");
+        // loss and gradients (L_simple, Min-SNR) at each batch, then the run stepped both ways.
+        assert_eq!(rows.len(), 2 * 7 + 2 * 2 + 2 * 4 + 2, "{seen:#?}");
         assert!(seen.iter().any(|w| w.starts_with("gradients of Min-SNR-5")));
         assert!(rows[0].what.starts_with("time embedding"));
-        let last = &rows.last().unwrap().what;
-        assert!(
-            last.starts_with("SDE-DPM-Solver++(2M) 3 steps, w = 1.25"),
-            "{last}"
-        );
+        for (row, how) in rows[rows.len() - 2..]
+            .iter()
+            .zip(["launched every", "replayed"])
+        {
+            let what = &row.what;
+            assert!(
+                what.starts_with("SDE-DPM-Solver++(2M) 3 steps, w = 1.25") && what.contains(how),
+                "{what}"
+            );
+        }
         for row in &rows {
             assert!(row.measure.passes(), "{}: {:?}", row.what, row.measure);
         }
