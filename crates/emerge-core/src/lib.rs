@@ -8,6 +8,7 @@
 //! - [`update`]: every sampler's step as one affine update with per-step coefficients.
 //! - [`recorded`]: a run's step recorded once on the device and replayed for every step.
 //! - [`guidance`]: classifier-free guidance around the UNet.
+//! - [`training`]: DDPM training one step at a time (L_simple, AdamW, EMA, label dropout).
 //! - [`lesson`]: one training example as the network sees it, and its loss.
 //! - [`unet`]: the diffusers-layout UNet and its presets.
 //! - [`weights`]: self-describing f16 model files.
@@ -27,6 +28,8 @@ pub mod request;
 pub mod sampler;
 pub mod schedule;
 pub mod tensor_util;
+#[cfg(feature = "training")]
+pub mod training;
 pub mod unet;
 pub mod update;
 pub mod weights;

@@ -156,12 +156,12 @@ pub(super) fn without_dropout(unet: &UNet, config: &ModelConfig) -> Result<Vec<u
 }
 
 /// A training batch from host draws: x_0 in [−1, 1], labels, timesteps spread over [0, T), ε.
-fn training_batch(config: &ModelConfig, batch: usize) -> crate::train::Batch {
+fn training_batch(config: &ModelConfig, batch: usize) -> emerge_core::training::Batch {
     let c = &config.unet;
     let len = batch * c.in_channels * c.sample_size * c.sample_size;
     let mut rng = GaussianNoise::new(3000 + batch as u64);
     let t_max = config.schedule.num_train_timesteps;
-    crate::train::Batch {
+    emerge_core::training::Batch {
         x0: (0..len)
             .map(|_| rng.next_uniform() as f32 * 2.0 - 1.0)
             .collect(),
@@ -202,7 +202,7 @@ pub(super) fn training_piece<'a>(
         let training = device.clone().autodiff();
         let (config, model) = emerge_core::weights::from_bytes(model_file.to_vec(), &training)?;
         let schedule = config.noise_schedule()?;
-        let loss = crate::train::training_loss(
+        let loss = emerge_core::training::training_loss(
             &model,
             min_snr_gamma,
             &schedule,

@@ -8,20 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use burn::optim::ModuleOptimizer;
 use burn::tensor::{Bytes, Device};
+use emerge_core::training::TrainerState;
 use emerge_core::weights::{self, Precision};
-use emerge_core::{GaussianNoise, ModelConfig, UNet};
-use serde::{Deserialize, Serialize};
-
-/// What the training loop needs beyond weights to continue exactly.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainerState {
-    /// Optimisation steps completed.
-    pub step: usize,
-    /// The host random stream (timesteps, noise, label dropout) at this step.
-    pub rng: GaussianNoise,
-    /// Training wall time so far, in seconds, over all sessions.
-    pub elapsed_seconds: f64,
-}
+use emerge_core::{ModelConfig, UNet};
 
 pub struct Checkpoint {
     pub state: TrainerState,

@@ -1,9 +1,10 @@
-//! Everything a training run is built from, written to `<run>/config.json` so that a run can be
-//! resumed and its result reproduced.
+//! Everything a training run is built from (the CLI writes it to `<run>/config.json`, so that a
+//! run can be resumed and its result reproduced).
 
 use serde::{Deserialize, Serialize};
 
-use emerge_core::ModelConfig;
+use crate::error::EmergeError;
+use crate::model::ModelConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainingConfig {
@@ -53,33 +54,38 @@ impl TrainingConfig {
         self.min_learning_rate + (self.learning_rate - self.min_learning_rate) * cosine
     }
 
-    pub fn validate(&self) -> anyhow::Result<()> {
-        use anyhow::ensure;
+    /// Checks the recipe: an error names the setting out of range.
+    pub fn validate(&self) -> Result<(), EmergeError> {
         self.model.validate()?;
-        ensure!(self.batch_size > 0, "batch size must be at least 1");
-        ensure!(self.steps > 0, "steps must be at least 1");
-        ensure!(self.learning_rate > 0.0, "learning rate must be positive");
-        ensure!(
-            (0.0..1.0).contains(&self.ema_decay),
-            "EMA decay must lie in [0, 1)"
-        );
-        ensure!(
-            (0.0..1.0).contains(&self.label_dropout),
-            "label dropout must lie in [0, 1)"
-        );
-        ensure!(
-            self.label_dropout == 0.0 || self.model.unet.is_conditional(),
-            "label dropout needs a class-conditional model"
-        );
-        ensure!(
-            self.min_snr_gamma.is_none_or(|g| g > 0.0 && g.is_finite()),
-            "Min-SNR γ must be a positive number"
-        );
-        ensure!(
-            self.checkpoint_every > 0,
-            "checkpoint interval must be at least 1"
-        );
-        Ok(())
+        let checks = [
+            (self.batch_size > 0, "batch size must be at least 1"),
+            (self.steps > 0, "steps must be at least 1"),
+            (self.learning_rate > 0.0, "learning rate must be positive"),
+            (
+                (0.0..1.0).contains(&self.ema_decay),
+                "EMA decay must lie in [0, 1)",
+            ),
+            (
+                (0.0..1.0).contains(&self.label_dropout),
+                "label dropout must lie in [0, 1)",
+            ),
+            (
+                self.label_dropout == 0.0 || self.model.unet.is_conditional(),
+                "label dropout needs a class-conditional model",
+            ),
+            (
+                self.min_snr_gamma.is_none_or(|g| g > 0.0 && g.is_finite()),
+                "Min-SNR γ must be a positive number",
+            ),
+            (
+                self.checkpoint_every > 0,
+                "checkpoint interval must be at least 1",
+            ),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, problem)) => Err(EmergeError::InvalidConfig((*problem).into())),
+            None => Ok(()),
+        }
     }
 }
 
@@ -114,7 +120,7 @@ mod tests {
     #[test]
     fn a_config_written_before_min_snr_existed_still_loads() {
         let mut json: serde_json::Value =
-            serde_json::to_value(crate::train::tests::tiny_config()).unwrap();
+            serde_json::to_value(super::super::tests::tiny_recipe()).unwrap();
         json.as_object_mut().unwrap().remove("min_snr_gamma");
         let config: TrainingConfig = serde_json::from_value(json).unwrap();
         assert_eq!(config.min_snr_gamma, None);

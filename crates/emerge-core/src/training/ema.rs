@@ -1,9 +1,9 @@
 //! Exponential moving average of the weights (DDPM §4 samples from an EMA copy, decay 0.9999):
 //! θ_ema ← d·θ_ema + (1 − d)·θ.
 
+use crate::unet::UNet;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::Tensor;
-use emerge_core::UNet;
 
 /// Collects a module's float parameters, flattened, in visiting order.
 struct Collect(Vec<Tensor<1>>);
@@ -51,13 +51,14 @@ pub fn update(ema: UNet, model: &UNet, decay: f64) -> UNet {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use burn::tensor::Device;
-    use emerge_core::UNetConfig;
+
+    use crate::unet::UNetConfig;
 
     use super::*;
 
-    pub(crate) fn first_weight(unet: &UNet) -> Vec<f32> {
+    fn first_weight(unet: &UNet) -> Vec<f32> {
         unet.conv_in
             .weight
             .val()
@@ -68,7 +69,6 @@ pub(crate) mod tests {
 
     #[test]
     fn ema_moves_toward_the_model_by_one_minus_decay() {
-        let _rng = crate::train::tests::device_rng_lock();
         let device = Device::flex();
         let model = UNet::new(&UNetConfig::tiny(), &device).unwrap();
         let ema = UNet::new(&UNetConfig::tiny(), &device).unwrap();
