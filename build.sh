@@ -47,7 +47,8 @@ build_module() {
 }
 
 # The page's engine in two builds, so that a visitor downloads one backend: WebGPU, and the CPU
-# (Flex) only where WebGPU is missing or fails. No wasm-opt: `-Oz` (binaryen 132) shrinks the raw
+# (Flex) only where WebGPU is missing or fails; the trainer (Flex with autodiff) is a third,
+# loaded only by a reader who trains. No wasm-opt: `-Oz` (binaryen 132) shrinks the raw
 # modules by a quarter but makes them larger gzip-compressed, as servers send them (WebGPU 3.03 →
 # 3.17 MB, CPU 0.49 → 0.57 MB), and takes minutes.
 build_wasm() {
@@ -55,6 +56,7 @@ build_wasm() {
   rm -rf pkg
   build_module emerge_web --no-default-features --features webgpu
   build_module emerge_cpu --no-default-features --features cpu
+  build_module emerge_train --no-default-features --features train
   write_module_sizes
 }
 
@@ -62,7 +64,7 @@ build_wasm() {
 # for the embed's Play button to say what it will download.
 write_module_sizes() {
   local json='{' separator='' name raw gzip
-  for name in emerge_web emerge_cpu; do
+  for name in emerge_web emerge_cpu emerge_train; do
     raw=$(cat "pkg/${name}_bg.wasm" "pkg/$name.js" | wc -c)
     gzip=$(($(gzip -9 -c "pkg/${name}_bg.wasm" | wc -c) + $(gzip -9 -c "pkg/$name.js" | wc -c)))
     json+="$separator\"$name\": {\"bytes\": $((raw)), \"gzip_bytes\": $gzip}"
@@ -121,6 +123,7 @@ case "${1:-}" in
     cargo clippy --workspace --all-targets --locked -- -D warnings
     cargo clippy --locked --target wasm32-unknown-unknown -p emerge-core -p emerge-web -- -D warnings
     cargo clippy --locked --target wasm32-unknown-unknown -p emerge-web --no-default-features --features webgpu -- -D warnings
+    cargo clippy --locked --target wasm32-unknown-unknown -p emerge-web --no-default-features --features train -- -D warnings
     log "unit tests (release build: burn is too slow unoptimised)"
     VK_ICD_FILENAMES=$SWIFTSHADER cargo test --release --workspace --locked
     log "device check: native wgpu on SwiftShader's Vulkan held to Flex (small cases: it is emulated)"

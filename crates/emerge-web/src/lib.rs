@@ -9,6 +9,8 @@ mod lesson;
 mod options;
 mod readback;
 mod session;
+#[cfg(all(target_arch = "wasm32", feature = "train"))]
+mod training;
 #[cfg(target_arch = "wasm32")]
 mod web;
 

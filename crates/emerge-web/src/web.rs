@@ -15,6 +15,7 @@ use emerge_core::Replay;
 use emerge_core::image::{first_cell, gif_bytes};
 use emerge_core::{EmergeError, Model, Run, SamplingRequest};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use wasm_bindgen::prelude::*;
 
 use crate::device::{self, DeviceInfo};
@@ -23,30 +24,37 @@ use crate::lesson::LessonInput;
 use crate::options::{Limits, ScheduleCurves, page_request};
 use crate::session::{Frame, GRID_GAP};
 
-fn js_error(e: EmergeError) -> JsError {
+pub(crate) fn js_error(e: EmergeError) -> JsError {
     JsError::new(&e.to_string())
 }
 
 /// `value` as a plain JS object (maps as objects, bytes as `Uint8Array`s).
-fn to_js(value: &impl Serialize) -> Result<JsValue, JsError> {
+pub(crate) fn to_js(value: &impl Serialize) -> Result<JsValue, JsError> {
     let serializer = serde_wasm_bindgen::Serializer::new().serialize_maps_as_objects(true);
     value
         .serialize(&serializer)
         .map_err(|e| JsError::new(&e.to_string()))
 }
 
-/// The page's sampling request from its plain object, held to the page's limits. A key the
-/// request does not know is refused, as the JSON form refuses it (a key holding null or
-/// undefined counts as absent, as an absent optional field does).
+/// The page's sampling request from its plain object, held to the page's limits.
 fn request_from(value: JsValue) -> Result<SamplingRequest, JsError> {
-    let refused = |e: &dyn std::fmt::Display| JsError::new(&format!("sampling request: {e}"));
-    let request: SamplingRequest =
-        serde_wasm_bindgen::from_value(value.clone()).map_err(|e| refused(&e))?;
-    let known = serde_json::to_value(&request).map_err(|e| refused(&e))?;
+    page_request(from_js_strictly(value, "sampling request")?).map_err(js_error)
+}
+
+/// `T` from its plain object, `what` naming it in errors. A key `T` does not know is refused, as
+/// the JSON form refuses it (a key holding null or undefined counts as absent, as an absent
+/// optional field does).
+pub(crate) fn from_js_strictly<T: DeserializeOwned + Serialize>(
+    value: JsValue,
+    what: &str,
+) -> Result<T, JsError> {
+    let refused = |e: &dyn std::fmt::Display| JsError::new(&format!("{what}: {e}"));
+    let parsed: T = serde_wasm_bindgen::from_value(value.clone()).map_err(|e| refused(&e))?;
+    let known = serde_json::to_value(&parsed).map_err(|e| refused(&e))?;
     if let Some(key) = unknown_key(&value, &known, "") {
         return Err(refused(&format!("unknown field `{key}`")));
     }
-    page_request(request).map_err(js_error)
+    Ok(parsed)
 }
 
 /// The first key of the object tree `given` (with its path) that `known`, the same value as
