@@ -192,6 +192,9 @@ impl RecordedStep {
         let [images, ..] = x.dims();
         let sampler = sampling.sampler();
         let (done, total) = sampling.progress();
+        if done >= total {
+            return Err(EmergeError::Finished(total));
+        }
         let timesteps = &sampler.timesteps()[done..total];
         let batch = BatchConditioning::of(conditioning, config, images, timesteps);
         let embeddings = step_embeddings(unet, &batch, images, timesteps, &device);
