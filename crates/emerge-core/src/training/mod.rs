@@ -132,16 +132,7 @@ impl Trainer {
             elapsed_seconds: 0.0,
         };
         let optimizer = optimizer(&config);
-        Ok(Self {
-            schedule: config.model.noise_schedule()?,
-            config,
-            device,
-            model,
-            ema,
-            optimizer,
-            state,
-            order: None,
-        })
+        Self::assemble(config, device, model, ema, optimizer, state)
     }
 
     /// A run continued from a checkpoint: `model` on an autodiff device, `ema` without, the
@@ -163,6 +154,17 @@ impl Trainer {
             .map_err(|e| {
                 EmergeError::InvalidArgument(format!("cannot restore the optimizer state: {e:?}"))
             })?;
+        Self::assemble(config, device, model, ema, optimizer, state)
+    }
+
+    fn assemble(
+        config: TrainingConfig,
+        device: Device,
+        model: UNet,
+        ema: UNet,
+        optimizer: ModuleOptimizer,
+        state: TrainerState,
+    ) -> Result<Self, EmergeError> {
         Ok(Self {
             schedule: config.model.noise_schedule()?,
             config,
