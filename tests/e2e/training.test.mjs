@@ -84,6 +84,15 @@ test('the trainer module’s first losses are the native CLI’s, and its model 
     assert.ok(relative < 1e-3, `step ${i + 1}: loss ${losses[i]} here, ${native[i]} natively`);
   }
 
+  // A grid from the EMA weights as they are, as the sampling engine draws one.
+  const grid = await training.sample({
+    sampler: { kind: 'ddim', eta: 0 }, steps: 4, seed: 1, images: 4, classes: 'each_in_turn',
+    guidance: { scale: 1.5, interval: null },
+  });
+  assert.equal(grid.step, 4);
+  assert.equal(grid.sample.length, grid.width * grid.height * 4);
+  assert.equal(grid.width, 2 * SIZE + 3, 'four 8×8 digits in a 2×2 grid with 1-pixel gaps');
+
   const model = join(root, 'trained.bpk');
   writeFileSync(model, training.exportModel());
   execFileSync(CLI, ['sample', '--model', model, '--count', '2', '--steps', '4', '--out', join(root, 'trained.png')]);

@@ -1,16 +1,18 @@
 //! The page's trainer (`pkg/emerge_train.js`, a module of its own so that sampling visitors do
 //! not download autodiff): `Training.create(recipe, images, labels)` with a `TrainingConfig`
 //! object (what `emerge train` writes to `config.json`) and the digits as bytes, `train(count)`
-//! for optimisation steps and their losses, `exportModel()` for a model file of the EMA weights
+//! for optimisation steps and their losses, `sample(request)` for a grid drawn with the EMA
+//! weights as they are, `exportModel()` for a model file of the EMA weights
 //! that `emerge sample --model` and the page's model list accept.
 
 use burn::tensor::{Device, Transaction};
+use emerge_core::Model;
 use emerge_core::training::{Digits, Trainer, TrainingConfig};
 use emerge_core::weights::{self, Precision};
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
-use crate::web::{from_js_strictly, js_error, to_js};
+use crate::web::{from_js_strictly, js_error, to_js, whole_run};
 
 /// What a call to `train` did.
 #[derive(Debug, Clone, Serialize)]
@@ -68,6 +70,14 @@ impl Training {
             step,
             images_seen: step * self.trainer.config().batch_size,
         })
+    }
+
+    /// A whole sampling run (a `SamplingRequest` object) with the EMA weights as they are now,
+    /// read back once: a `Frame` object and `millis`, as the sampling engine's `sample` answers.
+    pub async fn sample(&self, request: JsValue) -> Result<JsValue, JsError> {
+        let config = self.trainer.config().model.clone();
+        let model = Model::new(config, self.trainer.ema().clone()).map_err(js_error)?;
+        whole_run(&model, request, &Device::flex()).await
     }
 
     /// A model file (f16) of the EMA weights, with the recipe's network and schedule.

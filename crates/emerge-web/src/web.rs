@@ -145,6 +145,23 @@ async fn step_frame(
     Timed::since(frame, started)
 }
 
+/// A whole run of `request` (a `SamplingRequest` object) with `model` from noise, read back once
+/// at the end: a [`Frame`] object and `millis`.
+pub(crate) async fn whole_run(
+    model: &Model,
+    request: JsValue,
+    device: &Device,
+) -> Result<JsValue, JsError> {
+    let started = js_sys::Date::now();
+    let request = request_from(request)?;
+    let mut run = model
+        .start(&request, 0..request.images, device)
+        .map_err(js_error)?;
+    let total = run.progress().1;
+    let output = run.advance(model, total).map_err(js_error)?;
+    step_frame(output, &run, model, started).await
+}
+
 /// The model, its device and the current run.
 #[wasm_bindgen]
 pub struct Engine {
@@ -338,15 +355,7 @@ impl Engine {
         request: JsValue,
         checkpoint: Option<usize>,
     ) -> Result<JsValue, JsError> {
-        let started = js_sys::Date::now();
-        let model = self.weights(checkpoint)?;
-        let request = request_from(request)?;
-        let mut run = model
-            .start(&request, 0..request.images, &self.device)
-            .map_err(js_error)?;
-        let total = run.progress().1;
-        let output = run.advance(model, total).map_err(js_error)?;
-        step_frame(output, &run, model, started).await
+        whole_run(self.weights(checkpoint)?, request, &self.device).await
     }
 
     /// One training step seen by the network: the digit `pixels` (class `label`), noise ε from
