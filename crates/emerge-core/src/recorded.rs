@@ -9,8 +9,8 @@
 //! outputs x_{t−1} and x̂_0 become the next x_t and previous x̂_0. Nothing in the step comes from
 //! the host, so the same recording serves every step and every sampler.
 //!
-//! Devices without graph support (Flex) run the same step on the same buffers without a
-//! recording, which is how the tests hold the recorded step to the plain one.
+//! On a device without graph support (Flex) a run steps plainly; the step on stable buffers can
+//! still run there without a recording, which is how the tests hold it to the plain step.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_backend::{Backend, BackendGraph};
@@ -33,8 +33,22 @@ const WARMUP_RUNS: usize = 1;
 pub enum Replay {
     /// The step was recorded on the device and every step replays it.
     Recorded,
-    /// The device cannot record (the reason); each step re-runs the same computation.
-    Rerun(String),
+    /// The device cannot record (the reason): the run launches every kernel each step.
+    Plain(String),
+}
+
+/// How a [`RecordedStep`] computes each step.
+enum Execution {
+    /// Replaying the recording.
+    Replayed(Box<Recording>),
+    /// Running the step on the same buffers afresh (a device without graphs).
+    Rerun,
+}
+
+/// The recorded step, and the buffers x_{t−1} and x̂_0 that every replay writes.
+struct Recording {
+    graph: BackendGraph<Dispatch>,
+    output: (Tensor<4>, Tensor<4>),
 }
 
 /// The buffers the step reads, stable for the run.
@@ -173,14 +187,13 @@ pub struct RecordedStep {
     guided: bool,
     clip: bool,
     multistep: bool,
-    graph: Option<BackendGraph<Dispatch>>,
-    /// x_{t−1} and x̂_0: the buffers every replay writes.
-    output: (Tensor<4>, Tensor<4>),
+    execution: Execution,
 }
 
 impl RecordedStep {
     /// Sets up the buffers for `sampling`'s remaining steps and records the step; the first
-    /// replay is the next step. `Replay::Rerun` when the device cannot record.
+    /// replay is the next step. `Replay::Plain` when the device cannot record (the step then
+    /// runs afresh on the same buffers).
     pub async fn record(
         unet: &UNet,
         config: &UNetConfig,
@@ -222,9 +235,12 @@ impl RecordedStep {
         };
         let (guided, clip) = (batch.guided, sampler.schedule().config.clip_sample);
         let step = || denoise_step(unet, &inputs, guided, clip);
-        let (graph, output, replay) = match capture(&device, step).await {
-            Ok((graph, output)) => (Some(graph), output, Replay::Recorded),
-            Err(reason) => (None, step()?, Replay::Rerun(reason.to_string())),
+        let (execution, replay) = match capture(&device, step).await {
+            Ok((graph, output)) => (
+                Execution::Replayed(Box::new(Recording { graph, output })),
+                Replay::Recorded,
+            ),
+            Err(reason) => (Execution::Rerun, Replay::Plain(reason.to_string())),
         };
         Ok((
             Self {
@@ -235,8 +251,7 @@ impl RecordedStep {
                 guided,
                 clip,
                 multistep: sampler.kind().is_multistep(),
-                graph,
-                output,
+                execution,
             },
             replay,
         ))
@@ -275,17 +290,18 @@ impl RecordedStep {
         if let Some(z) = z {
             refresh(&mut self.inputs.noise, z);
         }
-        match &self.graph {
-            // Safety: every buffer the recording touched is owned by `self` (inputs, outputs)
-            // or by the UNet the caller keeps alive and unchanged for the run, and the page's
-            // engine and the CLI drive one device from one thread.
-            Some(graph) => {
-                unsafe { Dispatch::graph_replay(self.inputs.sample.device().as_dispatch(), graph) }
-                    .map_err(|e| graph_error("replaying the recorded step", e))?
+        let (prev, x0) = match &self.execution {
+            Execution::Replayed(recording) => {
+                let device = self.inputs.sample.device();
+                // Safety: every buffer the recording touched is owned by `self` (inputs,
+                // outputs) or by the UNet the caller keeps alive and unchanged for the run, and
+                // the page's engine and the CLI drive one device from one thread.
+                unsafe { Dispatch::graph_replay(device.as_dispatch(), &recording.graph) }
+                    .map_err(|e| graph_error("replaying the recorded step", e))?;
+                recording.output.clone()
             }
-            None => self.output = denoise_step(unet, &self.inputs, self.guided, self.clip)?,
-        }
-        let (prev, x0) = self.output.clone();
+            Execution::Rerun => denoise_step(unet, &self.inputs, self.guided, self.clip)?,
+        };
         refresh(&mut self.inputs.sample, prev.clone());
         if self.multistep {
             refresh(&mut self.inputs.previous_x0, x0.clone());
@@ -300,7 +316,10 @@ impl std::fmt::Debug for RecordedStep {
             .field("start", &self.start)
             .field("steps", &self.rows.dims()[0])
             .field("guided", &self.guided)
-            .field("recorded", &self.graph.is_some())
+            .field(
+                "recorded",
+                &matches!(self.execution, Execution::Replayed(_)),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -367,6 +386,8 @@ mod tests {
 
     use super::*;
     use crate::Guidance;
+    use crate::guidance::Denoiser;
+    use crate::noise::ImageNoise;
     use crate::request::tests::tiny;
     use crate::request::{Classes, SamplingRequest};
     use crate::sampler::SamplerKind;
@@ -410,30 +431,67 @@ mod tests {
                     guidance,
                     start: None,
                 };
-                let mut plain = model.start(&request, 0..3, &device).unwrap();
-                let mut recorded = model.start(&request, 0..3, &device).unwrap();
-                plain.advance(&model, 2).unwrap();
-                recorded.advance(&model, 2).unwrap();
-                let replay = pollster::block_on(recorded.record(&model)).unwrap();
+                let sampling = || {
+                    let sampler = request.sampler(&model.schedule).unwrap();
+                    let noise = ImageNoise::new(request.seed, 0..3);
+                    Sampling::from_noise(sampler, [3, 1, 8, 8], noise, &device).unwrap()
+                };
+                let conditioning = request.conditioning(0..3, &model.config);
+                let (unet, config) = (&model.unet, &model.config.unet);
+                let denoiser = Denoiser::new(unet, config, conditioning.clone()).unwrap();
+                let (mut plain, mut replayed) = (sampling(), sampling());
+                for _ in 0..2 {
+                    plain.step_with(&denoiser).unwrap();
+                    replayed.step_with(&denoiser).unwrap();
+                }
+                let record = RecordedStep::record(unet, config, &conditioning, &replayed);
+                let (mut step, replay) = pollster::block_on(record).unwrap();
                 assert!(
-                    matches!(&replay, Replay::Rerun(reason) if reason.contains("not supported")),
+                    matches!(&replay, Replay::Plain(reason) if reason.contains("not supported")),
                     "Flex has no graphs: {replay:?}"
                 );
                 while !plain.is_finished() {
-                    let a = plain.advance(&model, 1).unwrap();
-                    let b = recorded.advance(&model, 1).unwrap();
+                    let a = plain.step_with(&denoiser).unwrap();
+                    let b = replayed.step_recorded(&mut step, unet).unwrap();
                     let at = format!("{sampler} {classes:?} t = {}", a.timestep);
                     assert_eq!(a.timestep, b.timestep, "{at}");
                     let x0 = max_abs_diff(a.pred_original_sample, b.pred_original_sample);
                     let x = max_abs_diff(a.prev_sample, b.prev_sample);
                     assert!(x0 < 1e-4 && x < 1e-4, "{at}: x̂_0 off by {x0}, x_t by {x}");
                 }
-                assert!(recorded.is_finished());
                 assert!(
-                    recorded.advance(&model, 1).is_err(),
+                    replayed.step_recorded(&mut step, unet).is_err(),
                     "a finished run has no step"
                 );
+                let again = RecordedStep::record(unet, config, &conditioning, &replayed);
+                let again = pollster::block_on(again).err().unwrap();
+                assert!(again.to_string().contains("finished"), "{again}");
             }
         }
+    }
+
+    /// Where the device cannot record, a run says why and goes on stepping plainly.
+    #[test]
+    fn a_run_on_a_device_without_graphs_steps_plainly() {
+        let device = Device::flex();
+        let model = tiny();
+        let request = SamplingRequest {
+            sampler: SamplerKind::Ddim { eta: 1.0 },
+            steps: 3,
+            seed: 2,
+            images: 2,
+            classes: Classes::EachInTurn,
+            guidance: Guidance::everywhere(2.0),
+            start: None,
+        };
+        let mut plain = model.start(&request, 0..2, &device).unwrap();
+        let mut run = model.start(&request, 0..2, &device).unwrap();
+        let replay = pollster::block_on(run.record(&model)).unwrap();
+        assert!(matches!(replay, Replay::Plain(_)), "{replay:?}");
+        let (a, b) = (
+            plain.advance(&model, 3).unwrap(),
+            run.advance(&model, 3).unwrap(),
+        );
+        assert_eq!(max_abs_diff(a.prev_sample, b.prev_sample), 0.0);
     }
 }

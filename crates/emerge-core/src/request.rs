@@ -198,7 +198,7 @@ impl SamplingRequest {
     }
 
     /// The conditioning of images `images` (checked by [`Self::validate`] first).
-    fn conditioning(&self, images: Range<usize>, config: &ModelConfig) -> Conditioning {
+    pub(crate) fn conditioning(&self, images: Range<usize>, config: &ModelConfig) -> Conditioning {
         let classes = config.unet.null_class().unwrap_or(0);
         match &self.classes {
             Classes::Unconditional => Conditioning::Unconditional,
@@ -345,7 +345,7 @@ impl Run {
 
     /// Records the rest of the run's step on its device ([`crate::recorded`]); every later
     /// step replays it. `model` must be the one the run steps with, unchanged for the run.
-    /// Says whether the device recorded or re-runs the step.
+    /// Says whether the device recorded; where it could not, the run steps plainly.
     pub async fn record(&mut self, model: &Model) -> Result<Replay, EmergeError> {
         let (recorded, replay) = RecordedStep::record(
             &model.unet,
@@ -354,7 +354,7 @@ impl Run {
             &self.sampling,
         )
         .await?;
-        self.recorded = Some(recorded);
+        self.recorded = (replay == Replay::Recorded).then_some(recorded);
         Ok(replay)
     }
 

@@ -337,7 +337,7 @@ impl Engine {
                 #[cfg(feature = "webgpu")]
                 ("webgpu", true) => match run.record(model).await {
                     Ok(Replay::Recorded) => "recorded".into(),
-                    Ok(Replay::Rerun(reason)) => format!("plain: {reason}"),
+                    Ok(Replay::Plain(reason)) => format!("plain: {reason}"),
                     Err(e) => format!("plain: {e}"),
                 },
                 ("webgpu", _) => "plain: recording is off".into(),

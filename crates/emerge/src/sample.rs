@@ -80,7 +80,7 @@ pub fn generate(
     if stepping == Stepping::Recorded && device != Device::flex() {
         say_once(match pollster::block_on(run.record(model)) {
             Ok(Replay::Recorded) => "the GPU replays one recorded step for every step".into(),
-            Ok(Replay::Rerun(reason)) => format!("the GPU runs every step afresh ({reason})"),
+            Ok(Replay::Plain(reason)) => format!("the GPU runs every step afresh ({reason})"),
             Err(e) => format!("the GPU runs every step afresh ({e})"),
         });
     }
