@@ -47,16 +47,17 @@ build_module() {
 }
 
 # The page's engine in two builds, so that a visitor downloads one backend: WebGPU, and the CPU
-# (Flex) only where WebGPU is missing or fails; the trainer (Flex with autodiff) is a third,
-# loaded only by a reader who trains. No wasm-opt: `-Oz` (binaryen 132) shrinks the raw
-# modules by a quarter but makes them larger gzip-compressed, as servers send them (WebGPU 3.03 →
-# 3.17 MB, CPU 0.49 → 0.57 MB), and takes minutes.
+# (Flex) only where WebGPU is missing or fails; the trainer (autodiff) likewise on WebGPU (without
+# fusion) and on the CPU, loaded only by a reader who trains. No wasm-opt: `-Oz` (binaryen 132)
+# shrinks the raw modules by a quarter but makes them larger gzip-compressed, as servers send them
+# (WebGPU 3.03 → 3.17 MB, CPU 0.49 → 0.57 MB), and takes minutes.
 build_wasm() {
   ensure_wasm_toolchain
   rm -rf pkg
   build_module emerge_web --no-default-features --features webgpu
   build_module emerge_cpu --no-default-features --features cpu
   build_module emerge_train --no-default-features --features train
+  build_module emerge_train_gpu --no-default-features --features train-webgpu
   write_module_sizes
 }
 
@@ -64,7 +65,7 @@ build_wasm() {
 # for the embed's Play button to say what it will download.
 write_module_sizes() {
   local json='{' separator='' name raw gzip
-  for name in emerge_web emerge_cpu emerge_train; do
+  for name in emerge_web emerge_cpu emerge_train emerge_train_gpu; do
     raw=$(cat "pkg/${name}_bg.wasm" "pkg/$name.js" | wc -c)
     gzip=$(($(gzip -9 -c "pkg/${name}_bg.wasm" | wc -c) + $(gzip -9 -c "pkg/$name.js" | wc -c)))
     json+="$separator\"$name\": {\"bytes\": $((raw)), \"gzip_bytes\": $gzip}"
@@ -85,11 +86,24 @@ ensure_vulkan() {
   export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 }
 
-# The site: www/ plus the wasm-bindgen output, every URL relative.
+# The site: www/ plus the wasm-bindgen output, every URL relative, and the trainer's digits.
 assemble_site() {
   rm -rf site
   cp -r www site
   cp -r pkg site/pkg
+  bundle_training_digits
+}
+
+# The page trainer's digits, 600 of each class from MNIST's training split, where EMERGE_MNIST
+# (default ../shared/data/mnist) has it: the data set is never committed, so a site built without
+# it has a trainer that says so.
+bundle_training_digits() {
+  local mnist="${EMERGE_MNIST:-$ROOT/../shared/data/mnist}"
+  if [ -e "$mnist/train-images-idx3-ubyte.gz" ] || [ -e "$mnist/train-images-idx3-ubyte" ]; then
+    node tools/training-digits.mjs "$mnist" site/data --per-class 600
+  else
+    log "no MNIST training split in $mnist (set EMERGE_MNIST): the site's trainer will say it has no digits"
+  fi
 }
 
 ensure_node_packages() {
@@ -124,6 +138,7 @@ case "${1:-}" in
     cargo clippy --locked --target wasm32-unknown-unknown -p emerge-core -p emerge-web -- -D warnings
     cargo clippy --locked --target wasm32-unknown-unknown -p emerge-web --no-default-features --features webgpu -- -D warnings
     cargo clippy --locked --target wasm32-unknown-unknown -p emerge-web --no-default-features --features train -- -D warnings
+    cargo clippy --locked --target wasm32-unknown-unknown -p emerge-web --no-default-features --features train-webgpu -- -D warnings
     log "unit tests (release build: burn is too slow unoptimised)"
     VK_ICD_FILENAMES=$SWIFTSHADER cargo test --release --workspace --locked
     log "device check: native wgpu on SwiftShader's Vulkan held to Flex (small cases: it is emulated)"

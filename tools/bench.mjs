@@ -6,9 +6,11 @@
 //   node tools/bench.mjs            (after ./build.sh site; EMERGE_CLI = the native binary)
 // Another model of the site's manifest: BENCH_MODEL=name BENCH_PRESET=ddpm-cifar10 BENCH_STEPS=3
 // BENCH_BACKENDS=cpu node tools/bench.mjs (the preset names the same network for the native run).
+// Where the site has the trainer's digits, also the page's trainer: its steps per second on each
+// backend over BENCH_TRAIN_SECONDS (default 60) of training, grids included.
 import { execFileSync } from 'node:child_process';
 import os from 'node:os';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { CLI, SITE, open, startBrowser, waitForState } from '../tests/e2e/browser.mjs';
@@ -34,6 +36,24 @@ const MODEL = process.env.BENCH_MODEL ?? 'mnist';
 const PRESET = process.env.BENCH_PRESET ?? 'mnist';
 const BACKENDS = (process.env.BENCH_BACKENDS ?? 'webgpu,cpu').split(',');
 const STEPS = process.env.BENCH_STEPS ? Number(process.env.BENCH_STEPS) : null;
+const TRAIN_SECONDS = Number(process.env.BENCH_TRAIN_SECONDS ?? 60);
+
+/** The page's trainer on `backend`: steps per second over TRAIN_SECONDS of training. */
+async function trainerSpeed(env, backend) {
+  const { page } = await open(env, `index.html?autoplay=0&backend=${backend}`);
+  await page.waitForFunction(() => document.querySelector('#train-open') && !document.querySelector('#train-open').hidden, null, { timeout: 300_000 });
+  await page.click('#train-open');
+  await page.waitForFunction(() => window.emergeDebug.trainer.samples.length > 0 || window.emergeDebug.trainer.error, null, { timeout: 900_000 });
+  const about = await page.textContent('#train-about');
+  await page.click('#train-toggle');
+  const started = Date.now();
+  await page.waitForTimeout(TRAIN_SECONDS * 1000);
+  const { step, samples, error } = await page.evaluate(() => window.emergeDebug.trainer);
+  if (error) throw new Error(error);
+  const seconds = (Date.now() - started) / 1000;
+  await page.close();
+  return { backend, about, step, grids: samples.length, seconds };
+}
 
 /** Milliseconds from the first frame to the end of the run at `query` (a fresh page). */
 async function runAfterFirstFrame(env, query) {
@@ -50,6 +70,7 @@ const env = await startBrowser();
 const rows = [];
 const wire = [];
 const pool = [];
+const trainers = [];
 try {
   for (const backend of BACKENDS) {
     // on the CPU, batch 16 with one worker and with the pool (one per core, at most 4)
@@ -82,6 +103,9 @@ try {
       pool.push({ workers, ms });
     }
   }
+  if (!STEPS && existsSync(join(SITE, 'data/training-digits.json'))) {
+    for (const backend of BACKENDS) trainers.push(await trainerSpeed(env, backend));
+  }
 } finally {
   await env.close();
 }
@@ -97,6 +121,9 @@ if (pool.length) {
   console.log('| workers | run (s) | speed-up over one worker |');
   console.log('| --- | --- | --- |');
   for (const p of pool) console.log(`| ${p.workers} | ${(p.ms / 1000).toFixed(1)} | ${(pool[0].ms / p.ms).toFixed(2)}× |`);
+}
+for (const t of trainers) {
+  console.log(`\nthe page's trainer (${t.about}): ${t.step} steps in ${t.seconds.toFixed(0)} s of training, ${(t.step / t.seconds).toFixed(2)} steps/s, ${t.grids} grids drawn`);
 }
 console.log('\n| device | files fetched before the first picture | raw (MB) | gzip, as Pages sends them (MB) |');
 console.log('| --- | --- | --- | --- |');

@@ -8,7 +8,8 @@
 #   emerge-<variant>  optional builds for the investigation (autotune, spirv, autotune-checks)
 #   node, dawn.node   Node.js and Dawn's Node addon (the npm package `webgpu`), maybe .xz
 #   pkg/              the wasm-bindgen output the page loads
-#   dawn/, grid.mjs   the Dawn harness (tests/dawn/harness.mjs and its helper)
+#   dawn/, grid.mjs   the Dawn harness (tests/dawn/harness.mjs and its helpers)
+#   tools/, data/     the trainer's bench, the page's recipe and its training digits
 #   models/mnist.bpk  the shipped model
 #   *.deb             the Vulkan loader and GL dispatch (libvulkan1, libglvnd0, libegl1, …),
 #                     used where the machine has none
@@ -116,6 +117,13 @@ if [ "$QUICK" != 1 ]; then
       --tasks-per-submit "$tasks" --sampler ddim --eta 1 --steps 50 --batch 16 --class 7 --guidance 1.25
   done
   step "(d) one forward pass per batch (emerge bench)" 120 ./emerge bench --presets mnist,ddpm-cifar10 --batches 1,16,32 --runs 5
+fi
+
+# --- (e) the page's trainer on Dawn: the page's recipe (16/32/32, batch 64) on its digits ------
+if [ -f data/training-images.idx.gz ]; then
+  step "(e) the page's trainer on Dawn (WebGPU, no fusion): 30 steps of the page's recipe" 150 "$NODE" \
+    tools/trainer-bench.mjs --backend webgpu --dawn "$DIR/dawn.node" --pkg pkg --recipe data/trainer.json --data data \
+    --digits 6000 --steps 30 --target 3600
 fi
 
 say "" "finished in $SECONDS s"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fills one folder with everything tools/gpu-check.sh needs on a GPU machine that has neither
 # Rust nor Node nor internet: the native CLI (and, with VARIANTS, builds for the investigation),
-# the page's pkg/, Node.js, Dawn's Node addon, the Vulkan loader and the shipped model. Large
+# the page's pkg/ (sampling and the WebGPU trainer), Node.js, Dawn's Node addon, the trainer's
+# bench, recipe and digits, the Vulkan loader and the shipped model. Large
 # files are xz-compressed (gpu-check.sh unpacks them).
 #
 #   tools/gpu-pack.sh FOLDER                     the shipped GPU build only
@@ -36,14 +37,18 @@ rm -rf "$OUT/pkg" "$OUT/dawn" "$OUT/node.xz" "$OUT/dawn.node.xz" "$OUT/grid.mjs"
 if [ "${DAWN:-1}" != 0 ]; then
   [ -f pkg/emerge_web_bg.wasm ] || ./build.sh site
   mkdir "$OUT/pkg"
-  for module in emerge_web emerge_cpu; do
+  for module in emerge_web emerge_cpu emerge_train_gpu; do
     cp "pkg/$module.js" "$OUT/pkg/"
     pack "pkg/${module}_bg.wasm" "pkg/${module}_bg.wasm"
   done
   pack "$(command -v node)" node
   pack tests/node_modules/webgpu/dist/linux-x64/dawn.node dawn.node
-  mkdir -p "$OUT/dawn"
-  cp tests/dawn/harness.mjs "$OUT/dawn/" && cp tests/grid.mjs "$OUT/"
+  mkdir -p "$OUT/dawn" "$OUT/tools" "$OUT/tests/dawn" "$OUT/data"
+  cp tests/dawn/harness.mjs tests/dawn/webgpu.mjs "$OUT/dawn/" && cp tests/grid.mjs "$OUT/"
+  # the page's trainer on Dawn: the bench, the page's recipe and its digits (where the site has them)
+  cp tools/trainer-bench.mjs "$OUT/tools/" && cp tests/dawn/webgpu.mjs "$OUT/tests/dawn/"
+  cp www/data/trainer.json "$OUT/data/"
+  cp site/data/training-*.idx.gz "$OUT/data/" 2>/dev/null || echo "no site/data/training-*.idx.gz: build the site with EMERGE_MNIST for the trainer's step"
 fi
 mkdir -p "$OUT/models"
 cp www/models/mnist.bpk "$OUT/models/"

@@ -13,12 +13,12 @@
 // bad arguments or no WebGPU adapter. Dawn needs a Vulkan driver: without a GPU, point the Vulkan
 // loader at SwiftShader (VK_ICD_FILENAMES=/usr/lib/chromium/vk_swiftshader_icd.json).
 import { readFileSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { samplingRequest } from '../../www/js/settings.js';
 import { idxImages, maxDifference, tile } from '../grid.mjs';
+import { installWebGpu, loadDawn } from './webgpu.mjs';
 
 const USAGE = 'usage: harness.mjs --pkg DIR --model FILE [--dawn dawn.node] [--sampler ddim|ddpm|dpmpp_2m|sde_dpmpp_2m] [--steps N] [--eta E] [--batch N] [--class C] [--seed S] [--guidance W] [--per-draw N] [--tasks-per-submit N] [--no-record] [--expect native.idx] [--tolerance 6] [--json out.json]';
 
@@ -76,21 +76,6 @@ function options() {
     console.error(`${error.message}\n${USAGE}`);
     process.exit(2);
   }
-}
-
-/** Dawn's `create` and `globals`: from a given dawn.node, else from the npm package. */
-async function loadDawn(path) {
-  if (path) return createRequire(import.meta.url)(path);
-  return import('webgpu');
-}
-
-/** What wgpu's WebGPU backend looks for: a worker-like global scope with `navigator.gpu`. */
-function installWebGpu({ create, globals }) {
-  Object.assign(globalThis, globals);
-  const gpu = create([]);
-  Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });
-  globalThis.WorkerGlobalScope ??= class WorkerGlobalScope {};
-  return gpu;
 }
 
 /** Counts console errors (wgpu's validation errors and panics arrive only there). */

@@ -4,12 +4,11 @@
 // SwiftShader driver Debian's chromium package ships.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { CLI, RESULTS, SITE } from './browser.mjs';
-
-const SWIFTSHADER = '/usr/lib/chromium/vk_swiftshader_icd.json';
+import { withSwiftShader } from '../dawn/webgpu.mjs';
 const RUN = { seed: 7, steps: 10, count: 2, digit: 3, guidance: 2 };
 
 test('the page engine on Dawn draws the native CLI’s digits', { timeout: 600_000 }, () => {
@@ -20,8 +19,7 @@ test('the page engine on Dawn draws the native CLI’s digits', { timeout: 600_0
     '--steps', String(RUN.steps), '--count', String(RUN.count), '--seed', String(RUN.seed),
     '--class', String(RUN.digit), '--guidance', String(RUN.guidance), '--out', native,
   ]);
-  const env = { ...process.env };
-  if (!env.VK_ICD_FILENAMES && existsSync(SWIFTSHADER)) env.VK_ICD_FILENAMES = SWIFTSHADER;
+  const env = withSwiftShader({ ...process.env });
   const harness = new URL('../dawn/harness.mjs', import.meta.url).pathname;
   /** The harness on this run, with the step recorded and replayed (the page's path) or not. */
   const run = (record) => {

@@ -1,14 +1,15 @@
-// The page's side of the worker: start it, send commands, route its messages to handlers.
+// The page's side of a worker: start it, send commands, route its messages to handlers.
 
 import { samplingRequest } from './settings.js';
 
 export class Client {
-  /** `handlers` maps worker statuses ('frame', 'error', …) to functions. */
-  constructor(handlers) {
+  /** `handlers` maps worker statuses ('frame', 'error', …) to functions; `script`: the worker
+   * (the sampling engine's, or the trainer's). */
+  constructor(handlers, script = new URL('./worker.js', import.meta.url)) {
     this.handlers = handlers;
     this.pending = new Map();
     this.nextId = 0;
-    this.worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+    this.worker = new Worker(script, { type: 'module' });
     this.worker.onmessage = ({ data }) => (data.status === 'reply' ? this.settle(data) : this.handlers[data.status]?.(data));
     this.worker.onerror = (event) =>
       this.handlers.error?.({ message: `the worker failed to start: ${event.message || 'unknown error'}` });
@@ -38,6 +39,12 @@ export class Client {
   init(settings, model) {
     const { backend, workers } = settings;
     this.send('init', { backend, workers: workers ?? undefined, modelUrl: new URL(model.file, model.baseUrl).href, modelBytes: model.bytes });
+  }
+
+  /** Loads `model` in place of the current one: its file, or its bytes where the page holds them
+   * (`model.data`: a model trained in the page). */
+  load(model) {
+    this.send('load', model.data ? { modelData: model.data.slice() } : { modelUrl: new URL(model.file, model.baseUrl).href, modelBytes: model.bytes });
   }
 
   /** Starts a run, from noise or from `image` ({pixels, timestep}: the request's start image);

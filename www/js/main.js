@@ -7,12 +7,13 @@ import { drawRgba, saveBlob, savePng } from './draw.js';
 import { FrameHistory } from './history.js';
 import { schedulePlot } from './plot.js';
 import { $, chooseModelFor, setPlaying, setState, showNotes, status, urlSettings } from './page.js';
-import { DEFAULTS, STEPS, readSetting, settingsUrl } from './settings.js';
+import { DEFAULTS, STEPS, modelDefaults, readSetting, settingsUrl } from './settings.js';
 import { createDebug, describeModel, fitToDevice, fitToLimits, showFrame } from './stage.js';
 import { viewContext } from './views/context.js';
 import * as forwardView from './views/forward.js';
 import * as learnView from './views/learn.js';
 import * as sketchView from './views/sketch.js';
+import * as trainView from './views/train.js';
 
 // The URL's values over the model's recommended ones (filled in once the manifest is read).
 const page = urlSettings();
@@ -25,6 +26,12 @@ let limits = null;
 let runOwner = 'generate';
 let sketch = null;
 let stagePlot = null;
+// The model list, and the models the picker lists: the manifest's, then one trained in this
+// page; `listModels()` refills the picker.
+let manifestOf = null;
+let models = [];
+let listModels = () => {};
+let trainMounted = false;
 // The current run's frames, for scrubbing and the GIF.
 const runFrames = new FrameHistory();
 let runStarted = 0;
@@ -114,7 +121,7 @@ const client = new Client({
     setState('ready');
     status('Model loaded.');
     mountViews().catch((e) => status(`The explanation views could not start: ${e.message}`, 'error'));
-    if (settings.autoplay) start();
+    if (settings.autoplay || message.switched) start();
   },
   started({ total, workers }) {
     if ($('device').dataset.backend === 'cpu') $('device').textContent = `CPU fallback (WebAssembly, ${workers === 1 ? 'one worker' : `${workers} workers`})`;
@@ -180,12 +187,18 @@ function start(image = null, owner = 'generate') {
 async function mountViews() {
   const ctx = await viewContext({ client, model, limits, settings, status }, {
     startRun: (image) => start(image),
+    useModel,
     cleanSketch: (image) => start(image, 'sketch'),
   });
   stagePlot = schedulePlot($('stage-schedule'), ctx.schedule);
   forwardView.mount($('forward-view'), ctx);
   learnView.mount($('learn-view'), ctx);
   sketch = sketchView.mount($('sketch-view'), ctx);
+  // The trainer keeps its run across models: it is mounted once.
+  if (!trainMounted) {
+    trainMounted = true;
+    trainView.mount($('train-view'), ctx).catch((e) => status(`The trainer could not start: ${e.message}`, 'error'));
+  }
   debug.views = true;
 }
 
@@ -228,18 +241,46 @@ $('save-gif').onclick = async () => {
 
 // ---- models ---------------------------------------------------------------------------------
 
-/** Lists every model with its size; choosing one reloads the page with it (its weights are
- * downloaded only then). */
+/** Lists every model with its size; choosing one loads it in place (its weights are downloaded
+ * only then) and starts a run with it. */
 function buildModelPicker(manifest) {
+  models = [...manifest.models];
   const picker = $('model');
-  picker.replaceChildren(
-    ...manifest.models.map((m) => Object.assign(document.createElement('option'), { value: m.name, textContent: describeModel(m) })),
-  );
+  const fill = () =>
+    picker.replaceChildren(...models.map((m) => Object.assign(document.createElement('option'), { value: m.name, textContent: describeModel(m) })));
+  fill();
   picker.value = model.name;
   picker.onchange = () => {
     readControls();
-    location.href = settingsUrl({ ...settings, model: picker.value === manifest.default ? '' : picker.value }, location.href, defaults);
+    switchModel(models.find((m) => m.name === picker.value));
   };
+  return fill;
+}
+
+/** Shows which model is loaded. */
+function describeLoaded() {
+  $('model-name').textContent = `${describeModel(model)} · ${model.source}`;
+  $('model').value = model.name;
+}
+
+/** Loads `chosen` in place of the current model, from its file or from the bytes the page holds
+ * (`chosen.data`: a model trained here), under its recommended settings and the URL's own values;
+ * a run starts with it once it is loaded. */
+function switchModel(chosen) {
+  model = chosen;
+  defaults = modelDefaults(model);
+  Object.assign(settings, defaults, given, { model: model.data || model.name === manifestOf.default ? '' : model.name });
+  describeLoaded();
+  setState('loading');
+  status(`Loading ${model.name}…`);
+  client.load(model);
+}
+
+/** Puts a model trained in the page into the picker (replacing an earlier one) and loads it. */
+function useModel(trained) {
+  models = [...models.filter((m) => m.name !== trained.name), trained];
+  listModels();
+  switchModel(trained);
 }
 
 // ---- wiring ---------------------------------------------------------------------------------
@@ -291,8 +332,9 @@ async function main() {
     ({ model, defaults } = chosen);
     const { manifest } = chosen;
     writeControls();
-    buildModelPicker(manifest);
-    $('model-name').textContent = `${describeModel(model)} · ${model.source}`;
+    manifestOf = manifest;
+    listModels = buildModelPicker(manifest);
+    describeLoaded();
     $('download-text').textContent = `downloading ${formatBytes(model.bytes)} of weights…`;
     showNotes(notes);
     if (!settings.autoplay) setPlaying(false);

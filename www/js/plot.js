@@ -21,6 +21,10 @@ export class Plot {
       const values = s.ys.map((y) => (s.log ? Math.log10(Math.max(y, 1e-12)) : y));
       return { ...s, values, lo: Math.min(...values), hi: Math.max(...values) };
     });
+    // The log series share one range, so that they can be compared.
+    const logs = this.series.filter((s) => s.log);
+    const [lo, hi] = [Math.min(...logs.map((s) => s.lo)), Math.max(...logs.map((s) => s.hi))];
+    for (const s of logs) Object.assign(s, { lo, hi });
     this.draw();
   }
 

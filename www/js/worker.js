@@ -1,6 +1,6 @@
 // The worker owns the WebAssembly module and the GPU: the page never runs the model, so it
 // never freezes (the CPU fallback blocks whatever thread it runs on). Protocol:
-//   page → worker  {command: 'init' | 'start' | 'play' | 'pause' | 'step' | 'perDraw', ...}
+//   page → worker  {command: 'init' | 'load' | 'start' | 'play' | 'pause' | 'step' | 'perDraw', ...}
 //   worker → page  {status: 'device' | 'loading' | 'ready' | 'started' | 'frame' | 'complete'
 //                           | 'paused' | 'fallback' | 'error', ...}
 // and requests that get one answer each (the learning view, the timeline, the schedule, GIFs):
@@ -11,6 +11,9 @@
 // The engine comes in two builds, so that a visitor downloads one backend: WebGPU, and the CPU
 // (Flex) only where WebGPU is missing or fails. Each is compiled once per worker family: helpers
 // get the compiled module from their parent.
+import { download } from './download.js';
+import { listen, messageOf, post, transferables } from './worker-protocol.js';
+
 const MODULES = { webgpu: '../pkg/emerge_web', cpu: '../pkg/emerge_cpu' };
 const compiled = {};
 const engineClasses = {};
@@ -108,8 +111,6 @@ const run = { request: null, helpers: [], perDraw: 1, playing: false, token: 0 }
 let queue = Promise.resolve();
 const enqueue = (job) => (queue = queue.then(job, job));
 
-const post = (message, transfer = []) => self.postMessage(message, transfer);
-const messageOf = (error) => (error && error.message) || String(error);
 
 /** Creates the engine on `backend`: 'webgpu', 'cpu', or 'auto' (WebGPU where the browser has
  * it, else the CPU, with the reason); `reason`: why the CPU replaces a WebGPU engine. */
@@ -130,33 +131,18 @@ async function createEngine(backend, reason = null) {
   post({ status: 'device', device });
 }
 
-/** Downloads the model file, reporting progress; the size is known from the manifest. */
-async function download(url, expectedBytes, progress = (loaded, total) => post({ status: 'loading', loaded, total })) {
-  const response = await fetch(url);
-  if (!response.ok) throw new Error(`the weights ${url} could not be downloaded (HTTP ${response.status})`);
-  const total = Number(response.headers.get('Content-Length')) || expectedBytes || 0;
-  const reader = response.body.getReader();
-  const chunks = [];
-  let loaded = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    chunks.push(value);
-    loaded += value.length;
-    progress(loaded, total);
-  }
-  const bytes = new Uint8Array(loaded);
-  let offset = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return bytes;
-}
+/** The model file, reporting progress; the size is known from the manifest. */
+const downloadWeights = (url, expectedBytes, progress = (loaded, total) => post({ status: 'loading', loaded, total })) =>
+  download(url, { expectedBytes, progress, what: 'the weights' });
 
-/** The pixel arrays of a result, handed over to the page instead of copied. */
-const transferables = (result) =>
-  result && typeof result === 'object' ? Object.values(result).filter((v) => ArrayBuffer.isView(v)).map((v) => v.buffer) : [];
+/** Loads the model file `bytes` into the engine (in the queue: after any step in flight) and
+ * says so with its limits. */
+async function loadModel(bytes, fields = {}) {
+  const config = await enqueue(() => engine.loadModel(bytes));
+  modelBytes = bytes;
+  checkpointBytes.length = 0;
+  post({ status: 'ready', config, limits: engine.limits, bytes: bytes.length, ...fields });
+}
 
 /** Starts (or restarts) the current request on the engine: the slice a helper was given, or on
  * the CPU the first slice here and the others on helpers. */
@@ -228,9 +214,16 @@ const commands = {
     if (wasm) compiled[backend] = wasm;
     pool.workers = workers ?? Math.min(MAX_WORKERS, self.navigator.hardwareConcurrency || 1);
     await createEngine(backend);
-    modelBytes = modelData ?? (await download(modelUrl, expected));
-    const config = engine.loadModel(modelBytes);
-    post({ status: 'ready', config, limits: engine.limits, bytes: modelBytes.length });
+    await loadModel(modelData ?? (await downloadWeights(modelUrl, expected)));
+  },
+  /** Replaces the loaded model (a file from `modelUrl`, or `modelData`: a model the page holds,
+   * one trained in it): the run stops, the timeline's checkpoints go, the helpers get it anew. */
+  async load({ modelUrl, modelBytes: expected, modelData }) {
+    run.playing = false;
+    run.token += 1;
+    run.request = null;
+    stopHelpers();
+    await loadModel(modelData ?? (await downloadWeights(modelUrl, expected)), { switched: true });
   },
   async start({ sampling, slice, perDraw, autoplay }) {
     run.token += 1;
@@ -266,7 +259,7 @@ const requests = {
   lossCurve: ({ pixels, label, seed, points, checkpoint }) => engine.lossCurve(pixels, label ?? undefined, BigInt(seed), points, checkpoint ?? undefined),
   /** Downloads a checkpoint of the loaded model's run and loads it; answers its index. */
   checkpoint: async ({ url, bytes }) => {
-    const weights = await download(url, bytes, () => {});
+    const weights = await downloadWeights(url, bytes, () => {});
     const index = engine.loadCheckpoint(weights);
     checkpointBytes[index] = weights;
     return index;
@@ -275,26 +268,4 @@ const requests = {
   gif: ({ grids, width, height, delay }) => engine.encodeGif(grids, width, height, delay),
 };
 
-async function answer({ request, id, ...fields }) {
-  try {
-    const handler = requests[request];
-    if (!handler) throw new Error(`unknown request '${request}'`);
-    if (!engine) throw new Error('the engine is not ready');
-    const result = await enqueue(() => handler(fields));
-    const transfer = ArrayBuffer.isView(result) ? [result.buffer] : transferables(result);
-    post({ status: 'reply', id, result }, transfer);
-  } catch (error) {
-    post({ status: 'reply', id, error: messageOf(error) });
-  }
-}
-
-self.onmessage = async ({ data }) => {
-  if (data.request) return answer(data);
-  try {
-    const command = commands[data.command];
-    if (!command) throw new Error(`unknown command '${data.command}'`);
-    await command(data);
-  } catch (error) {
-    fail(data.command)(error);
-  }
-};
+listen({ commands, requests, enqueue, ready: () => engine !== null, notReady: 'the engine is not ready', fail });

@@ -15,6 +15,22 @@ pub struct DeviceInfo {
     pub adapter: String,
 }
 
+/// The device `backend` names, `"webgpu"` or `"cpu"`, or why this module or the browser cannot
+/// give it (the worker chooses, and falls back).
+#[cfg(target_arch = "wasm32")]
+pub async fn named(
+    backend: &str,
+    tasks_per_submit: Option<usize>,
+) -> Result<(Device, DeviceInfo), String> {
+    match backend {
+        "cpu" => cpu(),
+        "webgpu" => webgpu(tasks_per_submit)
+            .await
+            .map_err(|e| format!("WebGPU is unavailable: {e}")),
+        other => Err(format!("unknown backend '{other}' (webgpu or cpu)")),
+    }
+}
+
 /// The CPU device.
 #[cfg(all(target_arch = "wasm32", feature = "cpu"))]
 pub fn cpu() -> Result<(Device, DeviceInfo), String> {
@@ -27,18 +43,18 @@ pub fn cpu() -> Result<(Device, DeviceInfo), String> {
 
 #[cfg(all(target_arch = "wasm32", not(feature = "cpu")))]
 pub fn cpu() -> Result<(Device, DeviceInfo), String> {
-    Err("this module was built without the CPU backend (pkg/emerge_cpu.js has it)".into())
+    Err("this module was built without the CPU backend".into())
 }
 
-#[cfg(all(target_arch = "wasm32", not(feature = "webgpu")))]
+#[cfg(all(target_arch = "wasm32", not(feature = "gpu")))]
 pub async fn webgpu(_tasks_per_submit: Option<usize>) -> Result<(Device, DeviceInfo), String> {
-    Err("this module was built without WebGPU (pkg/emerge_web.js has it)".into())
+    Err("this module was built without WebGPU".into())
 }
 
 /// The WebGPU device, or the reason it cannot be had. wgpu's runtime can be initialised once
 /// per page: callers keep the device. `tasks_per_submit`: kernel launches gathered into one
 /// submitted command buffer (cubecl's default, 32, when absent).
-#[cfg(all(target_arch = "wasm32", feature = "webgpu"))]
+#[cfg(all(target_arch = "wasm32", feature = "gpu"))]
 pub async fn webgpu(tasks_per_submit: Option<usize>) -> Result<(Device, DeviceInfo), String> {
     let mut options = Device::wgpu_options();
     if let Some(tasks) = tasks_per_submit {

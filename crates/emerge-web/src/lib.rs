@@ -9,7 +9,7 @@ mod lesson;
 mod options;
 mod readback;
 mod session;
-#[cfg(all(target_arch = "wasm32", feature = "train"))]
+#[cfg(all(target_arch = "wasm32", feature = "trainer"))]
 mod training;
 #[cfg(target_arch = "wasm32")]
 mod web;

@@ -5,7 +5,9 @@ use burn::tensor::{Tensor, Transaction};
 use emerge_core::EmergeError;
 
 /// The f32 values of each tensor, in order, read in one asynchronous transaction.
-pub async fn read_values(tensors: Vec<Tensor<4>>) -> Result<Vec<Vec<f32>>, EmergeError> {
+pub async fn read_values<const D: usize>(
+    tensors: Vec<Tensor<D>>,
+) -> Result<Vec<Vec<f32>>, EmergeError> {
     let count = tensors.len();
     let transaction = tensors
         .into_iter()

@@ -1,17 +1,22 @@
-//! The page's trainer (`pkg/emerge_train.js`, a module of its own so that sampling visitors do
-//! not download autodiff): `Training.create(recipe, images, labels)` with a `TrainingConfig`
-//! object (what `emerge train` writes to `config.json`) and the digits as bytes, `train(count)`
-//! for optimisation steps and their losses, `sample(request)` for a grid drawn with the EMA
-//! weights as they are, `exportModel()` for a model file of the EMA weights
-//! that `emerge sample --model` and the page's model list accept.
+//! The page's trainer (`pkg/emerge_train.js` on the CPU, `pkg/emerge_train_gpu.js` on WebGPU:
+//! modules of their own so that sampling visitors do not download autodiff):
+//! `Training.create(recipe, images, labels, backend)` with a `TrainingConfig` object (what
+//! `emerge train` writes to `config.json`) and the digits as bytes, `train(count)` for
+//! optimisation steps and their losses, `sample(request)` for a grid drawn with the EMA weights as
+//! they are, `reset()` to start over, `exportModel()` for a model file of the EMA weights that
+//! `emerge sample --model` and the page's model list accept.
 
-use burn::tensor::{Device, Transaction};
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData, Transaction};
 use emerge_core::Model;
 use emerge_core::training::{Digits, Trainer, TrainingConfig};
-use emerge_core::weights::{self, Precision};
+use emerge_core::unet::UNet;
+use emerge_core::weights::{self, Precision, parameters};
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
+use crate::device::{self, DeviceInfo};
+use crate::readback::read_values;
 use crate::web::{from_js_strictly, js_error, to_js, whole_run};
 
 /// What a call to `train` did.
@@ -30,19 +35,55 @@ pub struct Trained {
 pub struct Training {
     trainer: Trainer,
     digits: Digits,
+    device: Device,
+    info: DeviceInfo,
 }
 
 #[wasm_bindgen]
 impl Training {
     /// `recipe`: a `TrainingConfig` object (unknown keys refused); `images`: N greyscale images
-    /// of the recipe's size, one byte per pixel, one after another; `labels`: their N classes.
-    /// Trains on the CPU (Flex).
-    pub fn create(recipe: JsValue, images: Vec<u8>, labels: Vec<u8>) -> Result<Training, JsError> {
+    /// of the recipe's size, one byte per pixel, one after another; `labels`: their N classes;
+    /// `backend`: `"cpu"` (Flex, the default) or `"webgpu"`, an error where this module or the
+    /// browser lacks it.
+    pub async fn create(
+        recipe: JsValue,
+        images: Vec<u8>,
+        labels: Vec<u8>,
+        backend: Option<String>,
+    ) -> Result<Training, JsError> {
         let recipe: TrainingConfig = from_js_strictly(recipe, "training recipe")?;
         let size = recipe.model.unet.sample_size;
         let digits = Digits::new(&images, labels, size).map_err(js_error)?;
-        let trainer = Trainer::new(recipe, &Device::flex()).map_err(js_error)?;
-        Ok(Training { trainer, digits })
+        let (device, info) = device::named(backend.as_deref().unwrap_or("cpu"), None)
+            .await
+            .map_err(|e| JsError::new(&e))?;
+        let trainer = Trainer::new(recipe, &device).map_err(js_error)?;
+        Ok(Training {
+            trainer,
+            digits,
+            device,
+            info,
+        })
+    }
+
+    /// The device it trains on: a [`DeviceInfo`].
+    #[wasm_bindgen(getter)]
+    pub fn device(&self) -> Result<JsValue, JsError> {
+        to_js(&self.info)
+    }
+
+    /// Starts over: weights drawn afresh from the recipe's seed (the same start as before), a new
+    /// optimizer and EMA, step 0, on the same device.
+    pub fn reset(&mut self) -> Result<(), JsError> {
+        self.trainer =
+            Trainer::new(self.trainer.config().clone(), &self.device).map_err(js_error)?;
+        Ok(())
+    }
+
+    /// The network's parameter count.
+    #[wasm_bindgen(getter)]
+    pub fn parameters(&self) -> usize {
+        self.trainer.model().num_params()
     }
 
     /// Runs `count` optimisation steps (at least one) and reads their losses back once: a
@@ -77,13 +118,29 @@ impl Training {
     pub async fn sample(&self, request: JsValue) -> Result<JsValue, JsError> {
         let config = self.trainer.config().model.clone();
         let model = Model::new(config, self.trainer.ema().clone()).map_err(js_error)?;
-        whole_run(&model, request, &Device::flex()).await
+        whole_run(&model, request, &self.device).await
     }
 
-    /// A model file (f16) of the EMA weights, with the recipe's network and schedule.
+    /// A model file (f16) of the EMA weights, with the recipe's network and schedule. The
+    /// weights are read back asynchronously into a copy on the CPU first (a synchronous read
+    /// panics on WebGPU).
     #[wasm_bindgen(js_name = exportModel)]
-    pub fn export_model(&self) -> Result<Vec<u8>, JsError> {
+    pub async fn export_model(&self) -> Result<Vec<u8>, JsError> {
         let config = &self.trainer.config().model;
-        weights::to_bytes(self.trainer.ema(), config, Precision::F16).map_err(js_error)
+        let values = read_values(parameters::flattened(self.trainer.ema()))
+            .await
+            .map_err(js_error)?;
+        let cpu = Device::flex();
+        let tensors = values
+            .into_iter()
+            .map(|v| {
+                let count = v.len();
+                Tensor::from_data(TensorData::new(v, [count]), &cpu)
+            })
+            .collect();
+        let on_cpu = UNet::new(&config.unet, &cpu)
+            .and_then(|unet| parameters::replaced(unet, tensors))
+            .map_err(js_error)?;
+        weights::to_bytes(&on_cpu, config, Precision::F16).map_err(js_error)
     }
 }

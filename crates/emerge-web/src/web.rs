@@ -189,14 +189,9 @@ impl Engine {
         tasks_per_submit: Option<usize>,
         record: Option<bool>,
     ) -> Result<Engine, JsError> {
-        let (device, info) = match backend.as_str() {
-            "cpu" => device::cpu(),
-            "webgpu" => device::webgpu(tasks_per_submit)
-                .await
-                .map_err(|e| format!("WebGPU is unavailable: {e}")),
-            other => Err(format!("unknown backend '{other}' (webgpu or cpu)")),
-        }
-        .map_err(|e| JsError::new(&e))?;
+        let (device, info) = device::named(&backend, tasks_per_submit)
+            .await
+            .map_err(|e| JsError::new(&e))?;
         Ok(Engine {
             device,
             info,
@@ -222,14 +217,14 @@ impl Engine {
         to_js(&self.info)
     }
 
-    /// Loads a model file's bytes; returns its `emerge_core::ModelConfig`.
+    /// Loads a model file's bytes in place of the loaded model (which stays where the file is
+    /// refused); returns its `emerge_core::ModelConfig`.
     #[wasm_bindgen(js_name = loadModel)]
     pub fn load_model(&mut self, bytes: Vec<u8>) -> Result<JsValue, JsError> {
-        self.run = None;
-        self.model = None;
-        self.checkpoints.clear();
         let model = self.loaded(bytes)?;
         let config = to_js(&model.config)?;
+        self.run = None;
+        self.checkpoints.clear();
         self.model = Some(model);
         Ok(config)
     }

@@ -2,17 +2,9 @@
 //! θ_ema ← d·θ_ema + (1 − d)·θ.
 
 use crate::unet::UNet;
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use crate::weights::parameters;
+use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::Tensor;
-
-/// Collects a module's float parameters, flattened, in visiting order.
-struct Collect(Vec<Tensor<1>>);
-
-impl ModuleVisitor for Collect {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        self.0.push(param.val().reshape([-1]));
-    }
-}
 
 /// Blends each parameter with the collected one at the same position.
 struct Blend {
@@ -42,10 +34,8 @@ pub fn decay_at(step: usize, max_decay: f64) -> f64 {
 
 /// θ_ema ← d·θ_ema + (1 − d)·θ, with `model` already detached from autodiff (`model.valid()`).
 pub fn update(ema: UNet, model: &UNet, decay: f64) -> UNet {
-    let mut collect = Collect(Vec::new());
-    model.visit(&mut collect);
     ema.map(&mut Blend {
-        sources: collect.0.into_iter(),
+        sources: parameters::flattened(model).into_iter(),
         decay,
     })
 }

@@ -20,6 +20,7 @@ use crate::lesson::Lesson;
 use crate::noise::GaussianNoise;
 use crate::schedule::NoiseSchedule;
 use crate::unet::UNet;
+use crate::weights;
 
 /// Training digits in model space: x ∈ [−1, 1], `[N, 1, H, W]` row-major, and their labels.
 pub struct Digits {
@@ -119,12 +120,16 @@ fn optimizer(config: &TrainingConfig) -> ModuleOptimizer {
 }
 
 impl Trainer {
-    /// A fresh network from the recipe's seed on `device` (autodiff is added here).
+    /// A fresh network from the recipe's seed on `device` (autodiff is added here). The weights
+    /// are drawn on the CPU (Flex) and copied over, so that a seed gives the same network on
+    /// every device (each device's own random generator draws differently).
     pub fn new(config: TrainingConfig, device: &Device) -> Result<Self, EmergeError> {
         config.validate()?;
         let device = device.clone().autodiff();
-        device.seed(config.seed);
-        let model = UNet::new(&config.model.unet, &device)?;
+        let cpu = Device::flex();
+        cpu.seed(config.seed);
+        let drawn = UNet::new(&config.model.unet, &cpu)?;
+        let model = weights::copied_to(&drawn, &config.model.unet, &device)?;
         let ema = model.valid();
         let state = TrainerState {
             step: 0,

@@ -4,6 +4,7 @@
 //! or corrupted one is refused with a message that names what is wrong instead of producing
 //! garbage images. Whatever the storage, loading yields the same f32 network.
 
+pub mod parameters;
 pub mod quantize;
 
 use std::collections::BTreeMap;
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::EmergeError;
 use crate::model::ModelConfig;
-use crate::unet::UNet;
+use crate::unet::{UNet, UNetConfig};
 use quantize::{Codes, Q4_BLOCK, Scheme};
 
 /// Metadata key of the model configuration (JSON).
@@ -471,6 +472,19 @@ pub fn from_bytes(bytes: Vec<u8>, device: &Device) -> Result<(ModelConfig, UNet)
         )));
     }
     Ok((config, unet))
+}
+
+/// The weights of `unet` in a UNet of `config` built on `device` (another backend, or with
+/// autodiff: its parameters then train), through a burnpack in memory.
+pub fn copied_to(unet: &UNet, config: &UNetConfig, device: &Device) -> Result<UNet, EmergeError> {
+    let mut written = BurnpackStore::from_bytes(None);
+    unet.save_into(&mut written)
+        .map_err(|e| bad(format!("cannot serialise the weights: {e}")))?;
+    let mut read = BurnpackStore::from_bytes(Some(written.get_bytes().map_err(bad)?));
+    let mut copy = UNet::new(config, device)?;
+    copy.load_from(&mut read)
+        .map_err(|e| bad(format!("cannot copy the weights: {e}")))?;
+    Ok(copy)
 }
 
 /// Loads a model file from a path (native).
