@@ -238,3 +238,43 @@ fn a_corrupted_or_missing_quantized_tensor_is_refused_by_name() {
         );
     }
 }
+
+#[test]
+fn parameters_move_between_networks_and_a_wrong_count_is_refused() {
+    let (config, unet) = tiny_model();
+    let other = UNet::new(&config.unet, &Device::flex()).unwrap();
+    let values = parameters::flattened(&unet);
+    let filled = parameters::replaced(other, values.clone()).unwrap();
+    let diff = (predict(&unet) - predict(&filled))
+        .abs()
+        .max()
+        .into_scalar::<f32>();
+    assert_eq!(
+        diff, 0.0,
+        "the network with the copied parameters computes the same"
+    );
+
+    let short = values[..values.len() - 1].to_vec();
+    let fresh = UNet::new(&config.unet, &Device::flex()).unwrap();
+    let err = parameters::replaced(fresh, short).unwrap_err().to_string();
+    assert!(err.contains("values do not fit the network's"), "{err}");
+}
+
+#[test]
+fn copied_to_an_autodiff_device_keeps_the_weights_and_trains() {
+    let (config, unet) = tiny_model();
+    let device = Device::flex().autodiff();
+    let copy = copied_to(&unet, &config.unet, &device).unwrap();
+    let diff = (predict(&unet) - predict(&copy.valid()))
+        .abs()
+        .max()
+        .into_scalar::<f32>();
+    assert_eq!(diff, 0.0);
+    // Its parameters take gradients: the copy is trainable.
+    let x = gaussian(&mut GaussianNoise::new(1), [1, 1, 8, 8], &device);
+    let t = Tensor::<1>::from_data(TensorData::new(vec![5f32], [1]), &device);
+    let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![3i64], [1]), &device);
+    let loss = copy.forward(x, t, Some(labels)).powi_scalar(2).mean();
+    let grads = loss.backward();
+    assert!(copy.conv_in.weight.val().grad(&grads).is_some());
+}
