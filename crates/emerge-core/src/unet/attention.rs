@@ -7,6 +7,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 
 use super::config::UNetConfig;
+use super::norm;
 use super::resnet::group_norm;
 
 #[derive(Module, Debug)]
@@ -37,9 +38,7 @@ impl AttentionBlock {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [batch, channels, height, width] = x.dims();
         let (tokens, head_dim) = (height * width, channels / self.heads);
-        let h = self
-            .group_norm
-            .forward(x.clone())
+        let h = norm::forward(&self.group_norm, x.clone())
             .reshape([batch, channels, tokens])
             .swap_dims(1, 2); // [B, HW, C]
         let split_heads = |t: Tensor<3>| {

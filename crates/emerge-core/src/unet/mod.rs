@@ -5,6 +5,9 @@ mod attention;
 mod blocks;
 mod config;
 mod embeddings;
+mod norm;
+#[cfg(feature = "gpu")]
+mod norm_kernel;
 mod resnet;
 
 pub use attention::AttentionBlock;
@@ -16,7 +19,6 @@ pub use resnet::ResnetBlock2D;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{Embedding, EmbeddingConfig, GroupNorm};
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::error::EmergeError;
@@ -146,7 +148,8 @@ impl UNet {
             x = block.forward(x, &emb, &mut skips);
         }
         // post-process
-        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+        self.conv_out
+            .forward(norm::forward_silu(&self.conv_norm_out, x))
     }
 }
 

@@ -11,6 +11,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 
 use super::config::UNetConfig;
+use super::norm;
 
 /// A 3×3 convolution that keeps the resolution.
 pub fn conv3x3(channels_in: usize, channels_out: usize, device: &Device) -> Conv2d {
@@ -58,12 +59,14 @@ impl ResnetBlock2D {
 
     /// Shapes: `x` `[B, C_in, H, W]`, `temb` `[B, E]` → `[B, C_out, H, W]`.
     pub fn forward(&self, x: Tensor<4>, temb: Tensor<2>) -> Tensor<4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone()))); // [B, C_out, H, W]
+        let h = self
+            .conv1
+            .forward(norm::forward_silu(&self.norm1, x.clone())); // [B, C_out, H, W]
         let temb = self
             .time_emb_proj
             .forward(silu(temb))
             .unsqueeze_dims::<4>(&[2, 3]); // [B, C_out, 1, 1]
-        let h = silu(self.norm2.forward(h + temb));
+        let h = norm::forward_silu(&self.norm2, h + temb);
         let h = self.conv2.forward(self.dropout.forward(h));
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(x),

@@ -1,0 +1,76 @@
+//! GroupNorm (Wu & He 2018), alone or followed by SiLU, as every block of the UNet applies it.
+//! On a GPU outside autodiff it is one kernel of this crate's (`norm_kernel`, feature `gpu`):
+//! burn's GroupNorm is about nine launches (a reshape copy, two reductions, the arithmetic
+//! between) and SiLU one more, on each of a step's 27 norms. Elsewhere (the CPU, training) it is
+//! burn's `GroupNorm` and `silu`.
+
+use burn::nn::GroupNorm;
+use burn::tensor::Tensor;
+use burn::tensor::activation::silu;
+
+/// y = γ (x − μ_g) / √(σ²_g + ε) + β, per sample over each group g of channels.
+pub fn forward(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
+    normalized(norm, x, false)
+}
+
+/// SiLU(GroupNorm(x)), SiLU(y) = y σ(y) (Elfwing et al. 2018).
+pub fn forward_silu(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
+    normalized(norm, x, true)
+}
+
+fn normalized(norm: &GroupNorm, x: Tensor<4>, then_silu: bool) -> Tensor<4> {
+    #[cfg(feature = "gpu")]
+    if let Some(kernel) = super::norm_kernel::GroupNormKernel::for_tensor(norm, &x) {
+        return kernel.forward(x, then_silu);
+    }
+    let y = norm.forward(x);
+    if then_silu { silu(y) } else { y }
+}
+
+#[cfg(all(test, feature = "gpu"))]
+mod tests {
+    use super::*;
+    use burn::module::Module;
+    use burn::nn::GroupNormConfig;
+    use burn::tensor::{Device, Distribution, Tolerance};
+
+    /// The kernel on the GPU equals burn's GroupNorm (+ SiLU) on the CPU, for inputs laid out
+    /// channels-first and channels-last (a convolution's output on the GPU), and for the
+    /// group sizes of the shipped network.
+    #[test]
+    fn kernel_matches_burn_on_the_cpu() {
+        let Ok(gpu) = Device::wgpu_options().init() else {
+            eprintln!("no wgpu adapter: the GroupNorm kernel is not checked here");
+            return;
+        };
+        let cpu = Device::flex();
+        for (batch, channels, size) in [(2, 32, 28), (3, 64, 7), (1, 96, 14)] {
+            let norm_cpu = GroupNormConfig::new(8, channels).init(&cpu);
+            let gamma = Tensor::<1>::random([channels], Distribution::Normal(1.0, 0.3), &cpu);
+            let beta = Tensor::<1>::random([channels], Distribution::Normal(0.0, 0.5), &cpu);
+            let norm_cpu = GroupNorm {
+                gamma: norm_cpu.gamma.map(|p| p.map(|_| gamma.clone())),
+                beta: norm_cpu.beta.map(|p| p.map(|_| beta.clone())),
+                ..norm_cpu
+            };
+            let norm_gpu = norm_cpu.clone().to_device(&gpu);
+            // An offset mean and a spread like a convolution's output.
+            let x = Tensor::<4>::random(
+                [batch, size, size, channels],
+                Distribution::Normal(3.0, 2.0),
+                &cpu,
+            );
+            let nchw_cpu = x.clone().permute([0, 3, 1, 2]);
+            let channels_last = x.to_device(&gpu).permute([0, 3, 1, 2]);
+            let channels_first = Tensor::<4>::from_data(nchw_cpu.clone().into_data(), &gpu);
+            for then_silu in [false, true] {
+                let want = normalized(&norm_cpu, nchw_cpu.clone(), then_silu).into_data();
+                for input in [channels_last.clone(), channels_first.clone()] {
+                    normalized(&norm_gpu, input, then_silu)
+                        .into_data()
+                        .assert_approx_eq::<f32>(&want, Tolerance::absolute(1e-4));
+                }
+            }
+        }
+    }
+}
