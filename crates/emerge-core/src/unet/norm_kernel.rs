@@ -275,9 +275,9 @@ fn group_norm_kernel<F: Float>(
         let c = channel_of(i, c0, group_channels, pixels, channels_last);
         let p = pixel_of(i, group_channels, pixels, channels_last);
         let d = f32::cast_from(input[offset(input, sample, c, p)]) - shift;
-        sum = sum + d;
-        sum_squares = sum_squares + d * d;
-        i = i + threads;
+        sum += d;
+        sum_squares += d * d;
+        i += threads;
     }
     // Tree reduction of both sums in shared memory; every thread passes every barrier.
     let mut sums = Shared::<[f32]>::new_slice(threads);
@@ -288,11 +288,11 @@ fn group_norm_kernel<F: Float>(
     let mut half = (threads / 2).runtime();
     while half > 0 {
         if thread < half {
-            sums[thread] = sums[thread] + sums[thread + half];
-            squares[thread] = squares[thread] + squares[thread + half];
+            sums[thread] += sums[thread + half];
+            squares[thread] += squares[thread + half];
         }
         sync_cube();
-        half = half / 2;
+        half /= 2;
     }
     let n = f32::cast_from(count as u32);
     let mean_shifted = sums[0] / n;
@@ -312,7 +312,7 @@ fn group_norm_kernel<F: Float>(
         let mut y = (x - mean) * inverse_std * f32::cast_from(gamma[c * gamma.stride(0)])
             + f32::cast_from(beta[c * beta.stride(0)]);
         if then_silu {
-            y = y / (1.0f32 + (0.0f32 - y).exp());
+            y /= 1.0f32 + (0.0f32 - y).exp();
         }
         let width = input.shape(3);
         let out_at = sample * output.stride(0)
@@ -320,6 +320,6 @@ fn group_norm_kernel<F: Float>(
             + (p / width) * output.stride(2)
             + (p % width) * output.stride(3);
         output[out_at] = F::cast_from(y);
-        i = i + threads;
+        i += threads;
     }
 }
