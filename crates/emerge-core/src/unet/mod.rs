@@ -5,7 +5,7 @@ mod attention;
 mod blocks;
 mod config;
 mod embeddings;
-mod norm;
+pub mod norm;
 #[cfg(feature = "gpu")]
 mod norm_kernel;
 mod resnet;

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use emerge_core::unet::timestep_embedding;
+use emerge_core::unet::{norm, timestep_embedding};
 use emerge_core::{GaussianNoise, ModelConfig, UNet};
 
 fn host_values<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>> {
@@ -68,12 +68,14 @@ pub(super) fn layer_pieces<'a>(
     ));
     pieces.push((
         format!(
-            "group norm ({} channels, {} groups), batch {batch}",
+            "group norm + SiLU ({} channels, {} groups), batch {batch}",
             ch[0], c.norm_num_groups
         ),
         Box::new(move |device: &Device| {
-            let norm = unet.conv_norm_out.clone().to_device(device);
-            host_values(norm.forward(normal([batch, ch[0], size, size], seed + 1, device)))
+            // On a GPU, the UNet's own kernel (emerge-core's `unet/norm_kernel.rs`).
+            let group_norm = unet.conv_norm_out.clone().to_device(device);
+            let x = normal([batch, ch[0], size, size], seed + 1, device);
+            host_values(norm::forward_silu(&group_norm, x))
         }),
     ));
     if let Some(block) = unet.down_blocks.get(1) {
