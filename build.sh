@@ -96,13 +96,14 @@ assemble_site() {
 
 # The page trainer's digits, 600 of each class from MNIST's training split, where EMERGE_MNIST
 # (default ../shared/data/mnist) has it: the data set is never committed, so a site built without
-# it has a trainer that says so.
+# it has a manifest of no digits, and a trainer that says so.
 bundle_training_digits() {
   local mnist="${EMERGE_MNIST:-$ROOT/../shared/data/mnist}"
   if [ -e "$mnist/train-images-idx3-ubyte.gz" ] || [ -e "$mnist/train-images-idx3-ubyte" ]; then
     node tools/training-digits.mjs "$mnist" site/data --per-class 600
   else
     log "no MNIST training split in $mnist (set EMERGE_MNIST): the site's trainer will say it has no digits"
+    echo '{ "count": 0 }' >site/data/training-digits.json
   fi
 }
 

@@ -39,7 +39,8 @@ const TEMPLATE = `
     <div id="train-strip" class="train-strip" role="list" aria-label="Samples drawn during training, oldest first"></div>
   </div>`;
 
-/** The JSON at `url`, or null where the site has none. */
+/** The JSON at `url`, or null where the site has none (the page's tests hold a site to no failed
+ * request: the build writes a manifest of no digits where it has none). */
 async function optionalJson(url) {
   const response = await fetch(url);
   return response.ok ? response.json() : null;
@@ -54,7 +55,7 @@ export async function mount(root, ctx) {
   const $ = render(root, TEMPLATE);
   const debug = (window.emergeDebug.trainer = { state: 'closed', step: 0, losses: [], samples: [], exported: 0 });
   const [digits, modules] = await Promise.all([optionalJson(DIGITS), optionalJson(MODULES)]);
-  if (!digits) {
+  if (!digits?.count) {
     $('train-missing').hidden = false;
     $('train-missing').textContent = 'This copy of the site was built without MNIST’s training digits, so the trainer is off ' +
       '(./build.sh bundles them when EMERGE_MNIST names a directory with MNIST’s IDX files).';
