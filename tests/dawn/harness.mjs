@@ -230,7 +230,7 @@ async function main() {
   const result = {
     adapter: device.adapter,
     backend: device.backend,
-    tasks_per_submit: o.tasksPerSubmit ?? 'default (32)',
+    tasks_per_submit: o.tasksPerSubmit ?? 'engine default',
     stepping: engine.stepping,
     request,
     steps: frame.step,

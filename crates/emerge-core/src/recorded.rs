@@ -19,7 +19,7 @@ use burn_dispatch::Dispatch;
 use crate::error::EmergeError;
 use crate::guidance::{Conditioning, guided_noise};
 use crate::sampler::Sampling;
-use crate::unet::{UNet, UNetConfig};
+use crate::unet::{JointProjection, UNet, UNetConfig};
 use crate::update::{self, ROW, StepTerms, coefficient};
 
 /// Warm-up runs before the recording: they build the kernels (and fusion's plans) and leave in
@@ -118,27 +118,27 @@ fn guidance_at(conditioning: &Conditioning, timestep: usize) -> f64 {
     }
 }
 
-/// ε̃ and the step's update from the stable buffers: what is recorded.
+/// ε̃ and the step's update from the stable buffers: what is recorded. Every res block's time
+/// projection comes from one product with `projection` (the UNet's, joined once per run).
 fn denoise_step(
     unet: &UNet,
+    projection: &JointProjection,
     inputs: &Inputs,
     guided: bool,
     clip: bool,
 ) -> Result<(Tensor<4>, Tensor<4>), EmergeError> {
     let x = inputs.sample.clone();
+    let shifts = projection.shifts(inputs.embedding.clone());
     let noise_prediction = if guided {
         // one UNet pass over [x; x] with [conditional; unconditional] embeddings
         let mut halves = unet
-            .denoise(
-                Tensor::cat(vec![x.clone(), x.clone()], 0),
-                inputs.embedding.clone(),
-            )
+            .denoise_shifted(Tensor::cat(vec![x.clone(), x.clone()], 0), shifts)
             .chunk(2, 0);
         let eps_uncond = halves.pop().expect("two halves");
         let eps_cond = halves.pop().expect("two halves");
         guided_noise(eps_uncond, eps_cond, coefficient(&inputs.row, 0))
     } else {
-        unet.denoise(x.clone(), inputs.embedding.clone())
+        unet.denoise_shifted(x.clone(), shifts)
     };
     let terms = StepTerms {
         sample: x,
@@ -181,6 +181,8 @@ pub struct RecordedStep {
     /// The index of the run's step the recording starts at.
     start: usize,
     inputs: Inputs,
+    /// The res blocks' time projections side by side (the recording reads its buffers).
+    projection: JointProjection,
     /// Every step's conditioning vectors, `[S, N, D]`, and coefficient rows, `[S, ROW]`.
     embeddings: Tensor<3>,
     rows: Tensor<2>,
@@ -234,7 +236,8 @@ impl RecordedStep {
             noise: x.zeros_like(),
         };
         let (guided, clip) = (batch.guided, sampler.schedule().config.clip_sample);
-        let step = || denoise_step(unet, &inputs, guided, clip);
+        let projection = JointProjection::of(unet);
+        let step = || denoise_step(unet, &projection, &inputs, guided, clip);
         let (execution, replay) = match capture(&device, step).await {
             Ok((graph, output)) => (
                 Execution::Replayed(Box::new(Recording { graph, output })),
@@ -246,6 +249,7 @@ impl RecordedStep {
             Self {
                 start: done,
                 inputs,
+                projection,
                 embeddings,
                 rows,
                 guided,
@@ -300,7 +304,9 @@ impl RecordedStep {
                     .map_err(|e| graph_error("replaying the recorded step", e))?;
                 recording.output.clone()
             }
-            Execution::Rerun => denoise_step(unet, &self.inputs, self.guided, self.clip)?,
+            Execution::Rerun => {
+                denoise_step(unet, &self.projection, &self.inputs, self.guided, self.clip)?
+            }
         };
         refresh(&mut self.inputs.sample, prev.clone());
         if self.multistep {

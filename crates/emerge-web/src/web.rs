@@ -24,6 +24,11 @@ use crate::lesson::LessonInput;
 use crate::options::{Limits, ScheduleCurves, page_request};
 use crate::session::{Frame, GRID_GAP};
 
+/// WebGPU kernel launches per submitted command buffer when the page names none: more than a
+/// recorded step's (about 240), so that a step goes to the GPU in one submit (cubecl's own
+/// default, 32, splits it into eight).
+pub const TASKS_PER_SUBMIT: usize = 512;
+
 pub(crate) fn js_error(e: EmergeError) -> JsError {
     JsError::new(&e.to_string())
 }
@@ -181,7 +186,7 @@ pub struct Engine {
 impl Engine {
     /// `backend`: `"webgpu"` or `"cpu"`, either an error where this module or the browser lacks
     /// it (the worker chooses, and falls back). `tasks_per_submit`: WebGPU kernel launches per
-    /// submitted command buffer (cubecl's default when absent; the Dawn harness varies it).
+    /// submitted command buffer ([`TASKS_PER_SUBMIT`] when absent; the Dawn harness varies it).
     /// `record`: whether a run on WebGPU records its step once and replays it (the default), or
     /// launches every kernel afresh each step (for comparison).
     pub async fn create(
@@ -189,7 +194,8 @@ impl Engine {
         tasks_per_submit: Option<usize>,
         record: Option<bool>,
     ) -> Result<Engine, JsError> {
-        let (device, info) = device::named(&backend, tasks_per_submit)
+        let tasks_per_submit = tasks_per_submit.unwrap_or(TASKS_PER_SUBMIT);
+        let (device, info) = device::named(&backend, Some(tasks_per_submit))
             .await
             .map_err(|e| JsError::new(&e))?;
         Ok(Engine {

@@ -10,6 +10,7 @@ use burn::tensor::{Device, Tensor};
 use super::attention::AttentionBlock;
 use super::config::UNetConfig;
 use super::resnet::{ResnetBlock2D, conv3x3};
+use super::shifts::BlockShifts;
 
 /// Halves the resolution with a stride-2 3×3 conv.
 #[derive(Module, Debug)]
@@ -103,11 +104,11 @@ impl DownBlock {
     pub fn forward(
         &self,
         mut x: Tensor<4>,
-        temb: &Tensor<2>,
+        shifts: &mut BlockShifts,
         skips: &mut Vec<Tensor<4>>,
     ) -> Tensor<4> {
         for (j, resnet) in self.resnets.iter().enumerate() {
-            x = resnet.forward(x, temb.clone());
+            x = resnet.forward(x, shifts.next_block());
             if let Some(attention) = self.attentions.get(j) {
                 x = attention.forward(x);
             }
@@ -139,10 +140,10 @@ impl MidBlock {
         }
     }
 
-    pub fn forward(&self, x: Tensor<4>, temb: &Tensor<2>) -> Tensor<4> {
-        let x = self.resnets[0].forward(x, temb.clone());
+    pub fn forward(&self, x: Tensor<4>, shifts: &mut BlockShifts) -> Tensor<4> {
+        let x = self.resnets[0].forward(x, shifts.next_block());
         let x = self.attentions[0].forward(x);
-        self.resnets[1].forward(x, temb.clone())
+        self.resnets[1].forward(x, shifts.next_block())
     }
 }
 
@@ -200,14 +201,14 @@ impl UpBlock {
     pub fn forward(
         &self,
         mut x: Tensor<4>,
-        temb: &Tensor<2>,
+        shifts: &mut BlockShifts,
         skips: &mut Vec<Tensor<4>>,
     ) -> Tensor<4> {
         for (j, resnet) in self.resnets.iter().enumerate() {
             let skip = skips
                 .pop()
                 .expect("the down path pushes one skip per up-path resnet");
-            x = resnet.forward(Tensor::cat(vec![x, skip], 1), temb.clone()); // [B, C + C_skip, H, W] → [B, C, H, W]
+            x = resnet.forward(Tensor::cat(vec![x, skip], 1), shifts.next_block()); // [B, C + C_skip, H, W] → [B, C, H, W]
             if let Some(attention) = self.attentions.get(j) {
                 x = attention.forward(x);
             }

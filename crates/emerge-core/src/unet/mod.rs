@@ -9,19 +9,23 @@ pub mod norm;
 #[cfg(feature = "gpu")]
 mod norm_kernel;
 mod resnet;
+mod shifts;
 
 pub use attention::AttentionBlock;
 pub use blocks::{DownBlock, Downsample2D, MidBlock, UpBlock, Upsample2D};
 pub use config::UNetConfig;
 pub use embeddings::{TimestepEmbedding, timestep_embedding};
 pub use resnet::ResnetBlock2D;
+pub use shifts::{BlockShifts, JointProjection};
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{Embedding, EmbeddingConfig, GroupNorm};
+use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::error::EmergeError;
+use norm::Shift;
 use resnet::{conv3x3, group_norm};
 
 #[derive(Module, Debug)]
@@ -134,22 +138,45 @@ impl UNet {
     ///
     /// Shapes: `sample` `[B, C_in, H, W]`, `emb` `[B, 4·C0]` → `[B, C_out, H, W]`.
     pub fn denoise(&self, sample: Tensor<4>, emb: Tensor<2>) -> Tensor<4> {
+        self.denoise_shifted(sample, self.shifts(emb))
+    }
+
+    /// Each res block's time projection time_emb_proj(SiLU(emb)) of the conditioning vector
+    /// (one matrix product per block; [`JointProjection`] does all blocks in one).
+    pub fn shifts(&self, emb: Tensor<2>) -> BlockShifts {
+        let silu_emb = silu(emb);
+        let shifts = self
+            .resnets()
+            .map(|r| Shift::whole(r.shift(silu_emb.clone())));
+        BlockShifts::new(shifts.collect())
+    }
+
+    /// [`denoise`](Self::denoise) given each res block's shift of the conditioning vector
+    /// ([`shifts`](Self::shifts) or [`JointProjection::shifts`]).
+    pub fn denoise_shifted(&self, sample: Tensor<4>, mut shifts: BlockShifts) -> Tensor<4> {
         // pre-process
         let mut x = self.conv_in.forward(sample); // [B, C0, H, W]
         // down, keeping every intermediate as a skip
         let mut skips = vec![x.clone()];
         for block in &self.down_blocks {
-            x = block.forward(x, &emb, &mut skips);
+            x = block.forward(x, &mut shifts, &mut skips);
         }
         // mid
-        x = self.mid_block.forward(x, &emb);
+        x = self.mid_block.forward(x, &mut shifts);
         // up, consuming the skips in reverse order
         for block in &self.up_blocks {
-            x = block.forward(x, &emb, &mut skips);
+            x = block.forward(x, &mut shifts, &mut skips);
         }
         // post-process
         self.conv_out
             .forward(norm::forward_silu(&self.conv_norm_out, x))
+    }
+
+    /// The res blocks in the order [`denoise_shifted`](Self::denoise_shifted) runs them.
+    fn resnets(&self) -> impl Iterator<Item = &ResnetBlock2D> {
+        let down = self.down_blocks.iter().flat_map(|b| &b.resnets);
+        let up = self.up_blocks.iter().flat_map(|b| &b.resnets);
+        down.chain(&self.mid_block.resnets).chain(up)
     }
 }
 

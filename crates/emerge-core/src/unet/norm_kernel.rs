@@ -1,5 +1,6 @@
 //! GroupNorm (+ SiLU) in one cubecl kernel, for tensors on a cubecl device (wgpu, WebGPU)
-//! outside autodiff. One workgroup per (sample, group): it sums the group's values, shifted by
+//! outside autodiff, optionally of x plus a per-(sample, channel) shift (a res block's time
+//! projection), so that the sum is never written out. One workgroup per (sample, group): it sums the group's values, shifted by
 //! the group's first value so that the variance keeps its precision, reduces the sums in shared
 //! memory, then writes γ (x − μ)/√(σ² + ε) + β, through SiLU where asked, in the input's own
 //! memory layout (channels-last after a convolution), so nothing is copied before or after.
@@ -22,6 +23,8 @@ use burn_fusion::custom::{
 };
 use burn_fusion::{ExecutionError, Fusion, FusionBackend, FusionRuntime};
 use cubecl::prelude::*;
+
+use super::norm::Shift;
 
 /// Threads per workgroup: WebGPU's guaranteed `maxComputeInvocationsPerWorkgroup`, a power of
 /// two for the tree reduction.
@@ -59,8 +62,9 @@ impl GroupNormKernel {
         })
     }
 
-    /// GroupNorm(x), then SiLU where `then_silu`.
-    pub fn forward(self, x: BurnTensor<4>, then_silu: bool) -> BurnTensor<4> {
+    /// GroupNorm(x + s), s (`[N, C]`, where given) broadcast over the pixels, then SiLU where
+    /// `then_silu`.
+    pub fn forward(self, x: BurnTensor<4>, shift: Option<Shift>, then_silu: bool) -> BurnTensor<4> {
         let primitive = |t: BurnTensor<1>| {
             t.try_into_primitive::<Cube>()
                 .expect("a parameter on the cubecl device of its input")
@@ -68,13 +72,22 @@ impl GroupNormKernel {
         let x = x
             .try_into_primitive::<Cube>()
             .expect("checked: a tensor on a cubecl device, outside autodiff");
+        let shift_first = shift.as_ref().map_or(0, |s| s.first);
+        let shift = shift.map(|s| {
+            s.table
+                .cast(x.dtype())
+                .try_into_primitive::<Cube>()
+                .expect("a shift on the cubecl device of its input")
+        });
         let y = <Cube as GroupNormOps>::group_norm(
             x,
             primitive(self.gamma),
             primitive(self.beta),
+            shift,
             Settings {
                 groups: self.groups,
                 epsilon: self.epsilon,
+                shift_first,
                 then_silu,
             },
         );
@@ -86,6 +99,8 @@ impl GroupNormKernel {
 struct Settings {
     groups: usize,
     epsilon: f32,
+    /// The shift table's column of channel 0.
+    shift_first: usize,
     then_silu: bool,
 }
 
@@ -95,6 +110,7 @@ trait GroupNormOps: burn_backend::Backend {
         x: Self::FloatTensorPrimitive,
         gamma: Self::FloatTensorPrimitive,
         beta: Self::FloatTensorPrimitive,
+        shift: Option<Self::FloatTensorPrimitive>,
         settings: Settings,
     ) -> Self::FloatTensorPrimitive;
 }
@@ -104,6 +120,7 @@ impl GroupNormOps for CubeBackend {
         x: CubeTensor,
         gamma: CubeTensor,
         beta: CubeTensor,
+        shift: Option<CubeTensor>,
         settings: Settings,
     ) -> CubeTensor {
         let x = untile(x);
@@ -125,18 +142,25 @@ impl GroupNormOps for CubeBackend {
         let strides = x.meta.strides();
         let channels_last = strides[1] < strides[3];
         debug_assert_eq!(channels % settings.groups, 0);
+        let gamma = untile(gamma);
+        let shifted = shift.is_some();
+        // Without a shift the kernel's shift binding is never read: γ stands in for it.
+        let shift = shift.map_or_else(|| gamma.clone(), untile);
         group_norm_kernel::launch(
             &client,
             CubeCount::Static((batch * settings.groups) as u32, 1, 1),
             CubeDim::new_1d(THREADS as u32),
             x.into_tensor_arg(),
-            untile(gamma).into_tensor_arg(),
+            gamma.into_tensor_arg(),
             untile(beta).into_tensor_arg(),
+            shift.into_tensor_arg(),
             output.clone().into_tensor_arg(),
             settings.epsilon,
+            settings.shift_first,
             settings.groups,
             THREADS,
             channels_last,
+            shifted,
             settings.then_silu,
             dtype_to_storage_type(dtype),
         );
@@ -157,13 +181,24 @@ impl<B: FusionBackend + GroupNormOps> Operation<B::FusionRuntime> for QueuedGrou
         &self,
         handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>,
     ) -> Result<(), ExecutionError> {
-        let ([x, gamma, beta], [output]) = self.description.as_fixed();
-        let y = B::group_norm(
-            handles.get_float_tensor::<B>(x),
-            handles.get_float_tensor::<B>(gamma),
-            handles.get_float_tensor::<B>(beta),
-            self.settings,
-        );
+        // [x, γ, β] or [x, γ, β, shift]
+        let mut inputs = self
+            .description
+            .inputs
+            .iter()
+            .map(|t| handles.get_float_tensor::<B>(t))
+            .collect::<Vec<_>>()
+            .into_iter();
+        let mut next = || {
+            inputs
+                .next()
+                .ok_or_else(|| missing_input(&self.description))
+        };
+        let (x, gamma, beta) = (next()?, next()?, next()?);
+        let y = B::group_norm(x, gamma, beta, inputs.next(), self.settings);
+        let [output] = &self.description.outputs[..] else {
+            return Err(missing_input(&self.description));
+        };
         handles.register_float_tensor::<B>(&output.id, y);
         Ok(())
     }
@@ -174,17 +209,21 @@ impl<B: FusionBackend + GroupNormOps> GroupNormOps for Fusion<B> {
         x: Self::FloatTensorPrimitive,
         gamma: Self::FloatTensorPrimitive,
         beta: Self::FloatTensorPrimitive,
+        shift: Option<Self::FloatTensorPrimitive>,
         settings: Settings,
     ) -> Self::FloatTensorPrimitive {
         let client = x.client.clone();
         let output = TensorIr::uninit(client.create_empty_handle(), x.shape.clone(), x.dtype);
+        let mut inputs = vec![x.into_ir(), gamma.into_ir(), beta.into_ir()];
+        inputs.extend(shift.map(|s| s.into_ir()));
         let description = CustomOpIr::with_scalars(
             OPERATION,
-            &[x.into_ir(), gamma.into_ir(), beta.into_ir()],
+            &inputs,
             &[output],
             vec![
                 ScalarIr::UInt(settings.groups as u64),
                 ScalarIr::Float(settings.epsilon as f64),
+                ScalarIr::UInt(settings.shift_first as u64),
                 ScalarIr::Bool(settings.then_silu),
             ],
         );
@@ -200,6 +239,15 @@ impl<B: FusionBackend + GroupNormOps> GroupNormOps for Fusion<B> {
             )
             .output()
     }
+}
+
+/// A queued GroupNorm whose description lacks an input or output it was registered with.
+fn missing_input(description: &CustomOpIr) -> ExecutionError {
+    ExecutionError::with_context(format!(
+        "{OPERATION}: {} inputs and {} outputs, expected [x, γ, β(, shift)] and one output",
+        description.inputs.len(),
+        description.outputs.len()
+    ))
 }
 
 /// The channel of element `i` of the group starting at channel `c0`. A group is walked
@@ -245,17 +293,40 @@ fn offset<F: Float>(t: &Tensor<F>, sample: usize, channel: usize, pixel: usize) 
         + (pixel % width) * t.stride(3)
 }
 
+/// x[sample, channel, pixel] (+ shift[sample, shift_first + channel] where `shifted`), in f32.
+#[cube]
+fn value<F: Float>(
+    input: &Tensor<F>,
+    shift: &Tensor<F>,
+    shift_first: usize,
+    sample: usize,
+    channel: usize,
+    pixel: usize,
+    #[comptime] shifted: bool,
+) -> f32 {
+    let x = f32::cast_from(input[offset(input, sample, channel, pixel)]);
+    if shifted {
+        let column = shift_first + channel;
+        x + f32::cast_from(shift[sample * shift.stride(0) + column * shift.stride(1)])
+    } else {
+        x
+    }
+}
+
 /// One workgroup per (sample, group) of `threads` threads.
 #[cube(launch)]
 fn group_norm_kernel<F: Float>(
     input: &Tensor<F>,
     gamma: &Tensor<F>,
     beta: &Tensor<F>,
+    shift: &Tensor<F>,
     output: &mut Tensor<F>,
     epsilon: f32,
+    shift_first: usize,
     #[comptime] groups: usize,
     #[comptime] threads: usize,
     #[comptime] channels_last: bool,
+    #[comptime] shifted: bool,
     #[comptime] then_silu: bool,
     #[define(F)] _dtype: ElemType,
 ) {
@@ -267,14 +338,14 @@ fn group_norm_kernel<F: Float>(
     let count = group_channels * pixels;
 
     // Σ(x − k) and Σ(x − k)², k the group's first value: Var = E[(x−k)²] − E[x−k]².
-    let shift = f32::cast_from(input[offset(input, sample, c0, 0)]);
+    let k = value(input, shift, shift_first, sample, c0, 0, shifted);
     let mut sum = 0.0f32.runtime();
     let mut sum_squares = 0.0f32.runtime();
     let mut i = thread;
     while i < count {
         let c = channel_of(i, c0, group_channels, pixels, channels_last);
         let p = pixel_of(i, group_channels, pixels, channels_last);
-        let d = f32::cast_from(input[offset(input, sample, c, p)]) - shift;
+        let d = value(input, shift, shift_first, sample, c, p, shifted) - k;
         sum += d;
         sum_squares += d * d;
         i += threads;
@@ -300,7 +371,7 @@ fn group_norm_kernel<F: Float>(
     if variance < 0.0f32 {
         variance = 0.0f32; // rounding, for a group of equal values
     }
-    let mean = mean_shifted + shift;
+    let mean = mean_shifted + k;
     let inverse_std = (variance + epsilon).inverse_sqrt();
 
     // y = γ_c (x − μ)/√(σ² + ε) + β_c, then SiLU(y) = y / (1 + e^(−y)) where asked.
@@ -308,7 +379,7 @@ fn group_norm_kernel<F: Float>(
     while i < count {
         let c = channel_of(i, c0, group_channels, pixels, channels_last);
         let p = pixel_of(i, group_channels, pixels, channels_last);
-        let x = f32::cast_from(input[offset(input, sample, c, p)]);
+        let x = value(input, shift, shift_first, sample, c, p, shifted);
         let mut y = (x - mean) * inverse_std * f32::cast_from(gamma[c * gamma.stride(0)])
             + f32::cast_from(beta[c * beta.stride(0)]);
         if then_silu {

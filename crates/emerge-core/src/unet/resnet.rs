@@ -7,11 +7,10 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
     Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d,
 };
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 
 use super::config::UNetConfig;
-use super::norm;
+use super::norm::{self, Shift};
 
 /// A 3×3 convolution that keeps the resolution.
 pub fn conv3x3(channels_in: usize, channels_out: usize, device: &Device) -> Conv2d {
@@ -57,16 +56,18 @@ impl ResnetBlock2D {
         }
     }
 
-    /// Shapes: `x` `[B, C_in, H, W]`, `temb` `[B, E]` → `[B, C_out, H, W]`.
-    pub fn forward(&self, x: Tensor<4>, temb: Tensor<2>) -> Tensor<4> {
+    /// The block's time projection of the conditioning vector emb: time_emb_proj(SiLU(emb)),
+    /// given `silu_emb` = SiLU(emb). Shapes: `[B, E]` → `[B, C_out]`.
+    pub fn shift(&self, silu_emb: Tensor<2>) -> Tensor<2> {
+        self.time_emb_proj.forward(silu_emb)
+    }
+
+    /// Shapes: `x` `[B, C_in, H, W]`, `shift` ([`Self::shift`]) `[B, C_out]` → `[B, C_out, H, W]`.
+    pub fn forward(&self, x: Tensor<4>, shift: Shift) -> Tensor<4> {
         let h = self
             .conv1
             .forward(norm::forward_silu(&self.norm1, x.clone())); // [B, C_out, H, W]
-        let temb = self
-            .time_emb_proj
-            .forward(silu(temb))
-            .unsqueeze_dims::<4>(&[2, 3]); // [B, C_out, 1, 1]
-        let h = norm::forward_silu(&self.norm2, h + temb);
+        let h = norm::forward_silu_shifted(&self.norm2, h, shift); // SiLU(GroupNorm(h + shift))
         let h = self.conv2.forward(self.dropout.forward(h));
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(x),

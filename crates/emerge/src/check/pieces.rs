@@ -3,6 +3,7 @@
 
 use anyhow::Result;
 use burn::module::Module;
+use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use emerge_core::unet::{norm, timestep_embedding};
 use emerge_core::{GaussianNoise, ModelConfig, UNet};
@@ -85,7 +86,10 @@ pub(super) fn layer_pieces<'a>(
             Box::new(move |device: &Device| {
                 let resnet = block.resnets[0].clone().to_device(device);
                 let x = normal([batch, cin, res, res], seed + 2, device);
-                host_values(resnet.forward(x, normal([batch, temb_dim], seed + 3, device)))
+                let emb = normal([batch, temb_dim], seed + 3, device);
+                // on a GPU the shift's sum goes through the GroupNorm kernel
+                let shift = norm::Shift::whole(resnet.shift(silu(emb)));
+                host_values(resnet.forward(x, shift))
             }),
         ));
     }
