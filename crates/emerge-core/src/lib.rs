@@ -16,6 +16,8 @@
 //! Nothing here knows about the browser: the same code trains natively and samples in wasm.
 
 pub mod atomic_file;
+#[cfg(feature = "gpu")]
+mod cube_op;
 pub mod error;
 pub mod forward;
 pub mod guidance;
@@ -32,6 +34,8 @@ pub mod tensor_util;
 pub mod training;
 pub mod unet;
 pub mod update;
+#[cfg(feature = "gpu")]
+mod update_kernel;
 pub mod weights;
 
 pub use error::EmergeError;

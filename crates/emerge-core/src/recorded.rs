@@ -129,16 +129,32 @@ fn denoise_step(
 ) -> Result<(Tensor<4>, Tensor<4>), EmergeError> {
     let x = inputs.sample.clone();
     let shifts = projection.shifts(inputs.embedding.clone());
+    // one UNet pass over [x; x] with [conditional; unconditional] embeddings where guided
+    let batch = if guided {
+        Tensor::cat(vec![x.clone(), x.clone()], 0)
+    } else {
+        x.clone()
+    };
+    let output = unet.denoise_shifted(batch, shifts);
+    #[cfg(feature = "gpu")]
+    if let Some(step) = crate::update_kernel::step(
+        &inputs.row,
+        &x,
+        &output,
+        &inputs.previous_x0,
+        &inputs.noise,
+        guided,
+        clip,
+    ) {
+        return Ok(step);
+    }
     let noise_prediction = if guided {
-        // one UNet pass over [x; x] with [conditional; unconditional] embeddings
-        let mut halves = unet
-            .denoise_shifted(Tensor::cat(vec![x.clone(), x.clone()], 0), shifts)
-            .chunk(2, 0);
+        let mut halves = output.chunk(2, 0);
         let eps_uncond = halves.pop().expect("two halves");
         let eps_cond = halves.pop().expect("two halves");
         guided_noise(eps_uncond, eps_cond, coefficient(&inputs.row, 0))
     } else {
-        unet.denoise_shifted(x.clone(), shifts)
+        output
     };
     let terms = StepTerms {
         sample: x,

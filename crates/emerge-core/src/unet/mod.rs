@@ -2,6 +2,8 @@
 //! that published checkpoints map onto it key by key.
 
 mod attention;
+#[cfg(feature = "gpu")]
+mod attention_kernel;
 mod blocks;
 mod config;
 mod embeddings;

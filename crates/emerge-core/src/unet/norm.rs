@@ -51,8 +51,10 @@ pub fn forward_silu_shifted(norm: &GroupNorm, x: Tensor<4>, shift: Shift) -> Ten
 
 fn normalized(norm: &GroupNorm, x: Tensor<4>, shift: Option<Shift>, then_silu: bool) -> Tensor<4> {
     #[cfg(feature = "gpu")]
-    if let Some(kernel) = super::norm_kernel::GroupNormKernel::for_tensor(norm, &x) {
-        return kernel.forward(x, shift, then_silu);
+    if let Some(kernel) =
+        super::norm_kernel::GroupNormKernel::for_tensor(norm, &x, shift.as_ref(), then_silu)
+    {
+        return kernel.forward();
     }
     let x = match shift {
         Some(s) => {

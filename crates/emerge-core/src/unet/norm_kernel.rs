@@ -1,129 +1,108 @@
 //! GroupNorm (+ SiLU) in one cubecl kernel, for tensors on a cubecl device (wgpu, WebGPU)
 //! outside autodiff, optionally of x plus a per-(sample, channel) shift (a res block's time
-//! projection), so that the sum is never written out. One workgroup per (sample, group): it sums the group's values, shifted by
-//! the group's first value so that the variance keeps its precision, reduces the sums in shared
-//! memory, then writes γ (x − μ)/√(σ² + ε) + β, through SiLU where asked, in the input's own
+//! projection), so that the sum is never written out. One workgroup per (sample, group): it sums
+//! the group's values, shifted by the group's first value so that the variance keeps its
+//! precision, reduces the sums in shared memory, then writes γ (x − μ)/√(σ² + ε) + β, through SiLU where asked, in the input's own
 //! memory layout (channels-last after a convolution), so nothing is copied before or after.
-//! Under burn's fusion the kernel is an opaque operation of the fusion stream.
+//! Under burn's fusion the kernel is an opaque operation of the fusion stream (`cube_op`).
 
-use std::marker::PhantomData;
-
-use burn::backend::{Cube, DispatchDevice};
 use burn::nn::GroupNorm;
-use burn::tensor::Tensor as BurnTensor;
+use burn::tensor::{DType, Tensor as BurnTensor};
 use burn_backend::TensorMetadata;
 use burn_backend::cubecl::dtype_to_storage_type;
-use burn_cubecl::CubeBackend;
 use burn_cubecl::kernel::untile;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
-use burn_fusion::custom::{
-    CustomOpIr, HandleContainer, Operation, OperationIr, OperationOutput, ScalarIr, StreamId,
-    TensorIr,
-};
-use burn_fusion::{ExecutionError, Fusion, FusionBackend, FusionRuntime};
+use burn_fusion::custom::ScalarIr;
 use cubecl::prelude::*;
 
 use super::norm::Shift;
+use crate::cube_op::{self, CubeKernel, Primitive};
 
 /// Threads per workgroup: WebGPU's guaranteed `maxComputeInvocationsPerWorkgroup`, a power of
 /// two for the tree reduction.
 const THREADS: usize = 256;
 
-/// The operation's name in the fusion stream.
-const OPERATION: &str = "emerge::group_norm";
-
-/// A GroupNorm's parameters, on the device of the tensor it normalises.
+/// A GroupNorm ready to run on its inputs.
 pub struct GroupNormKernel {
-    gamma: BurnTensor<1>,
-    beta: BurnTensor<1>,
-    groups: usize,
-    epsilon: f32,
+    /// x, γ, β and the shift's table where there is one.
+    inputs: Vec<Primitive>,
+    launch: GroupNormLaunch,
 }
 
 impl GroupNormKernel {
-    /// The kernel for `norm` applied to `x`, where it applies: an affine GroupNorm of a float
-    /// tensor on a cubecl device (an autodiff device keeps burn's GroupNorm, which has
-    /// gradients).
-    pub fn for_tensor(norm: &GroupNorm, x: &BurnTensor<4>) -> Option<Self> {
-        if !matches!(x.device().as_dispatch(), DispatchDevice::Cube(_)) {
-            return None;
-        }
+    /// SiLU (where `then_silu`) of `norm` applied to `x` (+ `shift`), where the kernel applies:
+    /// an affine GroupNorm of a float tensor on a cubecl device (an autodiff device keeps
+    /// burn's GroupNorm, which has gradients).
+    pub fn for_tensor(
+        norm: &GroupNorm,
+        x: &BurnTensor<4>,
+        shift: Option<&Shift>,
+        then_silu: bool,
+    ) -> Option<Self> {
         let dtype = x.dtype();
-        let (gamma, beta) = (norm.gamma.as_ref()?.val(), norm.beta.as_ref()?.val());
-        let same_dtype = |t: BurnTensor<1>| {
-            if t.dtype() == dtype { t } else { t.cast(dtype) }
-        };
-        Some(Self {
-            gamma: same_dtype(gamma),
-            beta: same_dtype(beta),
+        let mut inputs = vec![
+            cube_op::primitive(x)?,
+            cube_op::primitive(&in_dtype(norm.gamma.as_ref()?.val(), dtype))?,
+            cube_op::primitive(&in_dtype(norm.beta.as_ref()?.val(), dtype))?,
+        ];
+        if let Some(shift) = shift {
+            inputs.push(cube_op::primitive(&in_dtype(shift.table.clone(), dtype))?);
+        }
+        let launch = GroupNormLaunch {
             groups: norm.num_groups,
             epsilon: norm.epsilon as f32,
-        })
+            shift_first: shift.map(|s| s.first),
+            then_silu,
+        };
+        Some(Self { inputs, launch })
     }
 
-    /// GroupNorm(x + s), s (`[N, C]`, where given) broadcast over the pixels, then SiLU where
-    /// `then_silu`.
-    pub fn forward(self, x: BurnTensor<4>, shift: Option<Shift>, then_silu: bool) -> BurnTensor<4> {
-        let primitive = |t: BurnTensor<1>| {
-            t.try_into_primitive::<Cube>()
-                .expect("a parameter on the cubecl device of its input")
-        };
-        let x = x
-            .try_into_primitive::<Cube>()
-            .expect("checked: a tensor on a cubecl device, outside autodiff");
-        let shift_first = shift.as_ref().map_or(0, |s| s.first);
-        let shift = shift.map(|s| {
-            s.table
-                .cast(x.dtype())
-                .try_into_primitive::<Cube>()
-                .expect("a shift on the cubecl device of its input")
-        });
-        let y = <Cube as GroupNormOps>::group_norm(
-            x,
-            primitive(self.gamma),
-            primitive(self.beta),
-            shift,
-            Settings {
-                groups: self.groups,
-                epsilon: self.epsilon,
-                shift_first,
-                then_silu,
-            },
-        );
-        BurnTensor::from_primitive::<Cube>(y)
+    /// SiLU(GroupNorm(x + s)), s broadcast over the pixels (SiLU and s where asked).
+    pub fn forward(self) -> BurnTensor<4> {
+        cube_op::run(self.launch, self.inputs)
     }
+}
+
+fn in_dtype<const D: usize>(t: BurnTensor<D>, dtype: DType) -> BurnTensor<D> {
+    if t.dtype() == dtype { t } else { t.cast(dtype) }
 }
 
 #[derive(Clone, Copy, Debug)]
-struct Settings {
+struct GroupNormLaunch {
     groups: usize,
     epsilon: f32,
-    /// The shift table's column of channel 0.
-    shift_first: usize,
+    /// The shift table's column of channel 0, where there is a shift.
+    shift_first: Option<usize>,
     then_silu: bool,
 }
 
-/// The kernel on a backend: launched on cubecl's, queued on fusion's.
-trait GroupNormOps: burn_backend::Backend {
-    fn group_norm(
-        x: Self::FloatTensorPrimitive,
-        gamma: Self::FloatTensorPrimitive,
-        beta: Self::FloatTensorPrimitive,
-        shift: Option<Self::FloatTensorPrimitive>,
-        settings: Settings,
-    ) -> Self::FloatTensorPrimitive;
-}
+impl CubeKernel for GroupNormLaunch {
+    const NAME: &'static str = "emerge::group_norm";
 
-impl GroupNormOps for CubeBackend {
-    fn group_norm(
-        x: CubeTensor,
-        gamma: CubeTensor,
-        beta: CubeTensor,
-        shift: Option<CubeTensor>,
-        settings: Settings,
-    ) -> CubeTensor {
-        let x = untile(x);
+    fn scalars(&self) -> Vec<ScalarIr> {
+        vec![
+            ScalarIr::UInt(self.groups as u64),
+            ScalarIr::Float(self.epsilon as f64),
+            ScalarIr::Bool(self.shift_first.is_some()),
+            ScalarIr::UInt(self.shift_first.unwrap_or(0) as u64),
+            ScalarIr::Bool(self.then_silu),
+        ]
+    }
+
+    fn launch(&self, inputs: Vec<CubeTensor>) -> CubeTensor {
+        let mut inputs = inputs.into_iter().map(untile);
+        let mut next = || {
+            inputs
+                .next()
+                .expect("x, γ, β (and the shift's table) as for_tensor gives them")
+        };
+        let (x, gamma, beta) = (next(), next(), next());
+        // Without a shift the kernel's shift binding is never read: γ stands in for it.
+        let shift = match self.shift_first {
+            Some(_) => next(),
+            None => gamma.clone(),
+        };
         let [batch, channels, _, _] = x.shape().dims::<4>();
         let (client, device, dtype) = (x.client.clone(), x.device.clone(), x.dtype);
         // The output in the input's layout where that layout is a dense permutation.
@@ -141,113 +120,27 @@ impl GroupNormOps for CubeBackend {
         };
         let strides = x.meta.strides();
         let channels_last = strides[1] < strides[3];
-        debug_assert_eq!(channels % settings.groups, 0);
-        let gamma = untile(gamma);
-        let shifted = shift.is_some();
-        // Without a shift the kernel's shift binding is never read: γ stands in for it.
-        let shift = shift.map_or_else(|| gamma.clone(), untile);
+        debug_assert_eq!(channels % self.groups, 0);
         group_norm_kernel::launch(
             &client,
-            CubeCount::Static((batch * settings.groups) as u32, 1, 1),
+            CubeCount::Static((batch * self.groups) as u32, 1, 1),
             CubeDim::new_1d(THREADS as u32),
             x.into_tensor_arg(),
             gamma.into_tensor_arg(),
-            untile(beta).into_tensor_arg(),
+            beta.into_tensor_arg(),
             shift.into_tensor_arg(),
             output.clone().into_tensor_arg(),
-            settings.epsilon,
-            settings.shift_first,
-            settings.groups,
+            self.epsilon,
+            self.shift_first.unwrap_or(0),
+            self.groups,
             THREADS,
             channels_last,
-            shifted,
-            settings.then_silu,
+            self.shift_first.is_some(),
+            self.then_silu,
             dtype_to_storage_type(dtype),
         );
         output
     }
-}
-
-/// The kernel as one operation of burn's fusion stream (fusion runs the operations around it).
-#[derive(Debug)]
-struct QueuedGroupNorm<B> {
-    description: CustomOpIr,
-    settings: Settings,
-    backend: PhantomData<fn() -> B>,
-}
-
-impl<B: FusionBackend + GroupNormOps> Operation<B::FusionRuntime> for QueuedGroupNorm<B> {
-    fn execute(
-        &self,
-        handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>,
-    ) -> Result<(), ExecutionError> {
-        // [x, γ, β] or [x, γ, β, shift]
-        let mut inputs = self
-            .description
-            .inputs
-            .iter()
-            .map(|t| handles.get_float_tensor::<B>(t))
-            .collect::<Vec<_>>()
-            .into_iter();
-        let mut next = || {
-            inputs
-                .next()
-                .ok_or_else(|| missing_input(&self.description))
-        };
-        let (x, gamma, beta) = (next()?, next()?, next()?);
-        let y = B::group_norm(x, gamma, beta, inputs.next(), self.settings);
-        let [output] = &self.description.outputs[..] else {
-            return Err(missing_input(&self.description));
-        };
-        handles.register_float_tensor::<B>(&output.id, y);
-        Ok(())
-    }
-}
-
-impl<B: FusionBackend + GroupNormOps> GroupNormOps for Fusion<B> {
-    fn group_norm(
-        x: Self::FloatTensorPrimitive,
-        gamma: Self::FloatTensorPrimitive,
-        beta: Self::FloatTensorPrimitive,
-        shift: Option<Self::FloatTensorPrimitive>,
-        settings: Settings,
-    ) -> Self::FloatTensorPrimitive {
-        let client = x.client.clone();
-        let output = TensorIr::uninit(client.create_empty_handle(), x.shape.clone(), x.dtype);
-        let mut inputs = vec![x.into_ir(), gamma.into_ir(), beta.into_ir()];
-        inputs.extend(shift.map(|s| s.into_ir()));
-        let description = CustomOpIr::with_scalars(
-            OPERATION,
-            &inputs,
-            &[output],
-            vec![
-                ScalarIr::UInt(settings.groups as u64),
-                ScalarIr::Float(settings.epsilon as f64),
-                ScalarIr::UInt(settings.shift_first as u64),
-                ScalarIr::Bool(settings.then_silu),
-            ],
-        );
-        client
-            .register(
-                StreamId::current(),
-                OperationIr::Custom(description.clone()),
-                QueuedGroupNorm::<B> {
-                    description,
-                    settings,
-                    backend: PhantomData,
-                },
-            )
-            .output()
-    }
-}
-
-/// A queued GroupNorm whose description lacks an input or output it was registered with.
-fn missing_input(description: &CustomOpIr) -> ExecutionError {
-    ExecutionError::with_context(format!(
-        "{OPERATION}: {} inputs and {} outputs, expected [x, γ, β(, shift)] and one output",
-        description.inputs.len(),
-        description.outputs.len()
-    ))
 }
 
 /// The channel of element `i` of the group starting at channel `c0`. A group is walked

@@ -1,0 +1,118 @@
+//! What this crate's own cubecl kernels (`norm_kernel`, `attention_kernel`) share: a kernel takes
+//! float tensors of a cubecl device (wgpu, WebGPU) outside autodiff and gives one shaped like its
+//! first input; it is launched on cubecl's backend, or queued as one opaque operation of burn's
+//! fusion stream (fusion runs the operations around it), whichever the device uses.
+
+use std::fmt::Debug;
+use std::marker::PhantomData;
+
+use burn::backend::{Cube, DispatchDevice};
+use burn::tensor::Tensor;
+use burn_cubecl::CubeBackend;
+use burn_cubecl::tensor::CubeTensor;
+use burn_fusion::custom::{
+    CustomOpIr, HandleContainer, Operation, OperationIr, OperationOutput, ScalarIr, StreamId,
+    TensorIr,
+};
+use burn_fusion::{ExecutionError, Fusion, FusionBackend, FusionRuntime};
+
+/// A float tensor of the cubecl device, as a kernel takes it.
+pub type Primitive = <Cube as burn_backend::BackendTypes>::FloatTensorPrimitive;
+
+/// One of this crate's kernels with its settings.
+pub trait CubeKernel: Debug + Clone + Send + Sync + 'static {
+    /// Its name in the fusion stream.
+    const NAME: &'static str;
+    /// Its settings, as the fusion stream records them.
+    fn scalars(&self) -> Vec<ScalarIr>;
+    /// Launches it on cubecl's backend: `inputs` in the kernel's order, the output shaped like
+    /// the first.
+    fn launch(&self, inputs: Vec<CubeTensor>) -> CubeTensor;
+}
+
+/// `tensor` as a kernel's input, where it is a float tensor of a cubecl device outside autodiff.
+pub fn primitive<const D: usize>(tensor: &Tensor<D>) -> Option<Primitive> {
+    if !matches!(tensor.device().as_dispatch(), DispatchDevice::Cube(_)) {
+        return None;
+    }
+    tensor.clone().try_into_primitive::<Cube>().ok()
+}
+
+/// Runs `kernel` on `inputs` (at least one) on the device's backend.
+pub fn run<K: CubeKernel, const D: usize>(kernel: K, inputs: Vec<Primitive>) -> Tensor<D> {
+    Tensor::from_primitive::<Cube>(<Cube as KernelBackend>::run(kernel, inputs))
+}
+
+/// A backend that runs this crate's kernels: cubecl's launches them, fusion's queues them.
+trait KernelBackend: burn_backend::Backend {
+    fn run<K: CubeKernel>(
+        kernel: K,
+        inputs: Vec<Self::FloatTensorPrimitive>,
+    ) -> Self::FloatTensorPrimitive;
+}
+
+impl KernelBackend for CubeBackend {
+    fn run<K: CubeKernel>(kernel: K, inputs: Vec<CubeTensor>) -> CubeTensor {
+        kernel.launch(inputs)
+    }
+}
+
+impl<B: FusionBackend + KernelBackend> KernelBackend for Fusion<B> {
+    fn run<K: CubeKernel>(
+        kernel: K,
+        inputs: Vec<Self::FloatTensorPrimitive>,
+    ) -> Self::FloatTensorPrimitive {
+        let first = &inputs[0];
+        let client = first.client.clone();
+        let output = TensorIr::uninit(
+            client.create_empty_handle(),
+            first.shape.clone(),
+            first.dtype,
+        );
+        let inputs: Vec<_> = inputs.into_iter().map(|t| t.into_ir()).collect();
+        let description = CustomOpIr::with_scalars(K::NAME, &inputs, &[output], kernel.scalars());
+        client
+            .register(
+                StreamId::current(),
+                OperationIr::Custom(description.clone()),
+                Queued::<B, K> {
+                    description,
+                    kernel,
+                    backend: PhantomData,
+                },
+            )
+            .output()
+    }
+}
+
+/// A kernel in the fusion stream.
+#[derive(Debug)]
+struct Queued<B, K> {
+    description: CustomOpIr,
+    kernel: K,
+    backend: PhantomData<fn() -> B>,
+}
+
+impl<B: FusionBackend + KernelBackend, K: CubeKernel> Operation<B::FusionRuntime> for Queued<B, K> {
+    fn execute(
+        &self,
+        handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>,
+    ) -> Result<(), ExecutionError> {
+        let [output] = &self.description.outputs[..] else {
+            return Err(ExecutionError::with_context(format!(
+                "{}: {} outputs, expected one",
+                K::NAME,
+                self.description.outputs.len()
+            )));
+        };
+        let inputs = self
+            .description
+            .inputs
+            .iter()
+            .map(|t| handles.get_float_tensor::<B>(t))
+            .collect();
+        let y = B::run(self.kernel.clone(), inputs);
+        handles.register_float_tensor::<B>(&output.id, y);
+        Ok(())
+    }
+}
