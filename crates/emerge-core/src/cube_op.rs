@@ -7,7 +7,7 @@ use std::fmt::Debug;
 use std::marker::PhantomData;
 
 use burn::backend::{Cube, DispatchDevice};
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Tensor};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::tensor::CubeTensor;
 use burn_fusion::custom::{
@@ -15,6 +15,7 @@ use burn_fusion::custom::{
     TensorIr,
 };
 use burn_fusion::{ExecutionError, Fusion, FusionBackend, FusionRuntime};
+use cubecl::bytes::Bytes;
 
 /// A float tensor of the cubecl device, as a kernel takes it.
 pub type Primitive = <Cube as burn_backend::BackendTypes>::FloatTensorPrimitive;
@@ -30,12 +31,37 @@ pub trait CubeKernel: Debug + Clone + Send + Sync + 'static {
     fn launch(&self, inputs: Vec<CubeTensor>) -> CubeTensor;
 }
 
+/// Whether `tensor` is on a cubecl device outside autodiff.
+pub fn on_cube_device<const D: usize>(tensor: &Tensor<D>) -> bool {
+    matches!(tensor.device().as_dispatch(), DispatchDevice::Cube(_))
+}
+
 /// `tensor` as a kernel's input, where it is a float tensor of a cubecl device outside autodiff.
 pub fn primitive<const D: usize>(tensor: &Tensor<D>) -> Option<Primitive> {
-    if !matches!(tensor.device().as_dispatch(), DispatchDevice::Cube(_)) {
+    if !on_cube_device(tensor) {
         return None;
     }
     tensor.clone().try_into_primitive::<Cube>().ok()
+}
+
+/// Writes `values` into `tensor`'s own buffer with one queue write (no launch), where `tensor`
+/// is a contiguous f32 tensor of a cubecl device outside autodiff with as many elements.
+/// False, writing nothing, elsewhere.
+pub fn write<const D: usize>(tensor: &Tensor<D>, values: &[f32]) -> bool {
+    if tensor.dtype() != DType::F32 || tensor.shape().num_elements() != values.len() {
+        return false;
+    }
+    let Some(primitive) = primitive(tensor) else {
+        return false;
+    };
+    let resolved = <Cube as KernelBackend>::resolve(primitive);
+    // a handle's size is its allocation's, rounded up: the values fill its start
+    if !resolved.is_contiguous() || resolved.handle.size_in_used() < (values.len() * 4) as u64 {
+        return false;
+    }
+    let bytes = Bytes::from_elems(values.to_vec());
+    resolved.client.write(&resolved.handle, bytes);
+    true
 }
 
 /// Runs `kernel` on `inputs` (at least one) on the device's backend.
@@ -49,11 +75,18 @@ trait KernelBackend: burn_backend::Backend {
         kernel: K,
         inputs: Vec<Self::FloatTensorPrimitive>,
     ) -> Self::FloatTensorPrimitive;
+
+    /// The cubecl tensor behind `tensor`, its pending work queued first.
+    fn resolve(tensor: Self::FloatTensorPrimitive) -> CubeTensor;
 }
 
 impl KernelBackend for CubeBackend {
     fn run<K: CubeKernel>(kernel: K, inputs: Vec<CubeTensor>) -> CubeTensor {
         kernel.launch(inputs)
+    }
+
+    fn resolve(tensor: CubeTensor) -> CubeTensor {
+        tensor
     }
 }
 
@@ -82,6 +115,11 @@ impl<B: FusionBackend + KernelBackend> KernelBackend for Fusion<B> {
                 },
             )
             .output()
+    }
+
+    fn resolve(tensor: Self::FloatTensorPrimitive) -> CubeTensor {
+        let client = tensor.client.clone();
+        B::resolve(client.resolve_tensor_float::<B>(tensor))
     }
 }
 

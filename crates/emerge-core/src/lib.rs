@@ -17,7 +17,7 @@
 
 pub mod atomic_file;
 #[cfg(feature = "gpu")]
-mod cube_op;
+pub(crate) mod cube_op;
 pub mod error;
 pub mod forward;
 pub mod guidance;

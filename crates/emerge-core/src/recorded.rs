@@ -3,11 +3,12 @@
 //! groups while recording, so a replay only re-encodes the dispatches).
 //!
 //! The step reads five buffers that stay put for the whole run: x_t, the step's conditioning
-//! vector (precomputed for every step at the start: it depends only on t and the labels), the
+//! vector (computed for every step at the start: it depends only on t and the labels), the
 //! step's coefficient row ([`Update::row`], with the guidance scale), the previous x̂_0 and the
-//! fresh noise z. Between replays the next step's values are copied into them in place and the
-//! outputs x_{t−1} and x̂_0 become the next x_t and previous x̂_0. Nothing in the step comes from
-//! the host, so the same recording serves every step and every sampler.
+//! fresh noise z. Between replays the host writes the next step's vector, row and noise into
+//! them (queue writes: no launch, no bind group), and the step itself ends by copying its
+//! outputs x_{t−1} and x̂_0 into the x_t and previous x̂_0 it read. Nothing in the step comes
+//! from the host, so the same recording serves every step and every sampler.
 //!
 //! On a device without graph support (Flex) a run steps plainly; the step on stable buffers can
 //! still run there without a recording, which is how the tests hold it to the plain step.
@@ -118,14 +119,40 @@ fn guidance_at(conditioning: &Conditioning, timestep: usize) -> f64 {
     }
 }
 
-/// ε̃ and the step's update from the stable buffers: what is recorded. Every res block's time
-/// projection comes from one product with `projection` (the UNet's, joined once per run).
+/// x_{t−1} and x̂_0 from the stable buffers, left in x_t and the previous x̂_0 (the latter
+/// where `multistep`) for the next step: what is recorded.
+fn step_in_place(
+    unet: &UNet,
+    projection: &JointProjection,
+    inputs: &mut Inputs,
+    settings: StepSettings,
+) -> Result<(Tensor<4>, Tensor<4>), EmergeError> {
+    let (prev, x0) = denoise_step(unet, projection, inputs, settings)?;
+    refresh(&mut inputs.sample, prev.clone());
+    if settings.multistep {
+        refresh(&mut inputs.previous_x0, x0.clone());
+    }
+    Ok((prev, x0))
+}
+
+/// What a run's steps all share.
+#[derive(Debug, Clone, Copy)]
+struct StepSettings {
+    /// The UNet batch is [conditional; unconditional].
+    guided: bool,
+    /// x̂_0 is clipped to [−1, 1].
+    clip: bool,
+    /// The sampler reads the previous x̂_0.
+    multistep: bool,
+}
+
+/// ε̃ and the step's update from the stable buffers. Every res block's time projection comes
+/// from one product with `projection` (the UNet's, joined once per run).
 fn denoise_step(
     unet: &UNet,
     projection: &JointProjection,
     inputs: &Inputs,
-    guided: bool,
-    clip: bool,
+    StepSettings { guided, clip, .. }: StepSettings,
 ) -> Result<(Tensor<4>, Tensor<4>), EmergeError> {
     let x = inputs.sample.clone();
     let shifts = projection.shifts(inputs.embedding.clone());
@@ -171,6 +198,18 @@ fn refresh<const D: usize>(target: &mut Tensor<D>, values: Tensor<D>) {
     target.inplace(|t| t.slice_assign(ranges, values));
 }
 
+/// Overwrites `target` with host `values` (row-major) in its own buffer: one queue write on a
+/// GPU, nothing launched; a copy elsewhere.
+fn write_values<const D: usize>(target: &mut Tensor<D>, values: &[f32]) {
+    #[cfg(feature = "gpu")]
+    if crate::cube_op::write(target, values) {
+        return;
+    }
+    let data = TensorData::new(values.to_vec(), target.shape());
+    let device = target.device();
+    refresh(target, Tensor::from_data(data, &device));
+}
+
 fn graph_error(what: &str, error: impl std::fmt::Display) -> EmergeError {
     // burn's errors read "An error happened …\nCaused by:\n  <cause>[\nBacktrace: …]"
     let text = error.to_string();
@@ -199,12 +238,12 @@ pub struct RecordedStep {
     inputs: Inputs,
     /// The res blocks' time projections side by side (the recording reads its buffers).
     projection: JointProjection,
-    /// Every step's conditioning vectors, `[S, N, D]`, and coefficient rows, `[S, ROW]`.
-    embeddings: Tensor<3>,
-    rows: Tensor<2>,
-    guided: bool,
-    clip: bool,
-    multistep: bool,
+    /// Every step's conditioning vectors, `[S, N, D]`, and coefficient rows, `[S, ROW]`, on
+    /// the host (row-major), written into the inputs step by step.
+    embeddings: Vec<f32>,
+    rows: Vec<f32>,
+    steps: usize,
+    settings: StepSettings,
     execution: Execution,
 }
 
@@ -229,31 +268,42 @@ impl RecordedStep {
         let timesteps = &sampler.timesteps()[done..total];
         let batch = BatchConditioning::of(conditioning, config, images, timesteps);
         let embeddings = step_embeddings(unet, &batch, images, timesteps, &device);
-        let [_, n, d] = embeddings.dims();
-        let mut rows = Vec::with_capacity(timesteps.len() * ROW);
+        let [steps, n, d] = embeddings.dims();
+        let embeddings = embeddings
+            .into_data_async()
+            .await
+            .map_err(|e| graph_error("reading the run's conditioning vectors", e))?
+            .try_into_vec::<f32>()
+            .map_err(|e| graph_error("reading the run's conditioning vectors", format!("{e:?}")))?;
+        let mut rows = Vec::with_capacity(steps * ROW);
         for (i, &t) in timesteps.iter().enumerate() {
             let index = done + i;
             let has_previous = sampling.previous().is_some() || i > 0;
             let update = sampler.update(index, has_previous)?;
             rows.extend(update.row(guidance_at(conditioning, t)));
         }
-        let rows = Tensor::<2>::from_data(TensorData::new(rows, [timesteps.len(), ROW]), &device);
-        let inputs = Inputs {
+        let first_embedding = TensorData::new(embeddings[..n * d].to_vec(), [n, d]);
+        let mut inputs = Inputs {
             sample: x.clone().add_scalar(0.0), // own buffer: refreshed in place
-            embedding: embeddings
-                .clone()
-                .narrow(0, 0, 1)
-                .reshape([n, d])
-                .add_scalar(0.0),
-            row: rows.clone().narrow(0, 0, 1).reshape([ROW]).add_scalar(0.0),
+            embedding: Tensor::from_data(first_embedding, &device),
+            row: Tensor::from_data(TensorData::new(rows[..ROW].to_vec(), [ROW]), &device),
             previous_x0: sampling
                 .previous()
                 .map_or_else(|| x.zeros_like(), |p| p.clone().add_scalar(0.0)),
             noise: x.zeros_like(),
         };
-        let (guided, clip) = (batch.guided, sampler.schedule().config.clip_sample);
+        // the warm-up and recorded runs step x_t and x̂_0 in place: kept to be put back
+        let saved = (
+            inputs.sample.clone().add_scalar(0.0),
+            inputs.previous_x0.clone().add_scalar(0.0),
+        );
+        let settings = StepSettings {
+            guided: batch.guided,
+            clip: sampler.schedule().config.clip_sample,
+            multistep: sampler.kind().is_multistep(),
+        };
         let projection = JointProjection::of(unet);
-        let step = || denoise_step(unet, &projection, &inputs, guided, clip);
+        let step = || step_in_place(unet, &projection, &mut inputs, settings);
         let (execution, replay) = match capture(&device, step).await {
             Ok((graph, output)) => (
                 Execution::Replayed(Box::new(Recording { graph, output })),
@@ -261,6 +311,8 @@ impl RecordedStep {
             ),
             Err(reason) => (Execution::Rerun, Replay::Plain(reason.to_string())),
         };
+        refresh(&mut inputs.sample, saved.0);
+        refresh(&mut inputs.previous_x0, saved.1);
         Ok((
             Self {
                 start: done,
@@ -268,25 +320,24 @@ impl RecordedStep {
                 projection,
                 embeddings,
                 rows,
-                guided,
-                clip,
-                multistep: sampler.kind().is_multistep(),
+                steps,
+                settings,
                 execution,
             },
             replay,
         ))
     }
 
-    /// Step `index` of the run with noise `z` where the step draws some: x_{t−1} and x̂_0, in the
-    /// buffers the next step overwrites. Steps go in order from where the recording started.
-    /// `unet` is the one recorded, unchanged since.
+    /// Step `index` of the run with noise `z` (row-major `[B, C, H, W]`) where the step draws
+    /// some: x_{t−1} and x̂_0, in buffers the next step overwrites. Steps go in order from where
+    /// the recording started. `unet` is the one recorded, unchanged since.
     pub fn step(
         &mut self,
         unet: &UNet,
         index: usize,
-        z: Option<Tensor<4>>,
+        z: Option<Vec<f32>>,
     ) -> Result<(Tensor<4>, Tensor<4>), EmergeError> {
-        let [steps, n, d] = self.embeddings.dims();
+        let steps = self.steps;
         let i = index
             .checked_sub(self.start)
             .filter(|&i| i < steps)
@@ -298,19 +349,22 @@ impl RecordedStep {
                 ))
             })?;
         if i > 0 {
-            refresh(
-                &mut self.inputs.embedding,
-                self.embeddings.clone().narrow(0, i, 1).reshape([n, d]),
-            );
-            refresh(
-                &mut self.inputs.row,
-                self.rows.clone().narrow(0, i, 1).reshape([ROW]),
-            );
+            let width = self.embeddings.len() / steps;
+            let embedding = &self.embeddings[i * width..(i + 1) * width];
+            write_values(&mut self.inputs.embedding, embedding);
+            write_values(&mut self.inputs.row, &self.rows[i * ROW..(i + 1) * ROW]);
         }
         if let Some(z) = z {
-            refresh(&mut self.inputs.noise, z);
+            if z.len() != self.inputs.noise.shape().num_elements() {
+                return Err(EmergeError::InvalidArgument(format!(
+                    "{} noise values for x_t of shape {:?}",
+                    z.len(),
+                    self.inputs.noise.dims()
+                )));
+            }
+            write_values(&mut self.inputs.noise, &z);
         }
-        let (prev, x0) = match &self.execution {
+        match &self.execution {
             Execution::Replayed(recording) => {
                 let device = self.inputs.sample.device();
                 // Safety: every buffer the recording touched is owned by `self` (inputs,
@@ -318,17 +372,12 @@ impl RecordedStep {
                 // the page's engine and the CLI drive one device from one thread.
                 unsafe { Dispatch::graph_replay(device.as_dispatch(), &recording.graph) }
                     .map_err(|e| graph_error("replaying the recorded step", e))?;
-                recording.output.clone()
+                Ok(recording.output.clone())
             }
             Execution::Rerun => {
-                denoise_step(unet, &self.projection, &self.inputs, self.guided, self.clip)?
+                step_in_place(unet, &self.projection, &mut self.inputs, self.settings)
             }
-        };
-        refresh(&mut self.inputs.sample, prev.clone());
-        if self.multistep {
-            refresh(&mut self.inputs.previous_x0, x0.clone());
         }
-        Ok((prev, x0))
     }
 }
 
@@ -336,8 +385,8 @@ impl std::fmt::Debug for RecordedStep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RecordedStep")
             .field("start", &self.start)
-            .field("steps", &self.rows.dims()[0])
-            .field("guided", &self.guided)
+            .field("steps", &self.steps)
+            .field("guided", &self.settings.guided)
             .field(
                 "recorded",
                 &matches!(self.execution, Execution::Replayed(_)),
@@ -377,7 +426,7 @@ fn step_embeddings(
 /// it was, out of capture.
 async fn capture(
     device: &Device,
-    step: impl Fn() -> Result<(Tensor<4>, Tensor<4>), EmergeError>,
+    mut step: impl FnMut() -> Result<(Tensor<4>, Tensor<4>), EmergeError>,
 ) -> Result<(BackendGraph<Dispatch>, (Tensor<4>, Tensor<4>)), EmergeError> {
     let dispatch = device.as_dispatch();
     Dispatch::graph_prepare(dispatch).map_err(|e| graph_error("preparing the recording", e))?;

@@ -17,7 +17,7 @@ use crate::error::EmergeError;
 use crate::noise::ImageNoise;
 use crate::recorded::RecordedStep;
 use crate::schedule::NoiseSchedule;
-use crate::tensor_util::image_gaussian;
+use crate::tensor_util::{image_gaussian, image_normals};
 use crate::unet::UNet;
 use crate::update::{self, StepTerms, Update};
 
@@ -539,12 +539,7 @@ impl Sampling {
             .sampler
             .update(index, self.previous_prediction.is_some())?;
         let noise = if update.std_dev > 0.0 {
-            let device = self.sample.device();
-            Some(image_gaussian(
-                &mut self.noise,
-                self.sample.dims(),
-                &device,
-            )?)
+            Some(image_normals(&mut self.noise, self.sample.dims())?)
         } else {
             None
         };

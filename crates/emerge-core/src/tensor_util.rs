@@ -23,6 +23,12 @@ pub fn image_gaussian(
     shape: [usize; 4],
     device: &Device,
 ) -> Result<Tensor<4>, EmergeError> {
+    let values = image_normals(noise, shape)?;
+    Ok(Tensor::from_data(TensorData::new(values, shape), device))
+}
+
+/// The values of [`image_gaussian`], row-major.
+pub fn image_normals(noise: &mut ImageNoise, shape: [usize; 4]) -> Result<Vec<f32>, EmergeError> {
     let [batch, channels, height, width] = shape;
     if batch != noise.len() {
         return Err(EmergeError::InvalidArgument(format!(
@@ -30,6 +36,5 @@ pub fn image_gaussian(
             noise.len()
         )));
     }
-    let values = noise.normals(channels * height * width);
-    Ok(Tensor::from_data(TensorData::new(values, shape), device))
+    Ok(noise.normals(channels * height * width))
 }

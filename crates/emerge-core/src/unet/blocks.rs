@@ -208,7 +208,7 @@ impl UpBlock {
             let skip = skips
                 .pop()
                 .expect("the down path pushes one skip per up-path resnet");
-            x = resnet.forward(Tensor::cat(vec![x, skip], 1), shifts.next_block()); // [B, C + C_skip, H, W] → [B, C, H, W]
+            x = resnet.forward(cat_channels(x, skip), shifts.next_block()); // [B, C + C_skip, H, W] → [B, C, H, W]
             if let Some(attention) = self.attentions.get(j) {
                 x = attention.forward(x);
             }
@@ -218,4 +218,20 @@ impl UpBlock {
         }
         x
     }
+}
+
+/// [a; b] along the channels. On a GPU outside autodiff it is laid out channels-last, as the
+/// convolutions that read it take it (a channels-first one is repacked before each of them).
+fn cat_channels(a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
+    #[cfg(feature = "gpu")]
+    if crate::cube_op::on_cube_device(&a) {
+        let [n, ca, h, w] = a.dims();
+        let cb = b.dims()[1];
+        // [N, H, W, C] in memory, [N, C, H, W] as a tensor; each part written in place
+        let out = Tensor::<4>::empty([n, h, w, ca + cb], &a.device()).permute([0, 3, 1, 2]);
+        return out
+            .slice_assign([0..n, 0..ca, 0..h, 0..w], a)
+            .slice_assign([0..n, ca..ca + cb, 0..h, 0..w], b);
+    }
+    Tensor::cat(vec![a, b], 1)
 }
