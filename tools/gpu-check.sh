@@ -105,14 +105,15 @@ for record in "" --no-record; do
     --sampler ddim --eta 1 --steps 50 --batch 1 --class 7 --guidance 1.25
 done
 
-# --- (d) launch batching: kernels per GPU submission (tasks_max, default 32), native and Dawn --
+# --- (d) launch batching: kernels per GPU submission (tasks_max: cubecl's default 32 natively,
+# the page's engine 512, a replayed step in one submit), native and Dawn ------------------------
 if [ "$QUICK" != 1 ]; then
   for tasks in 8 128 512; do
     step "(d) native gpu, CUBECL_WGPU_MAX_TASKS=$tasks: ddim 50 steps, batch 16" 60 env CUBECL_WGPU_MAX_TASKS=$tasks \
       ./emerge sample --device gpu --model "$MODEL" --sampler ddim --eta 1 --steps 50 --count 16 --guidance 1.25 \
       --class 7 --out "$DIR/timing-tasks-$tasks.idx"
   done
-  for tasks in 128 1024; do
+  for tasks in 32 128; do
     step "(d) Dawn, $tasks kernel launches per submit: ddim 50 steps, batch 16" 150 "$NODE" dawn/harness.mjs "${DAWN[@]}" \
       --tasks-per-submit "$tasks" --sampler ddim --eta 1 --steps 50 --batch 16 --class 7 --guidance 1.25
   done

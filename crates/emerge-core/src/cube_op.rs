@@ -44,6 +44,15 @@ pub fn primitive<const D: usize>(tensor: &Tensor<D>) -> Option<Primitive> {
     tensor.clone().try_into_primitive::<Cube>().ok()
 }
 
+/// `tensor` in `dtype` (itself where it is already).
+pub fn in_dtype<const D: usize>(tensor: Tensor<D>, dtype: DType) -> Tensor<D> {
+    if tensor.dtype() == dtype {
+        tensor
+    } else {
+        tensor.cast(dtype)
+    }
+}
+
 /// Writes `values` into `tensor`'s own buffer with one queue write (no launch), where `tensor`
 /// is a contiguous f32 tensor of a cubecl device outside autodiff with as many elements.
 /// False, writing nothing, elsewhere.

@@ -7,7 +7,7 @@
 //! path takes about fifteen launches per attention block (copies into matmul layouts, two
 //! matmuls, softmax's five, bias additions) where this takes one.
 
-use burn::tensor::{DType, Tensor as BurnTensor};
+use burn::tensor::Tensor as BurnTensor;
 use burn_backend::TensorMetadata;
 use burn_backend::cubecl::dtype_to_storage_type;
 use burn_cubecl::kernel::untile;
@@ -16,7 +16,7 @@ use burn_cubecl::tensor::CubeTensor;
 use burn_fusion::custom::ScalarIr;
 use cubecl::prelude::*;
 
-use crate::cube_op::{self, CubeKernel};
+use crate::cube_op::{self, CubeKernel, in_dtype};
 
 /// Threads per workgroup, a power of two for the tree reductions.
 const THREADS: usize = 64;
@@ -56,10 +56,6 @@ pub fn attention(
         biased,
     };
     Some(cube_op::run(launch, inputs))
-}
-
-fn in_dtype(t: BurnTensor<1>, dtype: DType) -> BurnTensor<1> {
-    if t.dtype() == dtype { t } else { t.cast(dtype) }
 }
 
 #[derive(Clone, Copy, Debug)]

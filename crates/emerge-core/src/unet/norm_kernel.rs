@@ -7,7 +7,7 @@
 //! Under burn's fusion the kernel is an opaque operation of the fusion stream (`cube_op`).
 
 use burn::nn::GroupNorm;
-use burn::tensor::{DType, Tensor as BurnTensor};
+use burn::tensor::Tensor as BurnTensor;
 use burn_backend::TensorMetadata;
 use burn_backend::cubecl::dtype_to_storage_type;
 use burn_cubecl::kernel::untile;
@@ -17,7 +17,7 @@ use burn_fusion::custom::ScalarIr;
 use cubecl::prelude::*;
 
 use super::norm::Shift;
-use crate::cube_op::{self, CubeKernel, Primitive};
+use crate::cube_op::{self, CubeKernel, Primitive, in_dtype};
 
 /// Threads per workgroup: WebGPU's guaranteed `maxComputeInvocationsPerWorkgroup`, a power of
 /// two for the tree reduction.
@@ -62,10 +62,6 @@ impl GroupNormKernel {
     pub fn forward(self) -> BurnTensor<4> {
         cube_op::run(self.launch, self.inputs)
     }
-}
-
-fn in_dtype<const D: usize>(t: BurnTensor<D>, dtype: DType) -> BurnTensor<D> {
-    if t.dtype() == dtype { t } else { t.cast(dtype) }
 }
 
 #[derive(Clone, Copy, Debug)]
