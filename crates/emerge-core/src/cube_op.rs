@@ -9,6 +9,7 @@ use std::marker::PhantomData;
 use burn::backend::{Cube, DispatchDevice};
 use burn::tensor::{DType, Tensor};
 use burn_cubecl::CubeBackend;
+use burn_cubecl::kernel::untile;
 use burn_cubecl::tensor::CubeTensor;
 use burn_fusion::custom::{
     CustomOpIr, HandleContainer, Operation, OperationIr, OperationOutput, ScalarIr, StreamId,
@@ -26,9 +27,33 @@ pub trait CubeKernel: Debug + Clone + Send + Sync + 'static {
     const NAME: &'static str;
     /// Its settings, as the fusion stream records them.
     fn scalars(&self) -> Vec<ScalarIr>;
-    /// Launches it on cubecl's backend: `inputs` in the kernel's order, the output shaped like
-    /// the first.
-    fn launch(&self, inputs: Vec<CubeTensor>) -> CubeTensor;
+    /// Launches it on cubecl's backend, the output shaped like the first input.
+    fn launch(&self, inputs: Inputs) -> CubeTensor;
+}
+
+/// A kernel's inputs, in the order its constructor gave them.
+pub struct Inputs(std::vec::IntoIter<CubeTensor>);
+
+impl Inputs {
+    /// The next input, untiled.
+    pub fn next(&mut self) -> CubeTensor {
+        untile(
+            self.0
+                .next()
+                .expect("a kernel reads the inputs its constructor gave it"),
+        )
+    }
+}
+
+/// The wgpu device the kernels' tests run on (SwiftShader in `./build.sh test`), or None,
+/// saying so, on a machine without an adapter.
+#[cfg(test)]
+pub fn test_device(kernel: &str) -> Option<burn::tensor::Device> {
+    let device = burn::tensor::Device::wgpu_options().init().ok();
+    if device.is_none() {
+        eprintln!("no wgpu adapter: the {kernel} kernel is not checked here");
+    }
+    device
 }
 
 /// Whether `tensor` is on a cubecl device outside autodiff.
@@ -91,7 +116,7 @@ trait KernelBackend: burn_backend::Backend {
 
 impl KernelBackend for CubeBackend {
     fn run<K: CubeKernel>(kernel: K, inputs: Vec<CubeTensor>) -> CubeTensor {
-        kernel.launch(inputs)
+        kernel.launch(Inputs(inputs.into_iter()))
     }
 
     fn resolve(tensor: CubeTensor) -> CubeTensor {

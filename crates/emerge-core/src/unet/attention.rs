@@ -99,8 +99,7 @@ mod tests {
     /// with several, at the shipped network's sizes (HW = 49 and 196).
     #[test]
     fn kernel_matches_burn_on_the_cpu() {
-        let Ok(gpu) = Device::wgpu_options().init() else {
-            eprintln!("no wgpu adapter: the attention kernel is not checked here");
+        let Some(gpu) = crate::cube_op::test_device("attention") else {
             return;
         };
         let cpu = Device::flex();

@@ -10,13 +10,12 @@
 use burn::tensor::Tensor as BurnTensor;
 use burn_backend::TensorMetadata;
 use burn_backend::cubecl::dtype_to_storage_type;
-use burn_cubecl::kernel::untile;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use burn_fusion::custom::ScalarIr;
 use cubecl::prelude::*;
 
-use crate::cube_op::{self, CubeKernel, in_dtype};
+use crate::cube_op::{self, CubeKernel, Inputs, in_dtype};
 
 /// Threads per workgroup, a power of two for the tree reductions.
 const THREADS: usize = 64;
@@ -77,17 +76,11 @@ impl CubeKernel for AttentionLaunch {
         ]
     }
 
-    fn launch(&self, inputs: Vec<CubeTensor>) -> CubeTensor {
-        let mut inputs = inputs.into_iter().map(untile);
-        let mut next = || {
-            inputs
-                .next()
-                .expect("q, k, v (and their biases) as `attention` gives them")
-        };
-        let (q, k, v) = (next(), next(), next());
+    fn launch(&self, mut inputs: Inputs) -> CubeTensor {
+        let (q, k, v) = (inputs.next(), inputs.next(), inputs.next());
         // Without biases the kernel's bias bindings are never read: q stands in for them.
         let [bq, bk, bv] = if self.biased {
-            [next(), next(), next()]
+            [inputs.next(), inputs.next(), inputs.next()]
         } else {
             [q.clone(), q.clone(), q.clone()]
         };

@@ -79,8 +79,7 @@ mod tests {
     /// and for the group sizes of the shipped network.
     #[test]
     fn kernel_matches_burn_on_the_cpu() {
-        let Ok(gpu) = Device::wgpu_options().init() else {
-            eprintln!("no wgpu adapter: the GroupNorm kernel is not checked here");
+        let Some(gpu) = crate::cube_op::test_device("GroupNorm") else {
             return;
         };
         let cpu = Device::flex();

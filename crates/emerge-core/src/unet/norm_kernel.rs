@@ -10,14 +10,13 @@ use burn::nn::GroupNorm;
 use burn::tensor::Tensor as BurnTensor;
 use burn_backend::TensorMetadata;
 use burn_backend::cubecl::dtype_to_storage_type;
-use burn_cubecl::kernel::untile;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use burn_fusion::custom::ScalarIr;
 use cubecl::prelude::*;
 
 use super::norm::Shift;
-use crate::cube_op::{self, CubeKernel, Primitive, in_dtype};
+use crate::cube_op::{self, CubeKernel, Inputs, Primitive, in_dtype};
 
 /// Threads per workgroup: WebGPU's guaranteed `maxComputeInvocationsPerWorkgroup`, a power of
 /// two for the tree reduction.
@@ -86,17 +85,11 @@ impl CubeKernel for GroupNormLaunch {
         ]
     }
 
-    fn launch(&self, inputs: Vec<CubeTensor>) -> CubeTensor {
-        let mut inputs = inputs.into_iter().map(untile);
-        let mut next = || {
-            inputs
-                .next()
-                .expect("x, γ, β (and the shift's table) as for_tensor gives them")
-        };
-        let (x, gamma, beta) = (next(), next(), next());
+    fn launch(&self, mut inputs: Inputs) -> CubeTensor {
+        let (x, gamma, beta) = (inputs.next(), inputs.next(), inputs.next());
         // Without a shift the kernel's shift binding is never read: γ stands in for it.
         let shift = match self.shift_first {
-            Some(_) => next(),
+            Some(_) => inputs.next(),
             None => gamma.clone(),
         };
         let [batch, channels, _, _] = x.shape().dims::<4>();
