@@ -18,6 +18,10 @@ use burn_fusion::custom::{
 use burn_fusion::{ExecutionError, Fusion, FusionBackend, FusionRuntime};
 use cubecl::bytes::Bytes;
 
+/// Workgroups a launch may ask for along one dimension: WebGPU's guaranteed
+/// `maxComputeWorkgroupsPerDimension`.
+pub const MAX_WORKGROUPS: usize = 65_535;
+
 /// A float tensor of the cubecl device, as a kernel takes it.
 pub type Primitive = <Cube as burn_backend::BackendTypes>::FloatTensorPrimitive;
 

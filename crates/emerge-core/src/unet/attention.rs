@@ -57,7 +57,7 @@ impl AttentionBlock {
         let head_dim = channels / self.heads;
         let projections = [&self.to_q, &self.to_k, &self.to_v];
         #[cfg(feature = "gpu")]
-        if super::attention_kernel::applies(&h, tokens, head_dim) {
+        if super::attention_kernel::applies(&h, self.heads) {
             let biases = projections.map(|l| l.bias.as_ref().map(|b| b.val()));
             let biases = match biases {
                 [Some(q), Some(k), Some(v)] => Some(Some([q, k, v])),
@@ -121,5 +121,20 @@ mod tests {
                 .into_data()
                 .assert_approx_eq::<f32>(&want, Tolerance::absolute(1e-4));
         }
+    }
+
+    /// A launch of more than WebGPU's 65,535 workgroups (one per sample and query here) is
+    /// left to burn's path.
+    #[test]
+    fn a_launch_too_wide_for_webgpu_takes_burns_path() {
+        let Some(gpu) = crate::cube_op::test_device("attention") else {
+            return;
+        };
+        let h = Tensor::<3>::zeros([1338, 49, 8], &gpu);
+        assert!(!super::super::attention_kernel::applies(&h, 1));
+        assert!(super::super::attention_kernel::applies(
+            &h.narrow(0, 0, 1337),
+            1
+        ));
     }
 }

@@ -24,11 +24,14 @@ const THREADS: usize = 64;
 /// `maxComputeWorkgroupStorageSize` (16 KiB).
 const SHARED_VALUES: usize = 16 * 1024 / 4;
 
-/// Whether the kernel can take an attention over `tokens` positions with heads of `head_dim`
-/// channels on `x`'s device: a cubecl device outside autodiff, and the scores and the query
-/// fit in a workgroup's shared memory.
-pub fn applies(x: &BurnTensor<3>, tokens: usize, head_dim: usize) -> bool {
-    tokens + head_dim + THREADS <= SHARED_VALUES && cube_op::primitive(x).is_some()
+/// Whether the kernel can take a `heads`-head attention over `x` `[B, T, C]`: on a cubecl device
+/// outside autodiff, with a head's scores and query within a workgroup's shared memory and a
+/// workgroup per (sample, head, query) within one launch.
+pub fn applies(x: &BurnTensor<3>, heads: usize) -> bool {
+    let [batch, tokens, channels] = x.dims();
+    tokens + channels / heads + THREADS <= SHARED_VALUES
+        && batch * heads * tokens <= cube_op::MAX_WORKGROUPS
+        && cube_op::on_cube_device(x)
 }
 
 /// softmax((q + b_q)(k + b_k)ᵀ/√d)(v + b_v) per head for `q`, `k`, `v` `[B, T, C]` (any

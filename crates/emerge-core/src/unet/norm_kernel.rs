@@ -39,6 +39,10 @@ impl GroupNormKernel {
         shift: Option<&Shift>,
         then_silu: bool,
     ) -> Option<Self> {
+        let [batch, ..] = x.dims();
+        if batch * norm.num_groups > cube_op::MAX_WORKGROUPS {
+            return None; // a workgroup per (sample, group) in one launch
+        }
         let dtype = x.dtype();
         let mut inputs = vec![
             cube_op::primitive(x)?,
