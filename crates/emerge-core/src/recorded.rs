@@ -242,7 +242,6 @@ pub struct RecordedStep {
     /// the host (row-major), written into the inputs step by step.
     embeddings: Vec<f32>,
     rows: Vec<f32>,
-    steps: usize,
     settings: StepSettings,
     execution: Execution,
 }
@@ -320,7 +319,6 @@ impl RecordedStep {
                 projection,
                 embeddings,
                 rows,
-                steps,
                 settings,
                 execution,
             },
@@ -337,7 +335,7 @@ impl RecordedStep {
         index: usize,
         z: Option<Vec<f32>>,
     ) -> Result<(Tensor<4>, Tensor<4>), EmergeError> {
-        let steps = self.steps;
+        let steps = self.steps();
         let i = index
             .checked_sub(self.start)
             .filter(|&i| i < steps)
@@ -381,11 +379,18 @@ impl RecordedStep {
     }
 }
 
+impl RecordedStep {
+    /// How many of the run's steps the recording covers.
+    fn steps(&self) -> usize {
+        self.rows.len() / ROW
+    }
+}
+
 impl std::fmt::Debug for RecordedStep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RecordedStep")
             .field("start", &self.start)
-            .field("steps", &self.steps)
+            .field("steps", &self.steps())
             .field("guided", &self.settings.guided)
             .field(
                 "recorded",
