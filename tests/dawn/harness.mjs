@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // The page's engine outside the browser: the very pkg/ module the page loads, given Dawn (Chrome's
 // WebGPU implementation, as the npm package `webgpu` ships it) as its `navigator.gpu`. It runs one
-// sampling request the way the page's worker does (start, then step() and read a frame back until
-// done), prints the adapter, time to first frame and ms per step as JSON, and with --expect
+// sampling request the way the page's worker does (the kernels built at load, then start, step()
+// and read a frame back until done), prints the adapter, time to first frame and ms per step as
+// JSON, and with --expect
 // compares the final images with the native CLI's IDX output. It then checks the learning view's
 // numbers: the loss curve of one lesson on Dawn against the same engine on the CPU (Flex in wasm).
 //
@@ -20,7 +21,7 @@ import { samplingRequest } from '../../www/js/settings.js';
 import { idxImages, maxDifference, tile } from '../grid.mjs';
 import { installWebGpu, loadDawn } from './webgpu.mjs';
 
-const USAGE = 'usage: harness.mjs --pkg DIR --model FILE [--dawn dawn.node] [--sampler ddim|ddpm|dpmpp_2m|sde_dpmpp_2m] [--steps N] [--eta E] [--batch N] [--class C] [--seed S] [--guidance W] [--per-draw N] [--tasks-per-submit N] [--no-record] [--expect native.idx] [--tolerance 6] [--json out.json]';
+const USAGE = 'usage: harness.mjs --pkg DIR --model FILE [--dawn dawn.node] [--sampler ddim|ddpm|dpmpp_2m|sde_dpmpp_2m] [--steps N] [--eta E] [--batch N] [--class C] [--seed S] [--guidance W] [--per-draw N] [--tasks-per-submit N] [--no-record] [--no-prepare] [--expect native.idx] [--tolerance 6] [--json out.json]';
 
 function options() {
   try {
@@ -39,6 +40,7 @@ function options() {
         'per-draw': { type: 'string', default: '1' },
         'tasks-per-submit': { type: 'string' },
         'no-record': { type: 'boolean', default: false },
+        'no-prepare': { type: 'boolean', default: false },
         expect: { type: 'string' },
         tolerance: { type: 'string', default: '6' },
         json: { type: 'string' },
@@ -68,6 +70,7 @@ function options() {
       perDraw: number('per-draw'),
       tasksPerSubmit: values['tasks-per-submit'] === undefined ? undefined : number('tasks-per-submit'),
       record: !values['no-record'],
+      prepare: !values['no-prepare'],
       expect: values.expect,
       tolerance: number('tolerance'),
       json: values.json,
@@ -121,6 +124,8 @@ function countCalls(globals) {
  * step's dispatches can be told apart. */
 function countKernels(globals) {
   const counts = {};
+  // the kernels' pipelines in the order they are built (not a count: `dispatches` skips it)
+  Object.defineProperty(counts, 'built', { value: [], enumerable: false });
   const names = new WeakMap();
   const encoder = globals.GPUComputePassEncoder?.prototype;
   const device = globals.GPUDevice?.prototype;
@@ -129,6 +134,7 @@ function countKernels(globals) {
   device.createComputePipeline = function named(descriptor) {
     const pipeline = createComputePipeline.call(this, descriptor);
     names.set(pipeline, descriptor?.label || 'unnamed');
+    counts.built.push(names.get(pipeline));
     return pipeline;
   };
   if (createComputePipelineAsync) {
@@ -205,10 +211,18 @@ async function main() {
   const config = engine.loadModel(readFileSync(o.model));
   timings.model_load_ms = now() - t;
 
+  // As the worker does after loading: the kernels built before the first run.
+  const atLoad = { ...calls };
+  const kernelsAtLoad = { ...kernels };
+  timings.prepare_ms = o.prepare ? await engine.prepare(o.settings.batch) : null;
+  const atPrepared = { ...calls };
+  const kernelsAtPrepared = { ...kernels };
+
   // As the page's worker: start, then step() and read a frame back until the run is done.
   t = now();
   const atStart = { ...calls };
   const kernelsAtStart = { ...kernels };
+  const builtAtStart = kernels.built.length;
   const request = samplingRequest(o.settings, engine.limits);
   const total = engine.start(request);
   let frame = await engine.step(o.perDraw);
@@ -216,6 +230,7 @@ async function main() {
   const afterFirst = now();
   const atFirstFrame = { ...calls };
   const kernelsAtFirstFrame = { ...kernels };
+  const builtInFirstFrame = kernels.built.slice(builtAtStart);
   let frames = 1;
   while (!engine.finished) {
     frame = await engine.step(o.perDraw);
@@ -240,7 +255,10 @@ async function main() {
   // Dispatches by kernel in the first frame and per step after it, and every call counted.
   result.kernels_first_frame = kernelsPerStep(kernelsAtStart, kernelsAtFirstFrame, 1);
   result.kernels_per_step = rest > 0 ? kernelsPerStep(kernelsAtFirstFrame, kernels, rest) : null;
+  result.kernels_prepare = kernelsPerStep(kernelsAtLoad, kernelsAtPrepared, 1);
+  result.calls_prepare = { ...perStep(atLoad, atPrepared, 1), dispatches: dispatches(result.kernels_prepare) };
   result.calls_first_frame = { ...perStep(atStart, atFirstFrame, 1), dispatches: dispatches(result.kernels_first_frame) };
+  result.kernels_built_in_first_frame = builtInFirstFrame;
   result.calls_per_step = { ...perStep(atFirstFrame, calls, rest), dispatches: rest > 0 ? dispatches(result.kernels_per_step) : null };
   if (frame.step !== total) errors.push(`the run stopped at step ${frame.step} of ${total}`);
   if (o.expect) {
@@ -251,6 +269,7 @@ async function main() {
     result.max_difference = Math.max(...mine.map((image, i) => maxDifference(image, native[i] ?? [])));
     result.tolerance = o.tolerance;
   }
+  timings.round_trip_ms = await roundTrip(engine, config);
   result.lesson = await compareLessons(engine, readFileSync(o.model), config, await engineClass(o.pkg, 'emerge_cpu'));
   if (!(result.lesson.tolerance_used <= 1)) errors.push(`the lesson's losses on WebGPU differ from the CPU's by up to ${result.lesson.max_abs_difference} (${result.lesson.tolerance_used}× the tolerance)`);
   result.console_errors = errors;
@@ -268,6 +287,21 @@ async function engineClass(pkg, name) {
   const module = await import(pathToFileURL(join(pkg, `${name}.js`)).href);
   await module.default({ module_or_path: readFileSync(join(pkg, `${name}_bg.wasm`)) });
   return module.Engine;
+}
+
+/** What reading a frame back costs at the least, which a frame drawn from the GPU straight onto a
+ * canvas would save: the median of 9 round trips of one small launch (an image noised, as the
+ * learning view asks) and its frame read back and converted, with the GPU otherwise idle (ms). */
+async function roundTrip(engine, config) {
+  const { sample_size: size, in_channels: channels } = config.unet;
+  const pixels = new Uint8Array(channels * size * size);
+  const times = [];
+  for (let i = 0; i < 9; i += 1) {
+    const t = now();
+    await engine.noised(pixels, 500, BigInt(i));
+    times.push(now() - t);
+  }
+  return times.sort((a, b) => a - b)[4];
 }
 
 /** The learning view's loss curve (21 timesteps, one batched forward pass) of a vertical bar

@@ -1,7 +1,7 @@
 // The page's engine (the built site's pkg/) on Dawn, Chrome's WebGPU implementation, outside the
 // browser: SDE-DPM-Solver++(2M) (the browser test runs DDIM), with the step recorded and replayed
-// and without, each compared with the native CLI. Without a GPU the Vulkan loader is pointed at the
-// SwiftShader driver Debian's chromium package ships.
+// and without, each compared with the native CLI, its kernels built at load. Without a GPU the
+// Vulkan loader is pointed at the SwiftShader driver Debian's chromium package ships.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -51,11 +51,14 @@ test('the page engine on Dawn draws the native CLI’s digits', { timeout: 600_0
     assert.deepEqual(result.console_errors, []);
     // What a guided step costs the host, whatever the GPU: the WebGPU calls of each step after
     // the first frame (and what the first frame adds), and the kernels most dispatched.
-    console.log(`Dawn on ${result.adapter}, ${path} steps: first frame ${result.timings.first_frame_ms.toFixed(0)} ms, `
+    console.log(`Dawn on ${result.adapter}, ${path} steps: kernels built at load ${result.timings.prepare_ms.toFixed(0)} ms `
+      + `(${result.calls_prepare.pipelines} pipelines), first frame ${result.timings.first_frame_ms.toFixed(0)} ms, `
       + `${result.timings.ms_per_step.toFixed(1)} ms per step, max |Δ| ${result.max_difference}/255`);
     console.log(`  WebGPU calls per guided step (batch ${RUN.count}): ${calls(result.calls_per_step)}`);
     console.log(`  WebGPU calls of the first frame: ${calls(result.calls_first_frame)}`);
     console.log(`  Dispatches per step by kernel: ${Object.entries(result.kernels_per_step).slice(0, 8).map(([kernel, n]) => `${kernel} ${Number(n.toFixed(1))}`).join(', ')}`);
+    // The first visible step is a step, not a compile: the kernels were built at load.
+    assert.deepEqual(result.kernels_built_in_first_frame, [], 'kernels the first frame compiled, missed at load');
     // A count, not a time: 437.8 before convolution kernels were stored channels-last at load.
     assert.ok(result.calls_per_step.dispatches < 437, `${result.calls_per_step.dispatches} dispatches per step: the kernels' channels-last layout is lost`);
   }

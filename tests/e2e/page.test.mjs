@@ -62,6 +62,38 @@ async function patchedEngine(glue, patch) {
   return context;
 }
 
+/** A patch for the WebGPU engine's glue: the GPUDevice it asks for is destroyed as its `method`
+ * is called for the `call`-th time. */
+const destroyingDevice = (method, call) => `
+  const realRequestDevice = GPUAdapter.prototype.requestDevice;
+  let gpuDevice = null;
+  GPUAdapter.prototype.requestDevice = async function (...args) {
+    gpuDevice = await realRequestDevice.apply(this, args);
+    return gpuDevice;
+  };
+  const realMethod = Engine.prototype.${method};
+  let calls = 0;
+  Engine.prototype.${method} = function (...args) {
+    calls += 1;
+    if (calls === ${call}) gpuDevice.destroy();
+    return realMethod.apply(this, args);
+  };`;
+
+/** A run of 6 steps of one digit on the engine patched by `patch` (which loses the GPU device):
+ * it finishes on the CPU fallback, and the device line says why. Its context, last frame and
+ * the number of frames drawn (a run restarted on the CPU draws its first steps twice). */
+async function runAfterLosingTheDevice(patch) {
+  const context = await patchedEngine('emerge_web.js', patch);
+  const page = await context.newPage();
+  await page.goto(new URL('index.html?steps=6&batch=1&backend=auto', env.server.url).href);
+  assert.equal(await waitForState(page, ['complete', 'error']), 'complete', await page.textContent('#status-message'));
+  assert.equal(await page.getAttribute('#device', 'data-backend'), 'cpu');
+  assert.match(await page.textContent('#device-reason'), /^WebGPU failed \(.*destroyed.*\)\. Running on the CPU/i);
+  const frame = await lastFrame(page);
+  assert.equal(frame.step, 6);
+  return { context, frame, drawn: await page.evaluate(() => window.emergeDebug.frames) };
+}
+
 describe('the demo page', () => {
   test('loads and reports a WebGPU device, with no console errors', TIMEOUT, async () => {
     const { page, errors, requests } = await open(env, 'index.html?autoplay=0');
@@ -210,28 +242,15 @@ describe('the demo page', () => {
 
   test('a GPU device lost mid-run: the CPU fallback finishes the run and the device line says why', TIMEOUT, async () => {
     // The WebGPU engine, with the GPUDevice it asks for destroyed before its third step.
-    const context = await patchedEngine('emerge_web.js', `
-      const realRequestDevice = GPUAdapter.prototype.requestDevice;
-      let gpuDevice = null;
-      GPUAdapter.prototype.requestDevice = async function (...args) {
-        gpuDevice = await realRequestDevice.apply(this, args);
-        return gpuDevice;
-      };
-      const realStep = Engine.prototype.step;
-      let stepCalls = 0;
-      Engine.prototype.step = function (count) {
-        stepCalls += 1;
-        if (stepCalls === 3) gpuDevice.destroy();
-        return realStep.call(this, count);
-      };`);
-    const page = await context.newPage();
-    await page.goto(new URL('index.html?steps=6&batch=1&backend=auto', env.server.url).href);
-    assert.equal(await waitForState(page, ['complete', 'error']), 'complete', await page.textContent('#status-message'));
-    assert.equal(await page.getAttribute('#device', 'data-backend'), 'cpu');
-    assert.match(await page.textContent('#device-reason'), /^WebGPU failed \(.*destroyed.*\)\. Running on the CPU/i);
-    const frame = await lastFrame(page);
-    assert.equal(frame.step, 6);
+    const { context, frame, drawn } = await runAfterLosingTheDevice(destroyingDevice('step', 3));
+    assert.equal(drawn, 2 + 6, 'two steps on WebGPU, then the whole run again on the CPU');
     assert.ok(looksLikeADigit(tile({ ...frame, batch: 1 }, 0)), 'the finished image looks like noise');
+    await context.close();
+  });
+
+  test('a GPU device lost while the kernels are built at load: the CPU runs instead and says why', TIMEOUT, async () => {
+    const { context, drawn } = await runAfterLosingTheDevice(destroyingDevice('prepare', 1));
+    assert.equal(drawn, 6, 'the whole run on the CPU, none of it on the lost device');
     await context.close();
   });
 

@@ -35,16 +35,18 @@ export class Client {
     else pending?.reject(new Error(error));
   }
 
-  /** Loads `model` on the device `settings.backend` names (and on the CPU, `settings.workers`). */
+  /** Loads `model` on the device `settings.backend` names (and on the CPU, `settings.workers`),
+   * its GPU kernels built for runs of `settings.batch` images. */
   init(settings, model) {
-    const { backend, workers } = settings;
-    this.send('init', { backend, workers: workers ?? undefined, modelUrl: new URL(model.file, model.baseUrl).href, modelBytes: model.bytes });
+    const { backend, workers, batch } = settings;
+    this.send('init', { backend, workers: workers ?? undefined, batch, modelUrl: new URL(model.file, model.baseUrl).href, modelBytes: model.bytes });
   }
 
   /** Loads `model` in place of the current one: its file, or its bytes where the page holds them
-   * (`model.data`: a model trained in the page). */
-  load(model) {
-    this.send('load', model.data ? { modelData: model.data.slice() } : { modelUrl: new URL(model.file, model.baseUrl).href, modelBytes: model.bytes });
+   * (`model.data`: a model trained in the page); its GPU kernels built for runs of `batch` images. */
+  load(model, batch) {
+    const source = model.data ? { modelData: model.data.slice() } : { modelUrl: new URL(model.file, model.baseUrl).href, modelBytes: model.bytes };
+    this.send('load', { ...source, batch });
   }
 
   /** Starts a run, from noise or from `image` ({pixels, timestep}: the request's start image);

@@ -160,8 +160,11 @@ const client = new Client({
     setPlaying(false);
     setScrubbing(runOwner === 'generate');
   },
-  fallback({ reason }) {
-    status(`${reason}. Switched to the CPU fallback and restarted the run.`, 'warning');
+  preparing() {
+    $('download-text').textContent = `weights ${formatBytes(model.bytes)} loaded · building the GPU's kernels…`;
+  },
+  fallback({ reason, restarted }) {
+    status(`${reason}. Switched to the CPU fallback${restarted ? ' and restarted the run' : ''}.`, 'warning');
   },
   error({ message }) {
     debug.errors.push(message);
@@ -273,7 +276,7 @@ function switchModel(chosen) {
   describeLoaded();
   setState('loading');
   status(`Loading ${model.name}…`);
-  client.load(model);
+  client.load(model, settings.batch);
 }
 
 /** Puts a model trained in the page into the picker (replacing an earlier one) and loads it. */

@@ -1,8 +1,8 @@
 // The worker owns the WebAssembly module and the GPU: the page never runs the model, so it
 // never freezes (the CPU fallback blocks whatever thread it runs on). Protocol:
 //   page → worker  {command: 'init' | 'load' | 'start' | 'play' | 'pause' | 'step' | 'perDraw', ...}
-//   worker → page  {status: 'device' | 'loading' | 'ready' | 'started' | 'frame' | 'complete'
-//                           | 'paused' | 'fallback' | 'error', ...}
+//   worker → page  {status: 'device' | 'loading' | 'preparing' | 'ready' | 'started' | 'frame'
+//                           | 'complete' | 'paused' | 'fallback' | 'error', ...}
 // and requests that get one answer each (the learning view, the timeline, the schedule, GIFs):
 //   page → worker  {request: 'noised' | 'lesson' | 'lossCurve' | 'schedule' | 'checkpoint' | 'sample' | 'gif', id, ...}
 //   worker → page  {status: 'reply', id, result} or {status: 'reply', id, error}
@@ -135,13 +135,45 @@ async function createEngine(backend, reason = null) {
 const downloadWeights = (url, expectedBytes, progress = (loaded, total) => post({ status: 'loading', loaded, total })) =>
   download(url, { expectedBytes, progress, what: 'the weights' });
 
-/** Loads the model file `bytes` into the engine (in the queue: after any step in flight) and
- * says so with its limits. */
-async function loadModel(bytes, fields = {}) {
+/** Loads the model file `bytes` into the engine (in the queue: after any step in flight), builds
+ * its GPU kernels for runs of `batch` images, and says so with its limits and how long the
+ * kernels took. */
+async function loadModel(bytes, batch, fields = {}) {
   const config = await enqueue(() => engine.loadModel(bytes));
   modelBytes = bytes;
   checkpointBytes.length = 0;
-  post({ status: 'ready', config, limits: engine.limits, bytes: bytes.length, ...fields });
+  const preparedMs = await enqueue(() => prepare(batch));
+  post({ status: 'ready', config, limits: engine.limits, bytes: bytes.length, prepared_ms: preparedMs, ...fields });
+}
+
+/** On WebGPU, compiles the kernels runs of `batch` images take before the first run needs them
+ * (its first step is then a step, not a compile): their milliseconds, or null where there is
+ * nothing to build. A failure falls back to the CPU, as a failed step does. */
+async function prepare(batch = 1) {
+  if (device.backend !== 'webgpu') return null;
+  post({ status: 'preparing' });
+  try {
+    return await engine.prepare(batch);
+  } catch (error) {
+    await fallBackToCpu(error, false);
+    return null;
+  }
+}
+
+/** Replaces the failed WebGPU engine by a CPU one holding the same model and checkpoints; the
+ * page hears why, and whether the current run starts again (`restarting`). */
+async function fallBackToCpu(error, restarting) {
+  const reason = `WebGPU failed (${messageOf(error).replace(/\s+/g, ' ').trim()})`;
+  post({ status: 'fallback', reason, restarted: restarting });
+  try {
+    engine.free(); // the WebGPU engine's buffers and device go with it
+  } catch {
+    // a panic inside the engine left the module unusable: dropping it is all that is left
+  }
+  engine = null;
+  await createEngine('cpu', reason);
+  engine.loadModel(modelBytes);
+  for (const bytes of checkpointBytes) engine.loadCheckpoint(bytes);
 }
 
 /** Starts (or restarts) the current request on the engine: the slice a helper was given, or on
@@ -167,17 +199,7 @@ async function advance(count) {
     post({ status: 'frame', ...frame, stepping: engine.stepping }, transferables(frame));
   } catch (error) {
     if (device.backend !== 'webgpu') throw error;
-    const reason = `WebGPU failed (${messageOf(error).replace(/\s+/g, ' ').trim()})`;
-    post({ status: 'fallback', reason });
-    try {
-      engine.free(); // the WebGPU engine's buffers and device go with it
-    } catch {
-      // a panic inside the step left the module unusable: dropping it is all that is left
-    }
-    engine = null;
-    await createEngine('cpu', reason);
-    engine.loadModel(modelBytes);
-    for (const bytes of checkpointBytes) engine.loadCheckpoint(bytes);
+    await fallBackToCpu(error, true);
     await begin();
   }
   if (engine.finished) {
@@ -209,21 +231,22 @@ const commands = {
   /** `modelData` and `wasm`: the model's bytes and the compiled engine (a helper gets them from
    * its parent), else downloaded from `modelUrl` and pkg/. `workers`: how many workers share a
    * run on the CPU (default: the cores the browser reports, at most MAX_WORKERS). */
-  async init({ backend, modelUrl, modelBytes: expected, modelData, wasm, workers }) {
+  async init({ backend, modelUrl, modelBytes: expected, modelData, wasm, workers, batch }) {
     stopHelpers();
     if (wasm) compiled[backend] = wasm;
     pool.workers = workers ?? Math.min(MAX_WORKERS, self.navigator.hardwareConcurrency || 1);
-    await createEngine(backend);
-    await loadModel(modelData ?? (await downloadWeights(modelUrl, expected)));
+    // the weights download while the engine downloads and compiles and the GPU opens
+    const [, bytes] = await Promise.all([createEngine(backend), modelData ?? downloadWeights(modelUrl, expected)]);
+    await loadModel(bytes, batch);
   },
   /** Replaces the loaded model (a file from `modelUrl`, or `modelData`: a model the page holds,
    * one trained in it): the run stops, the timeline's checkpoints go, the helpers get it anew. */
-  async load({ modelUrl, modelBytes: expected, modelData }) {
+  async load({ modelUrl, modelBytes: expected, modelData, batch }) {
     run.playing = false;
     run.token += 1;
     run.request = null;
     stopHelpers();
-    await loadModel(modelData ?? (await downloadWeights(modelUrl, expected)), { switched: true });
+    await loadModel(modelData ?? (await downloadWeights(modelUrl, expected)), batch, { switched: true });
   },
   async start({ sampling, slice, perDraw, autoplay }) {
     run.token += 1;

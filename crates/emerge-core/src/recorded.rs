@@ -15,19 +15,13 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_backend::{Backend, BackendGraph};
-use burn_dispatch::Dispatch;
+use burn_dispatch::{Dispatch, DispatchDevice};
 
 use crate::error::EmergeError;
 use crate::guidance::{Conditioning, guided_noise};
 use crate::sampler::Sampling;
 use crate::unet::{JointProjection, UNet, UNetConfig};
 use crate::update::{self, ROW, StepTerms, coefficient};
-
-/// Warm-up runs before the recording: they build the kernels (and fusion's plans) and leave in
-/// the pools the buffers the recorded run takes. One is enough for the page's configuration
-/// (fusion, no autotune: Dawn records after one); where it is not, the recording fails and the
-/// run steps plainly, saying why.
-const WARMUP_RUNS: usize = 1;
 
 /// How a run's steps execute after [`crate::Run::record`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,6 +204,19 @@ fn write_values<const D: usize>(target: &mut Tensor<D>, values: &[f32]) {
     refresh(target, Tensor::from_data(data, &device));
 }
 
+/// Writes the step's noise `z` into its buffer, refusing a length that does not fit.
+fn write_noise(noise: &mut Tensor<4>, z: &[f32]) -> Result<(), EmergeError> {
+    if z.len() != noise.shape().num_elements() {
+        return Err(EmergeError::InvalidArgument(format!(
+            "{} noise values for x_t of shape {:?}",
+            z.len(),
+            noise.dims()
+        )));
+    }
+    write_values(noise, z);
+    Ok(())
+}
+
 fn graph_error(what: &str, error: impl std::fmt::Display) -> EmergeError {
     // burn's errors read "An error happened …\nCaused by:\n  <cause>[\nBacktrace: …]"
     let text = error.to_string();
@@ -228,7 +235,7 @@ async fn settle(output: &(Tensor<4>, Tensor<4>)) -> Result<(), EmergeError> {
         .to_data_async()
         .await
         .map(drop)
-        .map_err(|e| graph_error("waiting for the warm-up step", e))
+        .map_err(|e| graph_error("waiting for the first step", e))
 }
 
 /// A run's step, recorded (or re-run on a device without graphs).
@@ -247,15 +254,18 @@ pub struct RecordedStep {
 }
 
 impl RecordedStep {
-    /// Sets up the buffers for `sampling`'s remaining steps and records the step; the first
-    /// replay is the next step. `Replay::Plain` when the device cannot record (the step then
-    /// runs afresh on the same buffers).
-    pub async fn record(
+    /// Sets up the buffers for `sampling`'s remaining steps, takes the next one on them with
+    /// noise `z` (row-major `[B, C, H, W]`, where the step draws some) and records the step for
+    /// the ones after it: the first replay is the step after next. Returns that first step's
+    /// x_{t−1} and x̂_0 too. `Replay::Plain` when the device cannot record (the step then runs
+    /// afresh on the same buffers).
+    pub(crate) async fn record(
         unet: &UNet,
         config: &UNetConfig,
         conditioning: &Conditioning,
         sampling: &Sampling,
-    ) -> Result<(Self, Replay), EmergeError> {
+        z: Option<Vec<f32>>,
+    ) -> Result<(Self, Replay, (Tensor<4>, Tensor<4>)), EmergeError> {
         let x = sampling.sample().clone();
         let device = x.device();
         let [images, ..] = x.dims();
@@ -291,11 +301,9 @@ impl RecordedStep {
                 .map_or_else(|| x.zeros_like(), |p| p.clone().add_scalar(0.0)),
             noise: x.zeros_like(),
         };
-        // the warm-up and recorded runs step x_t and x̂_0 in place: kept to be put back
-        let saved = (
-            inputs.sample.clone().add_scalar(0.0),
-            inputs.previous_x0.clone().add_scalar(0.0),
-        );
+        if let Some(z) = z {
+            write_noise(&mut inputs.noise, &z)?;
+        }
         let settings = StepSettings {
             guided: batch.guided,
             clip: sampler.schedule().config.clip_sample,
@@ -303,32 +311,35 @@ impl RecordedStep {
         };
         let projection = JointProjection::of(unet);
         let step = || step_in_place(unet, &projection, &mut inputs, settings);
-        let (execution, replay) = match capture(&device, step).await {
+        let (first, recorded) = first_step_and_capture(&device, step).await?;
+        let (execution, replay) = match recorded {
             Ok((graph, output)) => (
                 Execution::Replayed(Box::new(Recording { graph, output })),
                 Replay::Recorded,
             ),
             Err(reason) => (Execution::Rerun, Replay::Plain(reason.to_string())),
         };
-        refresh(&mut inputs.sample, saved.0);
-        refresh(&mut inputs.previous_x0, saved.1);
-        Ok((
-            Self {
-                start: done,
-                inputs,
-                projection,
-                embeddings,
-                rows,
-                settings,
-                execution,
-            },
-            replay,
-        ))
+        // the recorded run steps x_t and x̂_0 in place too: they are put back to the first
+        // step's, whether the device ran the recording or only recorded it
+        refresh(&mut inputs.sample, first.0.clone());
+        if settings.multistep {
+            refresh(&mut inputs.previous_x0, first.1.clone());
+        }
+        let recorded = Self {
+            start: done,
+            inputs,
+            projection,
+            embeddings,
+            rows,
+            settings,
+            execution,
+        };
+        Ok((recorded, replay, first))
     }
 
     /// Step `index` of the run with noise `z` (row-major `[B, C, H, W]`) where the step draws
-    /// some: x_{t−1} and x̂_0, in buffers the next step overwrites. Steps go in order from where
-    /// the recording started. `unet` is the one recorded, unchanged since.
+    /// some: x_{t−1} and x̂_0, in buffers the next step overwrites. Steps go in order from the
+    /// one after the step [`Self::record`] took. `unet` is the one recorded, unchanged since.
     pub fn step(
         &mut self,
         unet: &UNet,
@@ -338,29 +349,20 @@ impl RecordedStep {
         let steps = self.steps();
         let i = index
             .checked_sub(self.start)
-            .filter(|&i| i < steps)
+            .filter(|&i| (1..steps).contains(&i))
             .ok_or_else(|| {
                 EmergeError::InvalidArgument(format!(
                     "step {index} is not one of the recorded run's steps {}..{}",
-                    self.start,
+                    self.start + 1,
                     self.start + steps
                 ))
             })?;
-        if i > 0 {
-            let width = self.embeddings.len() / steps;
-            let embedding = &self.embeddings[i * width..(i + 1) * width];
-            write_values(&mut self.inputs.embedding, embedding);
-            write_values(&mut self.inputs.row, &self.rows[i * ROW..(i + 1) * ROW]);
-        }
+        let width = self.embeddings.len() / steps;
+        let embedding = &self.embeddings[i * width..(i + 1) * width];
+        write_values(&mut self.inputs.embedding, embedding);
+        write_values(&mut self.inputs.row, &self.rows[i * ROW..(i + 1) * ROW]);
         if let Some(z) = z {
-            if z.len() != self.inputs.noise.shape().num_elements() {
-                return Err(EmergeError::InvalidArgument(format!(
-                    "{} noise values for x_t of shape {:?}",
-                    z.len(),
-                    self.inputs.noise.dims()
-                )));
-            }
-            write_values(&mut self.inputs.noise, &z);
+            write_noise(&mut self.inputs.noise, &z)?;
         }
         match &self.execution {
             Execution::Replayed(recording) => {
@@ -426,28 +428,53 @@ fn step_embeddings(
     embedding.reshape([steps, n, d])
 }
 
-/// Records `step` on `device`: warm-up runs (awaited without blocking), then one run under
-/// capture. An error (the device has no graphs, or the recording failed) leaves the device as
-/// it was, out of capture.
-async fn capture(
+/// The step's outputs x_{t−1} and x̂_0.
+type StepPair = (Tensor<4>, Tensor<4>);
+
+/// Takes the run's next step with `step` (awaited without blocking) as the recording's warm-up:
+/// it builds the kernels (and fusion's plans) and leaves in the pools the buffers the recording
+/// takes (one is enough for the page's configuration, fusion without autotune). Then records
+/// `step` once more on `device`. Returns the first step's outputs, and the recording or why
+/// there is none (the device has no graphs, or the recording failed: the device is left as it
+/// was, out of capture). An error is the first step's own.
+async fn first_step_and_capture(
     device: &Device,
-    mut step: impl FnMut() -> Result<(Tensor<4>, Tensor<4>), EmergeError>,
-) -> Result<(BackendGraph<Dispatch>, (Tensor<4>, Tensor<4>)), EmergeError> {
+    mut step: impl FnMut() -> Result<StepPair, EmergeError>,
+) -> Result<
+    (
+        StepPair,
+        Result<(BackendGraph<Dispatch>, StepPair), EmergeError>,
+    ),
+    EmergeError,
+> {
     let dispatch = device.as_dispatch();
-    Dispatch::graph_prepare(dispatch).map_err(|e| graph_error("preparing the recording", e))?;
-    let close = || Dispatch::graph_stop_capture(dispatch).map(drop);
-    for _ in 0..WARMUP_RUNS {
-        let warmed = match step() {
-            Ok(output) => settle(&output).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = warmed {
-            let _ = close();
+    let prepared =
+        Dispatch::graph_prepare(dispatch).map_err(|e| graph_error("preparing the recording", e));
+    let first = match step() {
+        Ok(output) => settle(&output).await.map(|()| output),
+        Err(e) => Err(e),
+    };
+    let first = match first {
+        Ok(first) => first,
+        Err(e) => {
+            let _ = Dispatch::graph_stop_capture(dispatch);
             return Err(e);
         }
-    }
+    };
+    let recorded = match prepared {
+        Ok(()) => capture(dispatch, step),
+        Err(e) => Err(e),
+    };
+    Ok((first, recorded))
+}
+
+/// One run of `step` recorded on the device `dispatch` (prepared for it).
+fn capture(
+    dispatch: &DispatchDevice,
+    step: impl FnOnce() -> Result<StepPair, EmergeError>,
+) -> Result<(BackendGraph<Dispatch>, StepPair), EmergeError> {
     if let Err(e) = Dispatch::graph_start_capture(dispatch) {
-        let _ = close();
+        let _ = Dispatch::graph_stop_capture(dispatch);
         return Err(graph_error("starting the recording", e));
     }
     let output = step();
@@ -466,15 +493,15 @@ mod tests {
     use crate::noise::ImageNoise;
     use crate::request::tests::tiny;
     use crate::request::{Classes, SamplingRequest};
-    use crate::sampler::SamplerKind;
+    use crate::sampler::{SamplerKind, StepOutput};
 
     fn max_abs_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
         (a - b).abs().max().into_scalar::<f32>()
     }
 
     /// Every sampler, guided on part of the run (both kinds of step in one recording), plain
-    /// class-conditional and unconditional: the step on stable buffers, recorded after two plain
-    /// steps, gives the plain run's x_{t−1} and x̂_0 at every step.
+    /// class-conditional and unconditional: the step on stable buffers, taken and recorded after
+    /// two plain steps, gives the plain run's x_{t−1} and x̂_0 at every step.
     #[test]
     fn the_step_on_stable_buffers_draws_the_plain_runs_images() {
         let device = Device::flex();
@@ -520,26 +547,29 @@ mod tests {
                     plain.step_with(&denoiser).unwrap();
                     replayed.step_with(&denoiser).unwrap();
                 }
-                let record = RecordedStep::record(unet, config, &conditioning, &replayed);
-                let (mut step, replay) = pollster::block_on(record).unwrap();
-                assert!(
-                    matches!(&replay, Replay::Plain(reason) if reason.contains("not supported")),
-                    "Flex has no graphs: {replay:?}"
-                );
-                while !plain.is_finished() {
-                    let a = plain.step_with(&denoiser).unwrap();
-                    let b = replayed.step_recorded(&mut step, unet).unwrap();
+                let same = |a: StepOutput, b: StepOutput| {
                     let at = format!("{sampler} {classes:?} t = {}", a.timestep);
                     assert_eq!(a.timestep, b.timestep, "{at}");
                     let x0 = max_abs_diff(a.pred_original_sample, b.pred_original_sample);
                     let x = max_abs_diff(a.prev_sample, b.prev_sample);
                     assert!(x0 < 1e-4 && x < 1e-4, "{at}: x̂_0 off by {x0}, x_t by {x}");
+                };
+                let record = replayed.step_recording(unet, config, &conditioning);
+                let (first, mut step, replay) = pollster::block_on(record).unwrap();
+                assert!(
+                    matches!(&replay, Replay::Plain(reason) if reason.contains("not supported")),
+                    "Flex has no graphs: {replay:?}"
+                );
+                same(plain.step_with(&denoiser).unwrap(), first);
+                while !plain.is_finished() {
+                    let a = plain.step_with(&denoiser).unwrap();
+                    same(a, replayed.step_recorded(&mut step, unet).unwrap());
                 }
                 assert!(
                     replayed.step_recorded(&mut step, unet).is_err(),
                     "a finished run has no step"
                 );
-                let again = RecordedStep::record(unet, config, &conditioning, &replayed);
+                let again = replayed.step_recording(unet, config, &conditioning);
                 let again = pollster::block_on(again).err().unwrap();
                 assert!(again.to_string().contains("finished"), "{again}");
             }
@@ -562,12 +592,16 @@ mod tests {
         };
         let mut plain = model.start(&request, 0..2, &device).unwrap();
         let mut run = model.start(&request, 0..2, &device).unwrap();
-        let replay = pollster::block_on(run.record(&model)).unwrap();
+        let (replay, first) = pollster::block_on(run.record(&model)).unwrap();
         assert!(matches!(replay, Replay::Plain(_)), "{replay:?}");
+        assert_eq!(run.progress(), (1, 3), "recording took the first step");
+        let a = plain.advance(&model, 1).unwrap();
+        assert!(max_abs_diff(a.prev_sample, first.prev_sample) < 1e-5);
         let (a, b) = (
-            plain.advance(&model, 3).unwrap(),
-            run.advance(&model, 3).unwrap(),
+            plain.advance(&model, 2).unwrap(),
+            run.advance(&model, 2).unwrap(),
         );
-        assert_eq!(max_abs_diff(a.prev_sample, b.prev_sample), 0.0);
+        assert!(max_abs_diff(a.prev_sample, b.prev_sample) < 1e-5);
+        assert!(run.is_finished());
     }
 }

@@ -343,19 +343,17 @@ impl Run {
         self.sampling.sample()
     }
 
-    /// Records the rest of the run's step on its device ([`crate::recorded`]); every later
-    /// step replays it. `model` must be the one the run steps with, unchanged for the run.
-    /// Says whether the device recorded; where it could not, the run steps plainly.
-    pub async fn record(&mut self, model: &Model) -> Result<Replay, EmergeError> {
-        let (recorded, replay) = RecordedStep::record(
-            &model.unet,
-            &model.config.unet,
-            &self.conditioning,
-            &self.sampling,
-        )
-        .await?;
+    /// Takes the run's next step while recording the step on its device for the rest of the
+    /// run ([`crate::recorded`]); every later step replays it. `model` must be the one the run
+    /// steps with, unchanged for the run. Says whether the device recorded (where it could not,
+    /// the run steps plainly), with the step's output.
+    pub async fn record(&mut self, model: &Model) -> Result<(Replay, StepOutput), EmergeError> {
+        let (output, recorded, replay) = self
+            .sampling
+            .step_recording(&model.unet, &model.config.unet, &self.conditioning)
+            .await?;
         self.recorded = (replay == Replay::Recorded).then_some(recorded);
-        Ok(replay)
+        Ok((replay, output))
     }
 
     /// One step: the recorded one where there is a recording, else a plain UNet pass.

@@ -14,11 +14,12 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::EmergeError;
+use crate::guidance::Conditioning;
 use crate::noise::ImageNoise;
-use crate::recorded::RecordedStep;
+use crate::recorded::{RecordedStep, Replay};
 use crate::schedule::NoiseSchedule;
 use crate::tensor_util::{image_gaussian, image_normals};
-use crate::unet::UNet;
+use crate::unet::{UNet, UNetConfig};
 use crate::update::{self, StepTerms, Update};
 
 /// The Gaussian q(x_{t−1} | x_t, x_0) of one DDPM step: mean c₀ x_0 + c_t x_t, variance σ².
@@ -526,13 +527,9 @@ impl Sampling {
         self.previous_prediction.as_ref()
     }
 
-    /// Advances one step by replaying `recorded` (made for this run), with the step's noise
-    /// drawn from the images' streams exactly where [`Self::step`] draws it.
-    pub fn step_recorded(
-        &mut self,
-        recorded: &mut RecordedStep,
-        unet: &UNet,
-    ) -> Result<StepOutput, EmergeError> {
+    /// The next step's timestep and its fresh noise z (row-major), drawn from the images'
+    /// streams exactly where [`Self::step`] draws it, where the step draws some.
+    fn next_noise(&mut self) -> Result<(usize, Option<Vec<f32>>), EmergeError> {
         let index = self.next_index;
         let timestep = self.sampler.timestep(index)?;
         let update = self
@@ -543,6 +540,46 @@ impl Sampling {
         } else {
             None
         };
+        Ok((timestep, noise))
+    }
+
+    /// Takes the next step while recording the step on the device for the rest of the run
+    /// ([`RecordedStep::record`]); the recording, and whether the device made one, come with
+    /// the step's output. On an error the run is as it was.
+    pub async fn step_recording(
+        &mut self,
+        unet: &UNet,
+        config: &UNetConfig,
+        conditioning: &Conditioning,
+    ) -> Result<(StepOutput, RecordedStep, Replay), EmergeError> {
+        let streams = self.noise.clone();
+        let (timestep, noise) = self.next_noise()?;
+        let recording = RecordedStep::record(unet, config, conditioning, self, noise).await;
+        let (recorded, replay, (prev_sample, pred_original_sample)) = match recording {
+            Ok(recording) => recording,
+            Err(e) => {
+                self.noise = streams;
+                return Err(e);
+            }
+        };
+        let output = StepOutput {
+            timestep,
+            prev_sample,
+            pred_original_sample,
+        };
+        self.took(&output);
+        Ok((output, recorded, replay))
+    }
+
+    /// Advances one step by replaying `recorded` (made for this run by
+    /// [`Self::step_recording`]).
+    pub fn step_recorded(
+        &mut self,
+        recorded: &mut RecordedStep,
+        unet: &UNet,
+    ) -> Result<StepOutput, EmergeError> {
+        let index = self.next_index;
+        let (timestep, noise) = self.next_noise()?;
         let (prev_sample, pred_original_sample) = recorded.step(unet, index, noise)?;
         let output = StepOutput {
             timestep,

@@ -1,6 +1,7 @@
 //! The `#[wasm_bindgen]` surface the worker uses: `Engine.create(backend, tasks_per_submit?)`,
-//! `device`, `loadModel(bytes)`, `limits`, `start(request, first?, count?)` (a whole request, or
-//! one worker's slice of its images), `step(count)`, `noised(...)`, the learning view's
+//! `device`, `loadModel(bytes)`, `prepare(batch)` (the kernels built at load), `limits`,
+//! `start(request, first?, count?)` (a whole request, or one worker's slice of its images),
+//! `step(count)`, `noised(...)`, the learning view's
 //! `lesson(...)` and `lossCurve(...)`, the training timeline's `loadCheckpoint(bytes)` and
 //! `sample(request, checkpoint)`, `schedule` and `encodeGif(...)`.
 //!
@@ -13,7 +14,7 @@ use burn::tensor::Device;
 #[cfg(feature = "webgpu")]
 use emerge_core::Replay;
 use emerge_core::image::{first_cell, gif_bytes};
-use emerge_core::{EmergeError, Model, Run, SamplingRequest};
+use emerge_core::{EmergeError, Model, Run, SamplingRequest, StepOutput};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use wasm_bindgen::prelude::*;
@@ -21,7 +22,7 @@ use wasm_bindgen::prelude::*;
 use crate::device::{self, DeviceInfo};
 use crate::layout::channels_last_kernels;
 use crate::lesson::LessonInput;
-use crate::options::{Limits, ScheduleCurves, page_request};
+use crate::options::{Limits, MAX_BATCH, ScheduleCurves, page_request};
 use crate::session::{Frame, GRID_GAP};
 
 /// WebGPU kernel launches per submitted command buffer when the page names none: more than a
@@ -131,7 +132,7 @@ impl<T: Serialize> Timed<T> {
 /// Reads `run`'s step `output` (x_{t−1} and x̂_0) back as a [`Frame`] object; `started` is when
 /// the work began (ms).
 async fn step_frame(
-    output: emerge_core::StepOutput,
+    output: StepOutput,
     run: &Run,
     model: &Model,
     started: f64,
@@ -165,6 +166,52 @@ pub(crate) async fn whole_run(
     let total = run.progress().1;
     let output = run.advance(model, total).map_err(js_error)?;
     step_frame(output, &run, model, started).await
+}
+
+/// How an engine's runs step: on WebGPU or the CPU, recording their step or not.
+#[derive(Clone, Copy)]
+struct Stepper {
+    webgpu: bool,
+    record: bool,
+}
+
+impl Stepper {
+    /// Runs up to `count` steps of `run`; the run's first step records the step for the rest
+    /// where the engine records, and `stepping` then says how the run steps ([`Engine::stepping`]).
+    async fn advance(
+        &self,
+        run: &mut Run,
+        model: &Model,
+        count: usize,
+        stepping: &mut Option<String>,
+    ) -> Result<StepOutput, JsError> {
+        let first = match stepping {
+            Some(_) => None,
+            None => {
+                let (how, first) = match (self.webgpu, self.record) {
+                    // (only the WebGPU module carries the recording code)
+                    #[cfg(feature = "webgpu")]
+                    (true, true) => match run.record(model).await {
+                        Ok((Replay::Recorded, output)) => ("recorded".into(), Some(output)),
+                        Ok((Replay::Plain(reason), output)) => {
+                            (format!("plain: {reason}"), Some(output))
+                        }
+                        Err(e) => (format!("plain: {e}"), None),
+                    },
+                    (true, _) => ("plain: recording is off".into(), None),
+                    (false, _) => ("plain: the CPU launches no kernels to record".into(), None),
+                };
+                *stepping = Some(how);
+                first
+            }
+        };
+        match first {
+            Some(first) if count <= 1 || run.is_finished() => Ok(first),
+            Some(_) => run.advance(model, count - 1),
+            None => run.advance(model, count),
+        }
+        .map_err(js_error)
+    }
 }
 
 /// The model, its device and the current run.
@@ -261,6 +308,13 @@ impl Engine {
         Ok(model)
     }
 
+    fn stepper(&self) -> Stepper {
+        Stepper {
+            webgpu: self.info.backend == "webgpu",
+            record: self.record,
+        }
+    }
+
     /// The loaded model, or checkpoint `index` of its training run.
     fn weights(&self, checkpoint: Option<usize>) -> Result<&Model, JsError> {
         match checkpoint {
@@ -324,6 +378,7 @@ impl Engine {
     /// Runs up to `count` steps and reads the last one back: a [`Frame`] and `millis`.
     pub async fn step(&mut self, count: usize) -> Result<JsValue, JsError> {
         let started = js_sys::Date::now();
+        let stepper = self.stepper();
         let model = self
             .model
             .as_ref()
@@ -332,21 +387,38 @@ impl Engine {
             .run
             .as_mut()
             .ok_or_else(|| JsError::new("no run is started"))?;
-        if self.stepping.is_none() {
-            self.stepping = Some(match (self.info.backend.as_str(), self.record) {
-                // (only the WebGPU module carries the recording code)
-                #[cfg(feature = "webgpu")]
-                ("webgpu", true) => match run.record(model).await {
-                    Ok(Replay::Recorded) => "recorded".into(),
-                    Ok(Replay::Plain(reason)) => format!("plain: {reason}"),
-                    Err(e) => format!("plain: {e}"),
-                },
-                ("webgpu", _) => "plain: recording is off".into(),
-                _ => "plain: the CPU launches no kernels to record".into(),
-            });
-        }
-        let output = run.advance(model, count).map_err(js_error)?;
+        let output = stepper
+            .advance(run, model, count, &mut self.stepping)
+            .await?;
         step_frame(output, run, model, started).await
+    }
+
+    /// Builds the kernels that runs of `batch` images of the loaded model take, so that the
+    /// first visible step is not spent compiling them (WebGPU compiles every kernel on first
+    /// use): the first step of the model's recommended request, taken (recorded where runs are)
+    /// and read back as the page's steps are. Leaves the current run alone; nothing to build on the
+    /// CPU. Returns the milliseconds it took.
+    pub async fn prepare(&self, batch: usize) -> Result<f64, JsError> {
+        let started = js_sys::Date::now();
+        if self.info.backend != "webgpu" {
+            return Ok(0.0);
+        }
+        let model = self.model()?;
+        // (a product's kernel depends on its size: the run's own batch builds the run's kernels)
+        let images = batch.clamp(1, MAX_BATCH);
+        let request = SamplingRequest {
+            images,
+            ..model.recommended()
+        };
+        let mut run = model
+            .start(&request, 0..images, &self.device)
+            .map_err(js_error)?;
+        let output = self
+            .stepper()
+            .advance(&mut run, model, 1, &mut None)
+            .await?;
+        step_frame(output, &run, model, started).await?;
+        Ok(js_sys::Date::now() - started)
     }
 
     /// A whole run from noise with checkpoint `checkpoint` (the loaded model when absent),

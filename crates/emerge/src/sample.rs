@@ -70,7 +70,7 @@ pub fn generate(
     request: &SamplingRequest,
     part: Range<usize>,
     stepping: Stepping,
-    on_step: impl FnMut(&StepOutput),
+    mut on_step: impl FnMut(&StepOutput),
 ) -> Result<Images> {
     let device = burn::module::Module::devices(&model.unet)
         .into_iter()
@@ -79,8 +79,13 @@ pub fn generate(
     let mut run = model.start(request, part, &device)?;
     if stepping == Stepping::Recorded && device != Device::flex() {
         say_once(match pollster::block_on(run.record(model)) {
-            Ok(Replay::Recorded) => "the GPU replays one recorded step for every step".into(),
-            Ok(Replay::Plain(reason)) => format!("the GPU runs every step afresh ({reason})"),
+            Ok((replay, first)) => {
+                on_step(&first);
+                match replay {
+                    Replay::Recorded => "the GPU replays one recorded step for every step".into(),
+                    Replay::Plain(reason) => format!("the GPU runs every step afresh ({reason})"),
+                }
+            }
             Err(e) => format!("the GPU runs every step afresh ({e})"),
         });
     }
