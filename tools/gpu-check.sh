@@ -99,8 +99,9 @@ for run in "${RUNS[@]}"; do
       --guidance 1.25
   done
 done
-# the batch-1 step (the target is the host cost of one guided step)
-for record in "" --no-record; do
+# the batch-1 step (the target is the host cost of one guided step); --no-prepare: the kernels
+# compiled by the first step instead of at load
+for record in "" --no-record --no-prepare; do
   step "(c) Dawn $record: ddim 50 steps, batch 1, w = 1.25" 120 "$NODE" dawn/harness.mjs "${DAWN[@]}" $record \
     --sampler ddim --eta 1 --steps 50 --batch 1 --class 7 --guidance 1.25
 done
