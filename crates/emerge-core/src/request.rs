@@ -73,14 +73,16 @@ pub struct SamplingRequest {
 }
 
 impl SamplingRequest {
-    /// What a model file without a recommendation is sampled with: DDIM, η = 1, 50 steps,
-    /// w = 1.25 at every step (this project's page default before models carried their own),
-    /// 16 images, each class in turn.
+    /// What a model file without a recommendation is sampled with: DDIM, η = 1, 50 steps (all
+    /// of them for a model with fewer timesteps), w = 1.25 at every step (this project's page
+    /// default before models carried their own), 16 images, each class in turn.
     pub fn fallback(config: &ModelConfig) -> Self {
         let conditional = config.unet.is_conditional();
+        let sampler = SamplerKind::Ddim { eta: 1.0 };
+        let top = config.schedule.num_train_timesteps.saturating_sub(1);
         Self {
-            sampler: SamplerKind::Ddim { eta: 1.0 },
-            steps: 50,
+            sampler,
+            steps: 50.min(Sampler::max_steps(sampler, top)),
             seed: 0,
             images: 16,
             classes: Classes::all_of(config),
@@ -443,6 +445,17 @@ pub(crate) mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("euler"), "{err}");
+    }
+
+    #[test]
+    fn the_fallback_request_fits_a_model_with_few_timesteps() {
+        for timesteps in [20, 1000] {
+            let mut config = ModelConfig::preset("tiny").unwrap();
+            config.schedule.num_train_timesteps = timesteps;
+            let fallback = SamplingRequest::fallback(&config);
+            fallback.validate(&config).unwrap();
+            assert_eq!(fallback.steps, timesteps.min(50));
+        }
     }
 
     #[test]
