@@ -230,7 +230,8 @@ function play(token) {
 const commands = {
   /** `modelData` and `wasm`: the model's bytes and the compiled engine (a helper gets them from
    * its parent), else downloaded from `modelUrl` and pkg/. `workers`: how many workers share a
-   * run on the CPU (default: the cores the browser reports, at most MAX_WORKERS). */
+   * run on the CPU (default: the cores the browser reports, at most MAX_WORKERS). `batch`: the
+   * page's number of images, whose GPU kernels are built at load. */
   async init({ backend, modelUrl, modelBytes: expected, modelData, wasm, workers, batch }) {
     stopHelpers();
     if (wasm) compiled[backend] = wasm;
@@ -240,7 +241,8 @@ const commands = {
     await loadModel(bytes, batch);
   },
   /** Replaces the loaded model (a file from `modelUrl`, or `modelData`: a model the page holds,
-   * one trained in it): the run stops, the timeline's checkpoints go, the helpers get it anew. */
+   * one trained in it), its GPU kernels built for runs of `batch` images: the run stops, the
+   * timeline's checkpoints go, the helpers get it anew. */
   async load({ modelUrl, modelBytes: expected, modelData, batch }) {
     run.playing = false;
     run.token += 1;
