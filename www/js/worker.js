@@ -136,27 +136,25 @@ const downloadWeights = (url, expectedBytes, progress = (loaded, total) => post(
   download(url, { expectedBytes, progress, what: 'the weights' });
 
 /** Loads the model file `bytes` into the engine (in the queue: after any step in flight), builds
- * its GPU kernels for runs of `batch` images, and says so with its limits and how long the
- * kernels took. */
+ * its GPU kernels for runs of `batch` images, and says so with its limits. */
 async function loadModel(bytes, batch, fields = {}) {
   const config = await enqueue(() => engine.loadModel(bytes));
   modelBytes = bytes;
   checkpointBytes.length = 0;
-  const preparedMs = await enqueue(() => prepare(batch));
-  post({ status: 'ready', config, limits: engine.limits, bytes: bytes.length, prepared_ms: preparedMs, ...fields });
+  await enqueue(() => prepare(batch));
+  post({ status: 'ready', config, limits: engine.limits, bytes: bytes.length, ...fields });
 }
 
 /** On WebGPU, compiles the kernels runs of `batch` images take before the first run needs them
- * (its first step is then a step, not a compile): their milliseconds, or null where there is
- * nothing to build. A failure falls back to the CPU, as a failed step does. */
-async function prepare(batch = 1) {
-  if (device.backend !== 'webgpu') return null;
+ * (its first step is then a step, not a compile). A failure falls back to the CPU, as a failed
+ * step does. */
+async function prepare(batch) {
+  if (device.backend !== 'webgpu') return;
   post({ status: 'preparing' });
   try {
-    return await engine.prepare(batch);
+    await engine.prepare(batch);
   } catch (error) {
     await fallBackToCpu(error, false);
-    return null;
   }
 }
 

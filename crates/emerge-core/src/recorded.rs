@@ -23,6 +23,9 @@ use crate::sampler::Sampling;
 use crate::unet::{JointProjection, UNet, UNetConfig};
 use crate::update::{self, ROW, StepTerms, coefficient};
 
+/// A step's outputs x_{t−1} and x̂_0.
+type StepPair = (Tensor<4>, Tensor<4>);
+
 /// How a run's steps execute after [`crate::Run::record`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Replay {
@@ -43,7 +46,7 @@ enum Execution {
 /// The recorded step, and the buffers x_{t−1} and x̂_0 that every replay writes.
 struct Recording {
     graph: BackendGraph<Dispatch>,
-    output: (Tensor<4>, Tensor<4>),
+    output: StepPair,
 }
 
 /// The buffers the step reads, stable for the run.
@@ -120,7 +123,7 @@ fn step_in_place(
     projection: &JointProjection,
     inputs: &mut Inputs,
     settings: StepSettings,
-) -> Result<(Tensor<4>, Tensor<4>), EmergeError> {
+) -> Result<StepPair, EmergeError> {
     let (prev, x0) = denoise_step(unet, projection, inputs, settings)?;
     refresh(&mut inputs.sample, prev.clone());
     if settings.multistep {
@@ -147,7 +150,7 @@ fn denoise_step(
     projection: &JointProjection,
     inputs: &Inputs,
     StepSettings { guided, clip, .. }: StepSettings,
-) -> Result<(Tensor<4>, Tensor<4>), EmergeError> {
+) -> Result<StepPair, EmergeError> {
     let x = inputs.sample.clone();
     let shifts = projection.shifts(inputs.embedding.clone());
     // one UNet pass over [x; x] with [conditional; unconditional] embeddings where guided
@@ -229,7 +232,7 @@ fn graph_error(what: &str, error: impl std::fmt::Display) -> EmergeError {
 }
 
 /// Waits until the device has run the work behind `output`, without blocking (wasm cannot).
-async fn settle(output: &(Tensor<4>, Tensor<4>)) -> Result<(), EmergeError> {
+async fn settle(output: &StepPair) -> Result<(), EmergeError> {
     output
         .0
         .to_data_async()
@@ -265,7 +268,7 @@ impl RecordedStep {
         conditioning: &Conditioning,
         sampling: &Sampling,
         z: Option<Vec<f32>>,
-    ) -> Result<(Self, Replay, (Tensor<4>, Tensor<4>)), EmergeError> {
+    ) -> Result<(Self, Replay, StepPair), EmergeError> {
         let x = sampling.sample().clone();
         let device = x.device();
         let [images, ..] = x.dims();
@@ -313,10 +316,7 @@ impl RecordedStep {
         let step = || step_in_place(unet, &projection, &mut inputs, settings);
         let (first, recorded) = first_step_and_capture(&device, step).await?;
         let (execution, replay) = match recorded {
-            Ok((graph, output)) => (
-                Execution::Replayed(Box::new(Recording { graph, output })),
-                Replay::Recorded,
-            ),
+            Ok(recording) => (Execution::Replayed(Box::new(recording)), Replay::Recorded),
             Err(reason) => (Execution::Rerun, Replay::Plain(reason.to_string())),
         };
         // the recorded run steps x_t and x̂_0 in place too: they are put back to the first
@@ -345,7 +345,7 @@ impl RecordedStep {
         unet: &UNet,
         index: usize,
         z: Option<Vec<f32>>,
-    ) -> Result<(Tensor<4>, Tensor<4>), EmergeError> {
+    ) -> Result<StepPair, EmergeError> {
         let steps = self.steps();
         let i = index
             .checked_sub(self.start)
@@ -428,9 +428,6 @@ fn step_embeddings(
     embedding.reshape([steps, n, d])
 }
 
-/// The step's outputs x_{t−1} and x̂_0.
-type StepPair = (Tensor<4>, Tensor<4>);
-
 /// Takes the run's next step with `step` (awaited without blocking) as the recording's warm-up:
 /// it builds the kernels (and fusion's plans) and leaves in the pools the buffers the recording
 /// takes (one is enough for the page's configuration, fusion without autotune). Then records
@@ -440,13 +437,7 @@ type StepPair = (Tensor<4>, Tensor<4>);
 async fn first_step_and_capture(
     device: &Device,
     mut step: impl FnMut() -> Result<StepPair, EmergeError>,
-) -> Result<
-    (
-        StepPair,
-        Result<(BackendGraph<Dispatch>, StepPair), EmergeError>,
-    ),
-    EmergeError,
-> {
+) -> Result<(StepPair, Result<Recording, EmergeError>), EmergeError> {
     let dispatch = device.as_dispatch();
     let prepared =
         Dispatch::graph_prepare(dispatch).map_err(|e| graph_error("preparing the recording", e));
@@ -472,7 +463,7 @@ async fn first_step_and_capture(
 fn capture(
     dispatch: &DispatchDevice,
     step: impl FnOnce() -> Result<StepPair, EmergeError>,
-) -> Result<(BackendGraph<Dispatch>, StepPair), EmergeError> {
+) -> Result<Recording, EmergeError> {
     if let Err(e) = Dispatch::graph_start_capture(dispatch) {
         let _ = Dispatch::graph_stop_capture(dispatch);
         return Err(graph_error("starting the recording", e));
@@ -480,7 +471,10 @@ fn capture(
     let output = step();
     let graph = Dispatch::graph_stop_capture(dispatch)
         .map_err(|e| graph_error("ending the recording", e))?;
-    Ok((graph, output?))
+    Ok(Recording {
+        graph,
+        output: output?,
+    })
 }
 
 #[cfg(test)]

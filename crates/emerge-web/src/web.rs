@@ -1,9 +1,9 @@
 //! The `#[wasm_bindgen]` surface the worker uses: `Engine.create(backend, tasks_per_submit?)`,
 //! `device`, `loadModel(bytes)`, `prepare(batch)` (the kernels built at load), `limits`,
 //! `start(request, first?, count?)` (a whole request, or one worker's slice of its images),
-//! `step(count)`, `noised(...)`, the learning view's
-//! `lesson(...)` and `lossCurve(...)`, the training timeline's `loadCheckpoint(bytes)` and
-//! `sample(request, checkpoint)`, `schedule` and `encodeGif(...)`.
+//! `step(count)`, `noised(...)`, the learning view's `lesson(...)` and `lossCurve(...)`, the
+//! training timeline's `loadCheckpoint(bytes)` and `sample(request, checkpoint)`, `schedule`
+//! and `encodeGif(...)`.
 //!
 //! One encoding both ways: a request is an `emerge_core::SamplingRequest` as a plain object (its
 //! start image's pixels a `Uint8Array`), and every answer is a plain object made by serde from
@@ -396,8 +396,8 @@ impl Engine {
     /// Builds the kernels that runs of `batch` images of the loaded model take, so that the
     /// first visible step is not spent compiling them (WebGPU compiles every kernel on first
     /// use): the first step of the model's recommended request, taken (recorded where runs are)
-    /// and read back as the page's steps are. Leaves the current run alone; nothing to build on the
-    /// CPU. Returns the milliseconds it took.
+    /// and read back as the page's steps are. Leaves the current run alone; nothing to build on
+    /// the CPU. Returns the milliseconds it took.
     pub async fn prepare(&self, batch: usize) -> Result<f64, JsError> {
         let started = js_sys::Date::now();
         if self.info.backend != "webgpu" {
